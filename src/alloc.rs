@@ -1,0 +1,812 @@
+//! The arena allocator: variable-size records at 8-byte-aligned offsets.
+//!
+//! Records up to [`MAX_SLAB_SIZE`] live in slab spans of one size class; larger ones get a run of
+//! pages each. Free space is persistent: each commit writes an allocator blob (spans being
+//! carved, the top of each class's free stack, free runs, pending batches) and long free stacks
+//! spill into immutable chunk pages. Only a writer ever loads it, lazily, so opening a heap and
+//! reading never touch it.
+//!
+//! Ownership of space (DESIGN.md I3-I5): a record freed by commit T joins a pending batch tagged
+//! T and is reused only once T is durable and no snapshot older than T is pinned. A record
+//! allocated in the running transaction ("fresh") is invisible to everyone else, so it may be
+//! rewritten in place and, when freed, reused at once.
+
+use std::collections::hash_map::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::error::{Result, corrupt};
+use crate::format::*;
+use crate::storage::{Storage, View};
+
+/// Free-stack entries kept inline in the blob before the bottom ones spill into chunk pages.
+const INLINE_MAX: usize = 64;
+/// Inline entries left after a spill.
+const INLINE_KEEP: usize = 16;
+/// A partial chunk page is written only with at least this many entries.
+const MIN_PARTIAL: usize = 48;
+/// Smallest growth step of the file.
+const MIN_GROW: u64 = 4 << 20;
+
+/// Reads and writes of the writer: the storage and its current view.
+#[derive(Debug)]
+pub(crate) struct Pager {
+    storage: Arc<dyn Storage>,
+    view: Arc<View>,
+    /// A write failed: the heap must be poisoned.
+    pub(crate) failed: bool,
+}
+
+impl Pager {
+    pub(crate) fn new(storage: Arc<dyn Storage>) -> Pager {
+        let view = storage.view();
+        Pager { storage, view, failed: false }
+    }
+    pub(crate) fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+    pub(crate) fn write(&mut self, off: Offset, data: &[u8]) -> Result<()> {
+        let res = self.storage.write(off.0, data);
+        self.failed |= res.is_err();
+        res
+    }
+    /// Make the file at least `end` bytes long, growing by a step proportional to its size.
+    fn ensure_len(&mut self, end: u64) -> Result<()> {
+        let len = self.storage.len();
+        if end <= len {
+            return Ok(());
+        }
+        let step = (len / 32).clamp(MIN_GROW, 1 << 30);
+        let target = end.max(len + step).next_multiple_of(PAGE_SIZE);
+        self.storage.grow(target)?;
+        self.view = self.storage.view();
+        Ok(())
+    }
+}
+
+/// Hasher for offsets (already well spread, 8-aligned).
+#[derive(Default)]
+pub(crate) struct OffsetHasher(u64);
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+pub(crate) type OffsetSet = HashSet<u64, BuildHasherDefault<OffsetHasher>>;
+
+#[derive(Debug, Clone, Default)]
+struct ClassState {
+    /// Top of the free stack (last = next to pop).
+    top: Vec<u64>,
+    /// Chain of chunk pages below `top`.
+    below: u64,
+    below_len: u64,
+    /// Span being carved and its next never-used slot.
+    span: u64,
+    next_slot: u32,
+}
+
+impl ClassState {
+    fn is_empty(&self) -> bool {
+        self.top.is_empty() && self.below == 0 && self.span == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    txn: TxnId,
+    inline: Vec<u64>,
+    chain: u64,
+    chained: u64,
+}
+
+/// What a commit records about the allocator in its meta slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AllocSummary {
+    pub end: u64,
+    pub blob: u64,
+    pub blob_len: u64,
+    pub blob_checksum: u64,
+    pub live_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// The writer's view of space. Loaded from a commit's blob; mutated by one write transaction at
+/// a time; discarded on abort (the next writer reloads from the last commit).
+#[derive(Debug)]
+pub(crate) struct Allocator {
+    pub(crate) pager: Pager,
+    end: u64,
+    classes: Vec<ClassState>,
+    runs: BTreeMap<u64, u64>,
+    runs_by_size: BTreeSet<(u64, u64)>,
+    pending: VecDeque<Pending>,
+    /// The blob run of the last commit: (start, pages).
+    blob: Option<(u64, u64)>,
+    blob_len: u64,
+    blob_checksum: u64,
+    live_bytes: u64,
+    free_bytes: u64,
+    /// Per transaction: `end` when it began; everything at or above was allocated by it.
+    floor: u64,
+    /// Per transaction: objects allocated below `floor` (reused space).
+    fresh: OffsetSet,
+    /// Per transaction: records freed that an older snapshot or the durable commit may see.
+    freed_now: Vec<u64>,
+    /// Per transaction: anything changed (if not, the commit keeps the old blob).
+    dirty: bool,
+}
+
+impl Allocator {
+    /// The allocator of an empty heap.
+    pub(crate) fn empty(pager: Pager) -> Allocator {
+        Allocator {
+            pager,
+            end: DATA_START,
+            classes: vec![ClassState::default(); NUM_CLASSES],
+            runs: BTreeMap::new(),
+            runs_by_size: BTreeSet::new(),
+            pending: VecDeque::new(),
+            blob: None,
+            blob_len: 0,
+            blob_checksum: 0,
+            live_bytes: 0,
+            free_bytes: 0,
+            floor: DATA_START,
+            fresh: OffsetSet::default(),
+            freed_now: Vec::new(),
+            dirty: false,
+        }
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Bytes of `len` at `off`, below the current high-water mark.
+    pub(crate) fn read(&self, off: u64, len: u64) -> Result<&[u8]> {
+        self.pager.view.slice(off, len, self.end).ok_or_else(|| corrupt(off, "range past the end"))
+    }
+
+    /// Load the allocator state a commit recorded. Validates everything it reads.
+    pub(crate) fn load(pager: Pager, s: &AllocSummary) -> Result<Allocator> {
+        let mut a = Allocator::empty(pager);
+        if s.end < DATA_START || s.end % PAGE_SIZE != 0 || s.end > a.pager.storage.len() {
+            return Err(corrupt(META_OFFSETS[0], "allocator end out of range"));
+        }
+        a.end = s.end;
+        a.floor = s.end;
+        a.live_bytes = s.live_bytes;
+        a.free_bytes = s.free_bytes;
+        if s.blob == 0 {
+            return Ok(a);
+        }
+        let hdr = a.run_header(s.blob)?;
+        if hdr.kind.get() != RUN_META
+            || s.blob_len + RUN_HEADER_SIZE > hdr.pages.get() as u64 * PAGE_SIZE
+        {
+            return Err(corrupt(s.blob, "allocator blob run mismatch"));
+        }
+        a.blob = Some((s.blob, hdr.pages.get() as u64));
+        a.blob_len = s.blob_len;
+        a.blob_checksum = s.blob_checksum;
+        let bytes = a.read(s.blob + RUN_HEADER_SIZE, s.blob_len)?.to_vec();
+        if checksum64(&bytes) != s.blob_checksum {
+            return Err(corrupt(s.blob, "allocator blob checksum mismatch"));
+        }
+        a.parse_blob(s.blob, &bytes)?;
+        Ok(a)
+    }
+
+    fn parse_blob(&mut self, at: u64, bytes: &[u8]) -> Result<()> {
+        let bad = || corrupt(at, "allocator blob malformed");
+        let (h, mut rest) = BlobHeader::read_from_prefix(bytes).map_err(|_| bad())?;
+        if h.class_count.get() as usize > NUM_CLASSES {
+            return Err(corrupt(at, "allocator blob class count"));
+        }
+        let mut entries = Vec::with_capacity(h.class_count.get() as usize);
+        for _ in 0..h.class_count.get() {
+            let (e, r) = ClassEntry::read_from_prefix(rest).map_err(|_| bad())?;
+            rest = r;
+            entries.push(e);
+        }
+        for e in &entries {
+            let c = e.class.get() as usize;
+            if c >= NUM_CLASSES || !self.classes[c].is_empty() {
+                return Err(corrupt(at, "allocator blob class index"));
+            }
+            let (top, r) = read_u64s(rest, e.top_len.get() as usize).ok_or(corrupt(at, "blob"))?;
+            rest = r;
+            for &o in &top {
+                self.check_record(o)?;
+            }
+            let span = e.span.get();
+            if span != 0 {
+                self.check_page(span)?;
+            }
+            if e.next_slot.get() > span_slots(c) {
+                return Err(corrupt(at, "allocator blob slot cursor"));
+            }
+            let below = e.below.get();
+            if below != 0 {
+                self.check_page(below)?;
+            }
+            self.classes[c] = ClassState {
+                top,
+                below,
+                below_len: e.below_len.get(),
+                span,
+                next_slot: e.next_slot.get(),
+            };
+        }
+        for _ in 0..h.run_count.get() {
+            let (r, rr) = FreeRun::read_from_prefix(rest).map_err(|_| bad())?;
+            rest = rr;
+            let (start, pages) = (r.start.get(), r.pages.get());
+            self.check_page(start)?;
+            if pages == 0
+                || pages > (self.end - start) / PAGE_SIZE
+                || self.runs.contains_key(&start)
+            {
+                return Err(corrupt(at, "allocator blob free run"));
+            }
+            self.insert_run(start, pages);
+        }
+        let mut last = TxnId(0);
+        for _ in 0..h.pending_count.get() {
+            let (p, r) = PendingEntry::read_from_prefix(rest).map_err(|_| bad())?;
+            let (inline, r) = read_u64s(r, p.inline.get() as usize).ok_or(corrupt(at, "blob"))?;
+            rest = r;
+            let txn = TxnId(p.txn.get());
+            if txn <= last {
+                return Err(corrupt(at, "allocator blob pending order"));
+            }
+            last = txn;
+            if p.chain.get() != 0 {
+                self.check_page(p.chain.get())?;
+            }
+            self.pending.push_back(Pending {
+                txn,
+                inline,
+                chain: p.chain.get(),
+                chained: p.chained.get(),
+            });
+        }
+        if !rest.is_empty() {
+            return Err(corrupt(at, "allocator blob trailing bytes"));
+        }
+        Ok(())
+    }
+
+    fn check_record(&self, o: u64) -> Result<()> {
+        if o < DATA_START || o % 8 != 0 || o >= self.end {
+            return Err(corrupt(o, "free record offset out of range"));
+        }
+        Ok(())
+    }
+
+    fn check_page(&self, o: u64) -> Result<()> {
+        if o < DATA_START || o % PAGE_SIZE != 0 || o >= self.end {
+            return Err(corrupt(o, "page offset out of range"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn run_header(&self, start: u64) -> Result<RunHeader> {
+        self.check_page(start)?;
+        let h = RunHeader::read_from_bytes(self.read(start, RUN_HEADER_SIZE)?)
+            .map_err(|_| corrupt(start, "run header"))?;
+        if !h.is_valid()
+            || h.pages.get() == 0
+            || h.pages.get() as u64 > (self.end - start) / PAGE_SIZE
+        {
+            return Err(corrupt(start, "invalid run header"));
+        }
+        Ok(h)
+    }
+
+    /// Entries and successor of the chunk page at `off`.
+    pub(crate) fn read_chunk(&self, off: u64) -> Result<(u64, Vec<u64>)> {
+        let h = self.run_header(off)?;
+        if h.kind.get() != RUN_META || h.pages.get() != 1 {
+            return Err(corrupt(off, "chunk is not a one-page metadata run"));
+        }
+        let body = self.read(off + RUN_HEADER_SIZE, PAGE_SIZE - RUN_HEADER_SIZE)?;
+        let (ch, rest) =
+            ChunkHeader::read_from_prefix(body).map_err(|_| corrupt(off, "chunk header"))?;
+        let n = ch.count.get() as usize;
+        if n > CHUNK_CAPACITY {
+            return Err(corrupt(off, "chunk count"));
+        }
+        let (entries, _) = read_u64s(rest, n).ok_or(corrupt(off, "chunk"))?;
+        if chunk_checksum(ch.next.get(), &entries) != ch.checksum.get() {
+            return Err(corrupt(off, "chunk checksum mismatch"));
+        }
+        let next = ch.next.get();
+        if next != 0 {
+            self.check_page(next)?;
+        }
+        Ok((next, entries))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Transactions
+
+    /// Start a write transaction. `horizon`: the newest commit whose freed records may be reused
+    /// (the older of the oldest pinned snapshot and the last durable commit).
+    pub(crate) fn begin_txn(&mut self, horizon: TxnId) -> Result<()> {
+        self.fresh.clear();
+        self.freed_now.clear();
+        self.dirty = false;
+        self.floor = self.end;
+        while self.pending.front().is_some_and(|p| p.txn <= horizon) {
+            let p = self.pending.pop_front().expect("checked");
+            self.dirty = true;
+            let mut entries = p.inline;
+            let mut chain = p.chain;
+            let mut steps = 0u64;
+            while chain != 0 {
+                steps += 1;
+                if steps > p.chained.div_ceil(MIN_PARTIAL as u64) + 1 {
+                    return Err(corrupt(chain, "pending chain too long"));
+                }
+                let (next, more) = self.read_chunk(chain)?;
+                entries.extend_from_slice(&more);
+                self.free_run(chain, 1);
+                chain = next;
+            }
+            for e in entries {
+                let (off, class) = unpack_freed(e);
+                if class == FREED_RUN {
+                    let pages = self.run_header(off.0)?.pages.get() as u64;
+                    self.add_run(off.0, pages);
+                } else if (class as usize) < NUM_CLASSES {
+                    self.check_record(off.0)?;
+                    self.classes[class as usize].top.push(off.0);
+                } else {
+                    return Err(corrupt(off.0, "pending entry class"));
+                }
+            }
+        }
+        // Space released above may have lowered `end`: bump allocations there are fresh too.
+        self.floor = self.end;
+        Ok(())
+    }
+
+    /// Was `off` allocated by the running transaction?
+    #[inline]
+    pub(crate) fn is_fresh(&self, off: u64) -> bool {
+        off >= self.floor || self.fresh.contains(&off)
+    }
+
+    fn note_fresh(&mut self, off: u64) {
+        if off < self.floor {
+            self.fresh.insert(off);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Allocation
+
+    /// Allocate a record of `size` bytes (8-aligned offset, 8-aligned size rounding).
+    pub(crate) fn alloc(&mut self, size: u64) -> Result<Offset> {
+        self.dirty = true;
+        if size > MAX_SLAB_SIZE {
+            let pages = record_run_pages(size);
+            let start = self.alloc_run(pages, RUN_RECORD, 0)?;
+            self.live_bytes += pages * PAGE_SIZE;
+            let off = start + RUN_HEADER_SIZE;
+            self.note_fresh(off);
+            return Ok(Offset(off));
+        }
+        let c = class_of(size);
+        let s = CLASS_SIZES[c] as u64;
+        let off = match self.pop_class(c)? {
+            Some(off) => {
+                self.free_bytes -= s;
+                off
+            }
+            None => self.carve(c)?,
+        };
+        self.live_bytes += s;
+        self.note_fresh(off);
+        Ok(Offset(off))
+    }
+
+    fn pop_class(&mut self, c: usize) -> Result<Option<u64>> {
+        if let Some(off) = self.classes[c].top.pop() {
+            return Ok(Some(off));
+        }
+        let below = self.classes[c].below;
+        if below == 0 {
+            return Ok(None);
+        }
+        let (next, entries) = self.read_chunk(below)?;
+        for &o in &entries {
+            self.check_record(o)?;
+        }
+        let st = &mut self.classes[c];
+        st.below_len = st.below_len.saturating_sub(entries.len() as u64);
+        st.below = next;
+        st.top = entries;
+        self.free_run(below, 1);
+        Ok(self.classes[c].top.pop())
+    }
+
+    fn carve(&mut self, c: usize) -> Result<u64> {
+        let s = CLASS_SIZES[c] as u64;
+        let st = &self.classes[c];
+        if st.span == 0 || st.next_slot >= span_slots(c) {
+            let span = self.alloc_run(span_pages(c) as u64, RUN_SLAB, c as u16)?;
+            let st = &mut self.classes[c];
+            st.span = span;
+            st.next_slot = 0;
+        }
+        let st = &mut self.classes[c];
+        let off = st.span + RUN_HEADER_SIZE + st.next_slot as u64 * s;
+        st.next_slot += 1;
+        Ok(off)
+    }
+
+    /// A run of `pages` pages with its header written: best fit among free runs, else the end.
+    fn alloc_run(&mut self, pages: u64, kind: u16, class: u16) -> Result<u64> {
+        let start = self.take_pages(pages)?;
+        let h = RunHeader::new(kind, class, pages as u32);
+        self.pager.write(Offset(start), h.as_bytes())?;
+        Ok(start)
+    }
+
+    fn take_pages(&mut self, pages: u64) -> Result<u64> {
+        self.dirty = true;
+        assert!(pages <= u32::MAX as u64, "run too long");
+        if let Some(&(have, start)) = self.runs_by_size.range((pages, 0)..).next() {
+            self.remove_run(start, have);
+            if have > pages {
+                self.insert_run(start + pages * PAGE_SIZE, have - pages);
+            }
+            self.free_bytes -= pages * PAGE_SIZE;
+            return Ok(start);
+        }
+        let start = self.end;
+        let end = start + pages * PAGE_SIZE;
+        self.pager.ensure_len(end)?;
+        self.end = end;
+        Ok(start)
+    }
+
+    fn insert_run(&mut self, start: u64, pages: u64) {
+        self.runs.insert(start, pages);
+        self.runs_by_size.insert((pages, start));
+    }
+
+    fn remove_run(&mut self, start: u64, pages: u64) {
+        self.runs.remove(&start);
+        self.runs_by_size.remove(&(pages, start));
+    }
+
+    /// Return a run to the free runs, merging neighbours; a run reaching `end` lowers `end`.
+    fn add_run(&mut self, mut start: u64, mut pages: u64) {
+        if let Some((&ps, &pp)) = self.runs.range(..start).next_back() {
+            if ps + pp * PAGE_SIZE == start {
+                self.remove_run(ps, pp);
+                start = ps;
+                pages += pp;
+            }
+        }
+        let after = start + pages * PAGE_SIZE;
+        if let Some(&np) = self.runs.get(&after) {
+            self.remove_run(after, np);
+            pages += np;
+        }
+        if start + pages * PAGE_SIZE == self.end {
+            self.end = start;
+            self.free_bytes -= pages * PAGE_SIZE;
+        } else {
+            self.insert_run(start, pages);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Freeing
+
+    /// Free the record of `size` bytes at `off`.
+    pub(crate) fn free(&mut self, off: Offset, size: u64) {
+        self.dirty = true;
+        if size > MAX_SLAB_SIZE {
+            let pages = record_run_pages(size);
+            self.live_bytes -= pages * PAGE_SIZE;
+            let start = off.0 - RUN_HEADER_SIZE;
+            if self.is_fresh(off.0) {
+                self.free_bytes += pages * PAGE_SIZE;
+                self.add_run(start, pages);
+            } else {
+                self.free_bytes += pages * PAGE_SIZE;
+                self.freed_now.push(pack_freed(Offset(start), FREED_RUN));
+            }
+            return;
+        }
+        let c = class_of(size);
+        let s = CLASS_SIZES[c] as u64;
+        self.live_bytes -= s;
+        self.free_bytes += s;
+        if self.is_fresh(off.0) {
+            self.classes[c].top.push(off.0);
+        } else {
+            self.freed_now.push(pack_freed(off, c as u16));
+        }
+    }
+
+    /// Free a metadata run (chunk page or blob) of `pages` pages at `start`.
+    fn free_run(&mut self, start: u64, pages: u64) {
+        self.dirty = true;
+        self.live_bytes -= pages * PAGE_SIZE;
+        self.free_bytes += pages * PAGE_SIZE;
+        if self.is_fresh(start) {
+            self.add_run(start, pages);
+        } else {
+            self.freed_now.push(pack_freed(Offset(start), FREED_RUN));
+        }
+    }
+
+    fn alloc_meta_page(&mut self) -> Result<u64> {
+        let start = self.alloc_run(1, RUN_META, 0)?;
+        self.live_bytes += PAGE_SIZE;
+        self.note_fresh(start);
+        Ok(start)
+    }
+
+    /// Write `entries` as a chain of chunk pages ending in `next`; returns the chain's head.
+    fn write_chain(&mut self, entries: &[u64], mut next: u64) -> Result<u64> {
+        for part in entries.chunks(CHUNK_CAPACITY) {
+            let page = self.alloc_meta_page()?;
+            let mut buf = Vec::with_capacity(CHUNK_HEADER_SIZE as usize + part.len() * 8);
+            let ch = ChunkHeader {
+                next: next.into(),
+                count: (part.len() as u32).into(),
+                checksum: chunk_checksum(next, part).into(),
+            };
+            buf.extend_from_slice(ch.as_bytes());
+            for e in part {
+                buf.extend_from_slice(&e.to_le_bytes());
+            }
+            self.pager.write(Offset(page + RUN_HEADER_SIZE), &buf)?;
+            next = page;
+        }
+        Ok(next)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commit
+
+    /// Persist the allocator for commit `txn`; returns what its meta slot records.
+    pub(crate) fn persist(&mut self, txn: TxnId) -> Result<AllocSummary> {
+        if self.dirty {
+            self.write_blob(txn)?;
+        }
+        Ok(self.summary())
+    }
+
+    pub(crate) fn summary(&self) -> AllocSummary {
+        AllocSummary {
+            end: self.end,
+            blob: self.blob.map_or(0, |b| b.0),
+            blob_len: self.blob_len,
+            blob_checksum: self.blob_checksum,
+            live_bytes: self.live_bytes,
+            free_bytes: self.free_bytes,
+        }
+    }
+
+    fn write_blob(&mut self, txn: TxnId) -> Result<()> {
+        if let Some((start, pages)) = self.blob.take() {
+            self.free_run(start, pages);
+        }
+        // Spill long free stacks, oldest entries first, into chunk pages.
+        for c in 0..NUM_CLASSES {
+            let n = self.classes[c].top.len();
+            if n <= INLINE_MAX {
+                continue;
+            }
+            let excess = n - INLINE_KEEP;
+            let spill = excess - excess % CHUNK_CAPACITY
+                + if excess % CHUNK_CAPACITY >= MIN_PARTIAL { excess % CHUNK_CAPACITY } else { 0 };
+            let moved: Vec<u64> = self.classes[c].top.drain(..spill).collect();
+            // The oldest entries go deepest: write the chain so the newest chunk is its head.
+            let mut head = self.classes[c].below;
+            for part in moved.chunks(CHUNK_CAPACITY) {
+                head = self.write_chain(part, head)?;
+            }
+            let st = &mut self.classes[c];
+            st.below = head;
+            st.below_len += spill as u64;
+        }
+        // This commit's freed records become a pending batch.
+        let freed = std::mem::take(&mut self.freed_now);
+        if !freed.is_empty() {
+            let p = if freed.len() <= INLINE_MAX {
+                Pending { txn, inline: freed, chain: 0, chained: 0 }
+            } else {
+                let chain = self.write_chain(&freed, 0)?;
+                Pending { txn, inline: Vec::new(), chain, chained: freed.len() as u64 }
+            };
+            self.pending.push_back(p);
+        }
+        // Taking the blob's pages never adds a free run, so the size computed now is an upper
+        // bound of the size serialised after.
+        let bound = self.serialize().len() as u64;
+        let pages = record_run_pages(bound);
+        let start = self.alloc_run(pages, RUN_META, 0)?;
+        self.live_bytes += pages * PAGE_SIZE;
+        self.note_fresh(start);
+        let bytes = self.serialize();
+        debug_assert!(bytes.len() as u64 <= bound);
+        self.pager.write(Offset(start + RUN_HEADER_SIZE), &bytes)?;
+        self.blob = Some((start, pages));
+        self.blob_len = bytes.len() as u64;
+        self.blob_checksum = checksum64(&bytes);
+        Ok(())
+    }
+
+    fn serialize(&self) -> Vec<u8> {
+        let used: Vec<usize> = (0..NUM_CLASSES).filter(|&c| !self.classes[c].is_empty()).collect();
+        let mut out = Vec::new();
+        let h = BlobHeader {
+            class_count: (used.len() as u32).into(),
+            run_count: (self.runs.len() as u32).into(),
+            pending_count: (self.pending.len() as u32).into(),
+            reserved: 0.into(),
+        };
+        out.extend_from_slice(h.as_bytes());
+        for &c in &used {
+            let st = &self.classes[c];
+            let e = ClassEntry {
+                class: (c as u16).into(),
+                reserved: 0.into(),
+                next_slot: st.next_slot.into(),
+                top_len: (st.top.len() as u32).into(),
+                reserved2: 0.into(),
+                span: st.span.into(),
+                below: st.below.into(),
+                below_len: st.below_len.into(),
+            };
+            out.extend_from_slice(e.as_bytes());
+        }
+        for &c in &used {
+            for o in &self.classes[c].top {
+                out.extend_from_slice(&o.to_le_bytes());
+            }
+        }
+        for (&start, &pages) in &self.runs {
+            out.extend_from_slice(FreeRun { start: start.into(), pages: pages.into() }.as_bytes());
+        }
+        for p in &self.pending {
+            let e = PendingEntry {
+                txn: p.txn.0.into(),
+                chain: p.chain.into(),
+                inline: (p.inline.len() as u32).into(),
+                reserved: 0.into(),
+                chained: p.chained.into(),
+            };
+            out.extend_from_slice(e.as_bytes());
+            for v in &p.inline {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inspection (integrity walk)
+
+    /// Every free or pending extent and every metadata run, for the integrity walk:
+    /// (offset, length, what). Also returns the slab cursors (span, next_slot) per class.
+    pub(crate) fn inventory(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
+        if let Some((start, pages)) = self.blob {
+            inv.meta_runs.push((start, pages));
+        }
+        for (c, st) in self.classes.iter().enumerate() {
+            let s = CLASS_SIZES[c] as u64;
+            for &o in &st.top {
+                inv.free.push((o, s));
+            }
+            let mut chain = st.below;
+            let mut seen = 0u64;
+            while chain != 0 {
+                inv.meta_runs.push((chain, 1));
+                let (next, entries) = self.read_chunk(chain)?;
+                seen += entries.len() as u64;
+                if seen > st.below_len {
+                    return Err(corrupt(chain, "free chain longer than recorded"));
+                }
+                for o in entries {
+                    inv.free.push((o, s));
+                }
+                chain = next;
+            }
+            if seen != st.below_len {
+                return Err(corrupt(st.below, "free chain shorter than recorded"));
+            }
+            if st.span != 0 {
+                inv.cursors.insert(st.span, st.next_slot);
+            }
+        }
+        for (&start, &pages) in &self.runs {
+            inv.free_runs.push((start, pages));
+        }
+        for p in &self.pending {
+            let mut entries = p.inline.clone();
+            let mut chain = p.chain;
+            while chain != 0 {
+                inv.meta_runs.push((chain, 1));
+                let (next, more) = self.read_chunk(chain)?;
+                entries.extend(more);
+                if entries.len() as u64 > p.chained + p.inline.len() as u64 {
+                    return Err(corrupt(chain, "pending chain longer than recorded"));
+                }
+                chain = next;
+            }
+            for e in entries {
+                let (off, class) = unpack_freed(e);
+                if class == FREED_RUN {
+                    let pages = self.run_header(off.0)?.pages.get() as u64;
+                    inv.pending_runs.push((off.0, pages));
+                } else if (class as usize) < NUM_CLASSES {
+                    inv.free.push((off.0, CLASS_SIZES[class as usize] as u64));
+                } else {
+                    return Err(corrupt(off.0, "pending entry class"));
+                }
+            }
+        }
+        inv.end = self.end;
+        inv.live_bytes = self.live_bytes;
+        inv.free_bytes = self.free_bytes;
+        Ok(inv)
+    }
+}
+
+/// What the allocator knows about space, for the integrity walk.
+#[derive(Debug, Default)]
+pub(crate) struct Inventory {
+    /// Free or pending slab slots: (offset, slot size).
+    pub free: Vec<(u64, u64)>,
+    /// Free runs: (start, pages).
+    pub free_runs: Vec<(u64, u64)>,
+    /// Runs freed but pending: (start, pages).
+    pub pending_runs: Vec<(u64, u64)>,
+    /// Allocator metadata runs in use: (start, pages).
+    pub meta_runs: Vec<(u64, u64)>,
+    /// Span being carved -> next never-used slot.
+    pub cursors: HashMap<u64, u32>,
+    pub end: u64,
+    pub live_bytes: u64,
+    pub free_bytes: u64,
+}
+
+fn read_u64s(bytes: &[u8], n: usize) -> Option<(Vec<u64>, &[u8])> {
+    let need = n.checked_mul(8)?;
+    if bytes.len() < need {
+        return None;
+    }
+    let (a, rest) = bytes.split_at(need);
+    Some((a.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect(), rest))
+}
+
+fn chunk_checksum(next: u64, entries: &[u64]) -> u32 {
+    let mut buf = Vec::with_capacity(12 + entries.len() * 8);
+    buf.extend_from_slice(&next.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        buf.extend_from_slice(&e.to_le_bytes());
+    }
+    checksum64(&buf) as u32
+}

@@ -1,0 +1,110 @@
+//! The one public error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in pheap. Each message says what happened and what to do.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file is not a pheap heap (wrong magic, or empty).
+    NotAPheap { path: PathBuf, reason: &'static str },
+    /// The file was written by a format version this build cannot read.
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// The file ends before a structure it must contain.
+    Truncated { len: u64, needed: u64 },
+    /// A structure in the file is damaged; `offset` is where the damage was found.
+    Corrupt { offset: u64, what: &'static str },
+    /// A key longer than [`crate::MAX_KEY_LEN`].
+    KeyTooLarge { len: usize, max: usize },
+    /// A value longer than [`crate::MAX_VALUE_LEN`].
+    ValueTooLarge { len: usize, max: usize },
+    /// Another handle (in this or another process) holds the heap's lock.
+    Locked { path: PathBuf },
+    /// `try_begin_write` found a write transaction in progress.
+    WriteInProgress,
+    /// A write transaction was attempted on a heap opened read-only.
+    ReadOnly,
+    /// An earlier operation of this write transaction failed; it can only be dropped.
+    TxnFailed,
+    /// An earlier write or sync failed; this handle refuses all work until the heap is reopened.
+    Poisoned,
+    /// The operating system reported an I/O error.
+    Io(io::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotAPheap { path, reason } => write!(
+                f,
+                "{} is not a pheap heap file ({reason}); check the path, or move the file aside to create a new heap",
+                path.display()
+            ),
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "heap file has format version {found}, this build reads version {supported}; open it with a matching pheap release"
+            ),
+            Error::Truncated { len, needed } => write!(
+                f,
+                "heap file is truncated: {len} bytes, at least {needed} needed; restore it from a backup"
+            ),
+            Error::Corrupt { offset, what } => write!(
+                f,
+                "heap file is corrupt at offset {offset:#x}: {what}; restore it from a backup"
+            ),
+            Error::KeyTooLarge { len, max } => {
+                write!(f, "key of {len} bytes exceeds the limit of {max} bytes")
+            }
+            Error::ValueTooLarge { len, max } => {
+                write!(f, "value of {len} bytes exceeds the limit of {max} bytes")
+            }
+            Error::Locked { path } => write!(
+                f,
+                "{} is in use by another handle or process; close it first (multi-process sharing is not supported yet)",
+                path.display()
+            ),
+            Error::WriteInProgress => {
+                write!(
+                    f,
+                    "another write transaction is in progress; retry, or use begin_write to wait"
+                )
+            }
+            Error::ReadOnly => {
+                write!(f, "the heap was opened read-only; reopen it writable to modify it")
+            }
+            Error::TxnFailed => write!(
+                f,
+                "an earlier operation of this write transaction failed; drop it and begin a new one"
+            ),
+            Error::Poisoned => write!(
+                f,
+                "an earlier write or sync on this heap failed, so it refuses further work; reopen the heap (it recovers to the last commit)"
+            ),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+pub(crate) fn corrupt(offset: u64, what: &'static str) -> Error {
+    Error::Corrupt { offset, what }
+}

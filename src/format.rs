@@ -1,0 +1,454 @@
+//! On-disk byte layouts. Pure data: no I/O, no unsafe.
+//!
+//! Every persisted structure is a `zerocopy` type built from little-endian fields (alignment 1,
+//! so a view can start at any offset), its size pinned by a const assertion. DESIGN.md gives the
+//! same layouts byte by byte; a change here changes DESIGN.md and `FORMAT_VERSION` together.
+
+use std::fmt;
+
+use xxhash_rust::xxh3::xxh3_64;
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// File magic: "PHEAP", a NUL, CR LF (the CR LF catches text-mode mangling).
+pub const MAGIC: [u8; 8] = *b"PHEAP\0\r\n";
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The unit of file growth, span allocation and meta-slot placement.
+pub const PAGE_SIZE: u64 = 4096;
+/// Offsets of the two meta slots; each sits alone in its page so that a torn write of one can
+/// never damage the other.
+pub const META_OFFSETS: [u64; 2] = [PAGE_SIZE, 2 * PAGE_SIZE];
+/// First byte the allocator may hand out.
+pub const DATA_START: u64 = 3 * PAGE_SIZE;
+
+/// A byte offset into the heap file. Zero is "none" (it lies in the header page, where no record
+/// can live).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub u64);
+
+impl Offset {
+    pub fn add(self, n: u64) -> Offset {
+        Offset(self.0 + n)
+    }
+}
+
+impl fmt::Debug for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{:#x}", self.0)
+    }
+}
+
+/// A commit's transaction id; strictly increasing across commits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct TxnId(pub u64);
+
+/// Truncated xxh3, the checksum of every checksummed structure.
+pub fn checksum64(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header (page 0)
+
+/// Page 0, bytes 0..64. Written once when the file is created, never modified.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct FileHeader {
+    /// 0..8: [`MAGIC`].
+    pub magic: [u8; 8],
+    /// 8..12: [`FORMAT_VERSION`] of the writer that created the file.
+    pub version: U32,
+    /// 12..16: page size; must equal [`PAGE_SIZE`].
+    pub page_size: U32,
+    /// 16..32: SipHash-1-3 key for key hashing, random per file.
+    pub hash_seed: [U64; 2],
+    /// 32..40: feature flags; none defined, must be zero.
+    pub flags: U64,
+    /// 40..56: reserved, zero.
+    pub reserved: [u8; 16],
+    /// 56..64: xxh3 of bytes 0..56.
+    pub checksum: U64,
+}
+const _: () = assert!(size_of::<FileHeader>() == 64);
+
+impl FileHeader {
+    pub fn compute_checksum(&self) -> u64 {
+        checksum64(&self.as_bytes()[..56])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Meta slots (pages 1 and 2)
+
+/// Meta flag: the commit's data was synced before this slot was written, so the slot is valid
+/// across a power loss whenever its own checksum is.
+pub const META_DURABLE: u64 = 1;
+/// Magic of a meta slot.
+pub const META_MAGIC: [u8; 8] = *b"PHEAPMT1";
+
+/// A meta slot: one commit's root of everything. 256 bytes at the start of page 1 or 2.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct MetaSlot {
+    /// 0..8: [`META_MAGIC`].
+    pub magic: [u8; 8],
+    /// 8..16: transaction id of this commit.
+    pub txn: U64,
+    /// 16..24: offset of the root trie node, 0 for an empty map.
+    pub root: U64,
+    /// 24..32: number of entries in the map.
+    pub entries: U64,
+    /// 32..40: allocator high-water mark: every record lies below it; the file is at least this long.
+    pub end: U64,
+    /// 40..48: offset of the allocator-state blob's run (0: the allocator is empty).
+    pub alloc_blob: U64,
+    /// 48..56: length in bytes of the blob payload.
+    pub alloc_blob_len: U64,
+    /// 56..64: xxh3 of the blob payload.
+    pub alloc_blob_checksum: U64,
+    /// 64..72: bytes in records reachable from this commit, metadata included.
+    pub live_bytes: U64,
+    /// 72..80: bytes free or awaiting reuse below `end`.
+    pub free_bytes: U64,
+    /// 80..88: flags ([`META_DURABLE`]).
+    pub flags: U64,
+    /// 88..104: kernel boot id when the slot was written (zero where unknown).
+    pub boot_id: [u8; 16],
+    /// 104..248: reserved, zero.
+    pub reserved: [u8; 144],
+    /// 248..256: xxh3 of bytes 0..248.
+    pub checksum: U64,
+}
+pub const META_SIZE: usize = 256;
+const _: () = assert!(size_of::<MetaSlot>() == META_SIZE);
+
+impl MetaSlot {
+    pub fn compute_checksum(&self) -> u64 {
+        checksum64(&self.as_bytes()[..META_SIZE - 8])
+    }
+    pub fn new_zeroed() -> MetaSlot {
+        MetaSlot::read_from_bytes(&[0u8; META_SIZE]).expect("size matches")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs: every allocated page run starts with a RunHeader
+
+/// Run kinds.
+pub const RUN_SLAB: u16 = 1;
+pub const RUN_RECORD: u16 = 2;
+pub const RUN_META: u16 = 3;
+pub const RUN_MAGIC: u32 = 0x4e55_5250; // "PRUN"
+
+/// The first 16 bytes of every allocated run of pages: a slab span of one size class, one large
+/// record, or allocator metadata. Written when the run is allocated, never modified after.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RunHeader {
+    /// 0..4: [`RUN_MAGIC`].
+    pub magic: U32,
+    /// 4..6: [`RUN_SLAB`], [`RUN_RECORD`] or [`RUN_META`].
+    pub kind: U16,
+    /// 6..8: size class (slabs only, else 0).
+    pub class: U16,
+    /// 8..12: length of the run in pages.
+    pub pages: U32,
+    /// 12..16: low 32 bits of xxh3 of bytes 0..12.
+    pub checksum: U32,
+}
+pub const RUN_HEADER_SIZE: u64 = 16;
+const _: () = assert!(size_of::<RunHeader>() == RUN_HEADER_SIZE as usize);
+
+impl RunHeader {
+    pub fn new(kind: u16, class: u16, pages: u32) -> RunHeader {
+        let mut h = RunHeader {
+            magic: RUN_MAGIC.into(),
+            kind: kind.into(),
+            class: class.into(),
+            pages: pages.into(),
+            checksum: 0.into(),
+        };
+        h.checksum = h.compute_checksum().into();
+        h
+    }
+    pub fn compute_checksum(&self) -> u32 {
+        checksum64(&self.as_bytes()[..12]) as u32
+    }
+    pub fn is_valid(&self) -> bool {
+        self.magic.get() == RUN_MAGIC && self.checksum.get() == self.compute_checksum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trie nodes and leaves
+
+pub const NODE_KIND_BRANCH: u16 = 0x4e42; // "BN"
+pub const NODE_KIND_COLLISION: u16 = 0x4e43; // "CN"
+pub const LEAF_KIND_BYTES: u16 = 0x4c42; // "BL"
+
+/// Header of a trie node, followed by `count` child offsets (`U64`): first the leaves of the set
+/// bits of `datamap` in bit order, then the nodes of the set bits of `nodemap`. A collision node
+/// (only at depth [`MAX_DEPTH`]) has both maps zero and `count` leaves.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct NodeHeader {
+    /// 0..4: children that are leaves, one bit per hash fragment.
+    pub datamap: U32,
+    /// 4..8: children that are nodes; disjoint from `datamap`.
+    pub nodemap: U32,
+    /// 8..12: low 32 bits of xxh3 over the node with this field zeroed.
+    pub checksum: U32,
+    /// 12..14: [`NODE_KIND_BRANCH`] or [`NODE_KIND_COLLISION`].
+    pub kind: U16,
+    /// 14..16: number of children.
+    pub count: U16,
+}
+pub const NODE_HEADER_SIZE: u64 = 16;
+const _: () = assert!(size_of::<NodeHeader>() == NODE_HEADER_SIZE as usize);
+
+/// Header of a leaf record: key at +16, value at +16 + round8(key_len), so the value payload is
+/// 8-byte aligned.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct LeafHeader {
+    /// 0..4: key length in bytes.
+    pub key_len: U32,
+    /// 4..8: value length in bytes.
+    pub val_len: U32,
+    /// 8..12: low 32 bits of xxh3 over bytes 0..8, 12..16, key and value.
+    pub checksum: U32,
+    /// 12..14: [`LEAF_KIND_BYTES`] (typed and nested values will add kinds).
+    pub kind: U16,
+    /// 14..16: reserved, zero.
+    pub flags: U16,
+}
+pub const LEAF_HEADER_SIZE: u64 = 16;
+const _: () = assert!(size_of::<LeafHeader>() == LEAF_HEADER_SIZE as usize);
+
+/// Bits of hash consumed per trie level.
+pub const BITS_PER_LEVEL: u32 = 5;
+/// Depth of collision nodes: levels 0..=12 consume the 64 hash bits (5 each, 4 at level 12).
+pub const MAX_DEPTH: u32 = 13;
+
+pub const MAX_KEY_LEN: usize = 1 << 20;
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
+pub fn round8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Size of a leaf record for a key and a value of these lengths.
+pub fn leaf_size(key_len: u64, val_len: u64) -> u64 {
+    round8(LEAF_HEADER_SIZE + round8(key_len) + val_len)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Size classes
+
+/// Largest record placed in a slab; larger ones get a run of their own.
+pub const MAX_SLAB_SIZE: u64 = 65536;
+
+const fn build_classes() -> [u32; NUM_CLASSES] {
+    let mut out = [0u32; NUM_CLASSES];
+    let mut i = 0;
+    let mut s = 16u32;
+    while s <= 512 {
+        out[i] = s;
+        i += 1;
+        s += 8;
+    }
+    let mut base = 512u32;
+    while base < MAX_SLAB_SIZE as u32 {
+        let step = base / 8;
+        let mut k = 1;
+        while k <= 8 {
+            out[i] = base + step * k;
+            i += 1;
+            k += 1;
+        }
+        base *= 2;
+    }
+    out
+}
+
+/// 16..=512 in steps of 8, then 8 classes per doubling up to 64 KiB.
+pub const NUM_CLASSES: usize = 63 + 7 * 8;
+pub const CLASS_SIZES: [u32; NUM_CLASSES] = build_classes();
+const _: () = assert!(CLASS_SIZES[NUM_CLASSES - 1] as u64 == MAX_SLAB_SIZE);
+const _: () = assert!(CLASS_SIZES[62] == 512 && CLASS_SIZES[63] == 576);
+
+/// The smallest class holding `size` bytes (`size <= MAX_SLAB_SIZE`).
+pub fn class_of(size: u64) -> usize {
+    debug_assert!(size <= MAX_SLAB_SIZE);
+    if size <= 16 {
+        0
+    } else if size <= 512 {
+        ((size - 16 + 7) / 8) as usize
+    } else {
+        CLASS_SIZES.partition_point(|&c| (c as u64) < size)
+    }
+}
+
+/// Pages in a slab span of `class`: the smallest span wasting at most 1/16 of itself.
+pub const fn span_pages(class: usize) -> u32 {
+    let s = CLASS_SIZES[class] as u64;
+    let mut k = 1u64;
+    loop {
+        let bytes = k * PAGE_SIZE;
+        if bytes >= s + RUN_HEADER_SIZE {
+            let waste = (bytes - RUN_HEADER_SIZE) % s + RUN_HEADER_SIZE;
+            if waste * 16 <= bytes {
+                return k as u32;
+            }
+        }
+        k += 1;
+    }
+}
+
+/// Slots in a slab span of `class`.
+pub const fn span_slots(class: usize) -> u32 {
+    ((span_pages(class) as u64 * PAGE_SIZE - RUN_HEADER_SIZE) / CLASS_SIZES[class] as u64) as u32
+}
+
+/// Pages of a run holding one record of `size` bytes after its run header.
+pub fn record_run_pages(size: u64) -> u64 {
+    (size + RUN_HEADER_SIZE).div_ceil(PAGE_SIZE)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocator state (read only by writers and the integrity walk)
+
+/// A freed record awaiting reuse, packed in a `u64`: bits 0..48 offset / 8, bits 48..64 class,
+/// or [`FREED_RUN`] for a whole run (its length is in its run header).
+pub const FREED_RUN: u16 = 0xffff;
+
+pub fn pack_freed(off: Offset, class: u16) -> u64 {
+    (off.0 >> 3) | ((class as u64) << 48)
+}
+pub fn unpack_freed(v: u64) -> (Offset, u16) {
+    (Offset((v & ((1 << 48) - 1)) << 3), (v >> 48) as u16)
+}
+
+/// A chunk page (a one-page `RUN_META` run): after the run header, this header and up to
+/// [`CHUNK_CAPACITY`] `U64` entries. Chunks form immutable chains.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ChunkHeader {
+    /// 0..8: next (older) chunk of the chain, 0 at the end.
+    pub next: U64,
+    /// 8..12: entries in this chunk.
+    pub count: U32,
+    /// 12..16: low 32 bits of xxh3 over bytes 0..12 and the entries.
+    pub checksum: U32,
+}
+pub const CHUNK_HEADER_SIZE: u64 = 16;
+const _: () = assert!(size_of::<ChunkHeader>() == CHUNK_HEADER_SIZE as usize);
+pub const CHUNK_CAPACITY: usize = ((PAGE_SIZE - RUN_HEADER_SIZE - CHUNK_HEADER_SIZE) / 8) as usize;
+
+/// Allocator blob header. The blob (payload of a `RUN_META` run, checksummed in the meta slot)
+/// is: this header; `class_count` [`ClassEntry`]; then each class's top entries (`U64`) in class
+/// order; `run_count` [`FreeRun`]; `pending_count` [`PendingEntry`], each followed by its inline
+/// `U64` entries.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlobHeader {
+    /// 0..4: number of class entries (at most [`NUM_CLASSES`]).
+    pub class_count: U32,
+    /// 4..8: number of free runs.
+    pub run_count: U32,
+    /// 8..12: number of pending batches.
+    pub pending_count: U32,
+    /// 12..16: reserved.
+    pub reserved: U32,
+}
+const _: () = assert!(size_of::<BlobHeader>() == 16);
+
+/// One size class's persistent state; the blob lists only classes with a span or free slots.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ClassEntry {
+    /// 0..2: the class index.
+    pub class: U16,
+    /// 2..4: reserved, zero.
+    pub reserved: U16,
+    /// 4..8: next never-used slot of `span`.
+    pub next_slot: U32,
+    /// 8..12: free slots held inline in the blob (the stack's top).
+    pub top_len: U32,
+    /// 12..16: reserved, zero.
+    pub reserved2: U32,
+    /// 16..24: the span slots are being carved from (0: none).
+    pub span: U64,
+    /// 24..32: first chunk of the chain holding the rest of the free stack (0: none).
+    pub below: U64,
+    /// 32..40: entries in that chain.
+    pub below_len: U64,
+}
+const _: () = assert!(size_of::<ClassEntry>() == 40);
+
+/// A free run of pages.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct FreeRun {
+    /// 0..8: offset of the first page.
+    pub start: U64,
+    /// 8..16: length in pages.
+    pub pages: U64,
+}
+const _: () = assert!(size_of::<FreeRun>() == 16);
+
+/// Records freed by commit `txn`, reusable once no snapshot older than `txn` is live and `txn`
+/// is durable. Entries are packed with [`pack_freed`]: `inline` of them follow in the blob, the
+/// rest (`chained`) are in the chunk chain starting at `chain`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PendingEntry {
+    /// 0..8: the freeing commit.
+    pub txn: U64,
+    /// 8..16: first chunk of the chain (0: none).
+    pub chain: U64,
+    /// 16..20: entries inline after this struct.
+    pub inline: U32,
+    /// 20..24: reserved.
+    pub reserved: U32,
+    /// 24..32: entries in the chain.
+    pub chained: U64,
+}
+const _: () = assert!(size_of::<PendingEntry>() == 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_increasing_aligned_and_spans_fit() {
+        for i in 1..NUM_CLASSES {
+            assert!(CLASS_SIZES[i] > CLASS_SIZES[i - 1]);
+            assert_eq!(CLASS_SIZES[i] % 8, 0);
+        }
+        for c in 0..NUM_CLASSES {
+            assert!(span_slots(c) >= 1, "class {c}");
+            let used = span_slots(c) as u64 * CLASS_SIZES[c] as u64 + RUN_HEADER_SIZE;
+            let bytes = span_pages(c) as u64 * PAGE_SIZE;
+            assert!(used <= bytes && (bytes - used) * 16 <= bytes, "class {c}");
+        }
+    }
+
+    #[test]
+    fn class_of_is_the_smallest_fit() {
+        for size in 1..=MAX_SLAB_SIZE {
+            let c = class_of(size);
+            assert!(CLASS_SIZES[c] as u64 >= size);
+            assert!(c == 0 || (CLASS_SIZES[c - 1] as u64) < size);
+        }
+    }
+
+    #[test]
+    fn freed_packing_round_trips() {
+        let v = pack_freed(Offset(0x1234_5678_9ab8), 77);
+        assert_eq!(unpack_freed(v), (Offset(0x1234_5678_9ab8), 77));
+        let v = pack_freed(Offset(DATA_START), FREED_RUN);
+        assert_eq!(unpack_freed(v), (Offset(DATA_START), FREED_RUN));
+    }
+}

@@ -1,0 +1,292 @@
+//! `Heap`: opening, creating, and the handle the public API hangs on.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::Mutex;
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::alloc::AllocSummary;
+use crate::check::{CheckReport, check};
+use crate::error::{Error, Result, corrupt};
+use crate::format::*;
+use crate::storage::file::FileStorage;
+use crate::storage::{Storage, boot_id};
+use crate::trie::KeyHasher;
+use crate::txn::{Durability, ReadTxn, Shared, Snapshot, WriteTxn, WriterState, encode_meta};
+
+/// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
+/// share one handle. `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Heap {
+    shared: Arc<Shared>,
+}
+
+/// How to open a heap; see [`Heap::options`].
+#[derive(Clone, Debug)]
+pub struct HeapOptions {
+    create: bool,
+    read_only: bool,
+    durability: Durability,
+}
+
+impl Default for HeapOptions {
+    fn default() -> Self {
+        HeapOptions { create: true, read_only: false, durability: Durability::Immediate }
+    }
+}
+
+/// Space and content figures of the latest commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Length of the file in bytes.
+    pub file_size: u64,
+    /// Bytes below the allocator's high-water mark.
+    pub used_size: u64,
+    /// Bytes in records reachable from the latest commit (allocator metadata included).
+    pub live_bytes: u64,
+    /// Bytes free or awaiting reuse.
+    pub free_bytes: u64,
+    /// Entries in the map.
+    pub entries: u64,
+    /// Transaction id of the latest commit.
+    pub txn_id: u64,
+    /// Oldest snapshot pinned by a live read transaction of this handle.
+    pub oldest_reader: Option<u64>,
+}
+
+impl HeapOptions {
+    /// Create the file if it does not exist (default: true).
+    pub fn create(&mut self, create: bool) -> &mut Self {
+        self.create = create;
+        self
+    }
+    /// Open for reading only (default: false).
+    pub fn read_only(&mut self, read_only: bool) -> &mut Self {
+        self.read_only = read_only;
+        self
+    }
+    /// Default durability of commits (default: [`Durability::Immediate`]).
+    pub fn durability(&mut self, durability: Durability) -> &mut Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Open the heap at `path`. O(1): maps the file and reads its header and meta slots.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Heap> {
+        let path = path.as_ref();
+        if self.create && !self.read_only && !path.exists() {
+            create_file(path)?;
+        }
+        let storage = FileStorage::open(path, self.read_only).map_err(|e| match e {
+            Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{}: no such heap file (open with create(true) to make one)",
+                        path.display()
+                    ),
+                ))
+            }
+            e => e,
+        })?;
+        Heap::from_storage(Arc::new(storage), self, path)
+    }
+}
+
+impl Heap {
+    /// Open the heap at `path`, creating it if missing, with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Heap> {
+        HeapOptions::default().open(path)
+    }
+
+    /// Options for opening a heap.
+    pub fn options() -> HeapOptions {
+        HeapOptions::default()
+    }
+
+    pub(crate) fn from_storage(
+        storage: Arc<dyn Storage>,
+        opts: &HeapOptions,
+        path: &Path,
+    ) -> Result<Heap> {
+        let header = read_header(&*storage, path)?;
+        let boot = boot_id();
+        let shared = Arc::new(Shared {
+            storage,
+            hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
+            read_only: opts.read_only,
+            durability: opts.durability,
+            boot,
+            readers: Mutex::new(BTreeMap::new()),
+            writer: Arc::new(Mutex::new(WriterState::default())),
+            poisoned: AtomicBool::new(false),
+        });
+        // Fail now, not at the first read, if no commit can be trusted.
+        shared.latest()?;
+        Ok(Heap { shared })
+    }
+
+    /// Begin a write transaction, waiting while another one runs.
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        WriteTxn::begin(&self.shared, true)
+    }
+
+    /// Begin a write transaction, or fail with [`Error::WriteInProgress`] at once.
+    pub fn try_begin_write(&self) -> Result<WriteTxn> {
+        WriteTxn::begin(&self.shared, false)
+    }
+
+    /// Begin a read transaction on the latest commit.
+    pub fn begin_read(&self) -> Result<ReadTxn> {
+        ReadTxn::begin(&self.shared)
+    }
+
+    /// Make every earlier commit durable (a no-op when the latest already is).
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut tx = self.begin_write()?;
+        if tx.is_durable_base() {
+            return Ok(());
+        }
+        tx.set_durability(Durability::Immediate);
+        tx.commit()
+    }
+
+    /// Figures of the latest commit.
+    pub fn stats(&self) -> Result<Stats> {
+        self.shared.check()?;
+        let (snap, _) = self.shared.latest()?;
+        Ok(Stats {
+            file_size: self.shared.storage.len(),
+            used_size: snap.alloc.end,
+            live_bytes: snap.alloc.live_bytes,
+            free_bytes: snap.alloc.free_bytes,
+            entries: snap.entries,
+            txn_id: snap.txn.0,
+            oldest_reader: self.shared.oldest_reader().map(|t| t.0),
+        })
+    }
+
+    /// The full integrity walk of the latest commit: every record reachable once or free, every
+    /// checksum, every page accounted for. Waits for the writer lock so the allocator is still.
+    pub fn check(&self) -> Result<CheckReport> {
+        self.shared.check()?;
+        let _writer = self.shared.writer.lock();
+        check(&self.shared)
+    }
+}
+
+fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHeader> {
+    let len = storage.len();
+    let view = storage.view();
+    let not_pheap = |reason| Error::NotAPheap { path: path.to_owned(), reason };
+    if len == 0 {
+        return Err(not_pheap("the file is empty"));
+    }
+    let head = view.slice(0, len.min(64), len).expect("inside the file");
+    if head.len() < 8 {
+        return Err(if MAGIC.starts_with(head) {
+            Error::Truncated { len, needed: DATA_START }
+        } else {
+            not_pheap("wrong magic")
+        });
+    }
+    if head[..8] != MAGIC {
+        return Err(not_pheap("wrong magic"));
+    }
+    if len < 64 {
+        return Err(Error::Truncated { len, needed: DATA_START });
+    }
+    let h = FileHeader::read_from_bytes(head).expect("64 bytes");
+    if h.version.get() != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: h.version.get(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    if h.checksum.get() != h.compute_checksum() {
+        return Err(corrupt(0, "header checksum mismatch"));
+    }
+    if h.page_size.get() as u64 != PAGE_SIZE {
+        return Err(corrupt(12, "unsupported page size"));
+    }
+    if h.flags.get() != 0 {
+        return Err(corrupt(32, "unknown header flags"));
+    }
+    if len < DATA_START {
+        return Err(Error::Truncated { len, needed: DATA_START });
+    }
+    Ok(h)
+}
+
+/// The bytes of a new, empty heap: header, meta slot 0 (txn 0, durable), empty slot 1.
+pub(crate) fn new_heap_image() -> Result<Vec<u8>> {
+    let mut seed = [0u8; 16];
+    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let mut h = FileHeader::read_from_bytes(&[0u8; 64][..]).expect("64 bytes");
+    h.magic = MAGIC;
+    h.version = FORMAT_VERSION.into();
+    h.page_size = (PAGE_SIZE as u32).into();
+    h.hash_seed = [
+        u64::from_le_bytes(seed[..8].try_into().expect("8")).into(),
+        u64::from_le_bytes(seed[8..].try_into().expect("8")).into(),
+    ];
+    h.checksum = h.compute_checksum().into();
+    let mut img = vec![0u8; DATA_START as usize];
+    img[..64].copy_from_slice(h.as_bytes());
+    let snap = Snapshot {
+        txn: TxnId(0),
+        root: 0,
+        entries: 0,
+        slot: 0,
+        durable: true,
+        same_boot: true,
+        alloc: AllocSummary { end: DATA_START, ..AllocSummary::default() },
+    };
+    let meta = encode_meta(&snap, &boot_id());
+    let at = META_OFFSETS[0] as usize;
+    img[at..at + META_SIZE].copy_from_slice(&meta);
+    Ok(img)
+}
+
+/// Create a heap file atomically: write a temporary file, sync it, link it into place (failing
+/// harmlessly if another creator won), sync the directory.
+fn create_file(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "heap path has no file name",
+        ))
+    })?;
+    let mut rnd = [0u8; 8];
+    getrandom::fill(&mut rnd).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}-{:x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        u64::from_le_bytes(rnd)
+    ));
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(&new_heap_image()?)?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}

@@ -1,0 +1,40 @@
+//! pheap: a persistent dictionary of byte strings in one memory-mapped file.
+//!
+//! Opening is O(1) (no load step); every commit is a consistent checkpoint; readers never block
+//! and never see a partial commit. See `DESIGN.md` for the file format and the commit protocol.
+//!
+//! ```no_run
+//! let heap = pheap::Heap::open("data.pheap")?;
+//! let mut tx = heap.begin_write()?;
+//! tx.insert(b"key", b"value")?;
+//! tx.commit()?;
+//! let rx = heap.begin_read()?;
+//! assert_eq!(rx.get(b"key")?, Some(&b"value"[..]));
+//! # Ok::<(), pheap::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+mod alloc;
+mod check;
+mod error;
+mod format;
+mod heap;
+mod storage;
+mod trie;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+pub use check::CheckReport;
+pub use error::{Error, Result};
+pub use heap::{Heap, HeapOptions, Stats};
+pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
+
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;
+/// Longest value accepted.
+pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
+/// Format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = format::FORMAT_VERSION;

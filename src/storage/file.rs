@@ -1,0 +1,148 @@
+//! The real backend: a file, mapped once over a reserved address range that is larger than the
+//! file, so growth needs no remap; when the file outgrows the reservation a larger mapping is
+//! made and the old one lives on for as long as views of it do.
+
+use std::fs::{File, TryLockError};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use parking_lot::RwLock;
+
+use super::{Storage, View};
+use crate::error::{Error, Result};
+use crate::format::META_SIZE;
+
+/// Smallest address-space reservation: files below it never remap.
+const MIN_RESERVE: u64 = 1 << 30;
+
+#[derive(Debug)]
+pub(crate) struct FileStorage {
+    file: File,
+    read_only: bool,
+    state: RwLock<MapState>,
+}
+
+#[derive(Debug)]
+struct MapState {
+    len: u64,
+    map: Arc<MmapRaw>,
+    view: Arc<View>,
+}
+
+impl FileStorage {
+    /// Open (and lock) an existing file. Writers lock it exclusively, read-only handles shared.
+    pub(crate) fn open(path: &Path, read_only: bool) -> Result<FileStorage> {
+        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(Error::NotAPheap { path: path.to_owned(), reason: "not a regular file" });
+        }
+        let locked = if read_only { file.try_lock_shared() } else { file.try_lock() };
+        match locked {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: path.to_owned() }),
+            Err(TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let len = file.metadata()?.len();
+        let map = Self::map(&file, read_only, reserve_for(len))?;
+        let view = view_of(&map);
+        Ok(FileStorage { file, read_only, state: RwLock::new(MapState { len, map, view }) })
+    }
+
+    fn map(file: &File, read_only: bool, reserve: u64) -> Result<Arc<MmapRaw>> {
+        let mut opts = MmapOptions::new();
+        opts.len(reserve as usize);
+        let map = if read_only { opts.map_raw_read_only(file)? } else { opts.map_raw(file)? };
+        // Point lookups touch a few scattered pages: without this the kernel reads ahead
+        // megabytes on every cold fault.
+        map.advise(Advice::Random)?;
+        Ok(Arc::new(map))
+    }
+}
+
+fn reserve_for(len: u64) -> u64 {
+    (len.saturating_mul(2)).max(MIN_RESERVE).next_power_of_two()
+}
+
+fn view_of(map: &Arc<MmapRaw>) -> Arc<View> {
+    let backing: Arc<dyn super::Backing> = map.clone();
+    // SAFETY: the mapping stays valid while `backing` (a clone of its Arc) lives; mmap returns
+    // page-aligned addresses; callers only slice below the file length (the part of the
+    // reservation backed by the file), and the file never shrinks while views exist.
+    Arc::new(unsafe { View::new(map.as_ptr(), map.len() as u64, backing) })
+}
+
+impl Storage for FileStorage {
+    fn len(&self) -> u64 {
+        self.state.read().len
+    }
+
+    fn grow(&self, len: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut st = self.state.write();
+        if len <= st.len {
+            return Ok(());
+        }
+        let old = st.len;
+        // SAFETY: posix_fallocate only reads its integer arguments; the fd is open for writing.
+        let rc = unsafe {
+            libc::posix_fallocate(
+                self.file.as_raw_fd(),
+                old as libc::off_t,
+                (len - old) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            // Give back whatever was extended, so the file ends where the heap knows it ends.
+            let _ = self.file.set_len(old);
+            return Err(std::io::Error::from_raw_os_error(rc).into());
+        }
+        st.len = len;
+        if len > st.map.len() as u64 {
+            st.map = Self::map(&self.file, false, reserve_for(len))?;
+            st.view = view_of(&st.map);
+        }
+        Ok(())
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.state.read().view.clone()
+    }
+
+    fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let st = self.state.read();
+        let end = off.checked_add(data.len() as u64).expect("write range overflows");
+        assert!(end <= st.len, "write past the end of the file: {off:#x}+{}", data.len());
+        // SAFETY: off..end lies within the file and the mapping (asserted; the mapping is at
+        // least the file's length) which is writable; by invariant I6 no live slice covers it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                st.map.as_mut_ptr().add(off as usize),
+                data.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        // pwrite of less than a page is copied by the kernel whole: a kill cannot tear it.
+        self.file.write_all_at(data, off)?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync_data()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! All contact with the operating system: the file, its mapping, file locks, the boot id.
+//!
+//! Everything above this module reads the heap through a [`View`] (bounds-checked slices of a
+//! mapping that never moves while the view is alive) and changes it only through [`Storage`], so
+//! tests can swap in [`mem::MemStorage`], which fails chosen operations and produces crash images.
+//!
+//! Soundness contract (DESIGN.md invariant I6): a byte range handed out as a `&[u8]` by a view is
+//! never written while that slice is alive. The commit protocol guarantees it: writers only write
+//! space that no snapshot can reach (fresh allocations, the inactive meta slot), and meta slots
+//! are only ever copied out with atomic loads, never borrowed.
+
+#![allow(unsafe_code)]
+
+pub(crate) mod file;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod mem;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Result;
+use crate::format::META_SIZE;
+
+/// The storage seam. One writer at a time calls the mutating methods (the heap's writer lock
+/// guarantees it); views may be used from any thread.
+pub(crate) trait Storage: Send + Sync + fmt::Debug {
+    /// Current length of the file in bytes.
+    fn len(&self) -> u64;
+    /// Grow the file to at least `len` bytes, reserving its blocks so that later writes cannot
+    /// fail for lack of space. Views taken before stay valid.
+    fn grow(&self, len: u64) -> Result<()>;
+    /// A view covering at least the current length.
+    fn view(&self) -> Arc<View>;
+    /// Write `data` at `off`; `off + data.len() <= len()`.
+    fn write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// Write one meta slot ([`META_SIZE`] bytes at a page-aligned offset) so that a crash of
+    /// this process leaves either the old or the new slot, never a mix.
+    fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()>;
+    /// Make every completed write durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// Keeps a mapping (or a test buffer) alive.
+pub(crate) trait Backing: Send + Sync {}
+impl<T: Send + Sync> Backing for T {}
+
+/// A read-only window onto the heap's bytes. Its address never changes while it is alive; a
+/// grown file gets a new view and old views keep working for the bytes they covered.
+pub(crate) struct View {
+    ptr: *const u8,
+    mapped: u64,
+    _backing: Arc<dyn Backing>,
+}
+
+// SAFETY: `View` only hands out shared slices of memory that the contract above keeps immutable
+// while borrowed, and copies meta slots with atomic loads; the backing is Send + Sync.
+unsafe impl Send for View {}
+// SAFETY: as for Send.
+unsafe impl Sync for View {}
+
+impl fmt::Debug for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("View").field("mapped", &self.mapped).finish()
+    }
+}
+
+impl View {
+    /// # Safety
+    /// `ptr..ptr + mapped` must stay valid for reads (and, for the file backend, backed by the
+    /// file up to the limits callers pass to [`View::slice`]) for as long as `backing` lives, and
+    /// be 8-byte aligned.
+    pub(crate) unsafe fn new(ptr: *const u8, mapped: u64, backing: Arc<dyn Backing>) -> View {
+        debug_assert!(ptr as usize % 8 == 0);
+        View { ptr, mapped, _backing: backing }
+    }
+
+    /// `len` bytes at `off`, if the range lies below `limit` (a snapshot's `end`, never beyond
+    /// the file's length) and inside the mapping.
+    #[inline]
+    pub(crate) fn slice(&self, off: u64, len: u64, limit: u64) -> Option<&[u8]> {
+        let end = off.checked_add(len)?;
+        if end > limit || end > self.mapped {
+            return None;
+        }
+        // SAFETY: off..end lies inside the mapping (checked above) and below `limit`, which the
+        // caller takes from a snapshot whose bytes the file holds; invariant I6 keeps the range
+        // unwritten while the returned borrow of `self` lives.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off as usize), len as usize) })
+    }
+
+    /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
+    /// which case the checksum of the copy fails and the caller falls back to the other slot.
+    pub(crate) fn read_meta(&self, off: u64) -> [u8; META_SIZE] {
+        assert!(off % 8 == 0 && off + META_SIZE as u64 <= self.mapped);
+        let mut out = [0u8; META_SIZE];
+        for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+            // SAFETY: the address is inside the mapping (asserted), 8-aligned (mapping and `off`
+            // are), and AtomicU64 has the layout of u64; concurrent writers use atomics or the
+            // kernel, so an atomic load is never a data race.
+            let word = unsafe {
+                (*(self.ptr.add(off as usize + i * 8) as *const AtomicU64)).load(Ordering::Acquire)
+            };
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+}
+
+/// The kernel's boot id (16 bytes), or zeros where unknown. Lets a reopened heap tell a process
+/// crash (page cache intact, same boot) from a power loss or reboot.
+pub(crate) fn boot_id() -> [u8; 16] {
+    static BOOT: OnceLock<[u8; 16]> = OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let mut out = [0u8; 16];
+        if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+            let hex: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
+            if hex.len() == 32 {
+                for (i, pair) in hex.chunks(2).enumerate() {
+                    let s = std::str::from_utf8(pair).unwrap_or("00");
+                    out[i] = u8::from_str_radix(s, 16).unwrap_or(0);
+                }
+            }
+        }
+        out
+    })
+}

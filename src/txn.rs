@@ -1,0 +1,534 @@
+//! Snapshots, read and write transactions, and the commit protocol.
+//!
+//! Commit (DESIGN.md "Commit protocol"): the transaction's records and the allocator blob are
+//! written to space no snapshot can reach; for a durable commit the data is synced; the meta slot
+//! that does *not* hold the last durable commit is overwritten (one atomic write); a durable
+//! commit syncs again and becomes the last durable commit. Readers pick the newest meta slot
+//! they can trust (I1), so they see either the old or the new commit, never a mix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::alloc::{AllocSummary, Allocator, Pager};
+use crate::error::{Error, Result, corrupt};
+use crate::format::*;
+use crate::storage::{Storage, View};
+use crate::trie::{Iter as TrieIter, KeyHasher, Reader, TrieWriter};
+
+/// When a commit is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `commit` returns once the commit survives power loss (two syncs).
+    #[default]
+    Immediate,
+    /// `commit` returns once the commit is visible to every reader and survives a crash of the
+    /// process, but not of the machine: after a power loss or reboot the heap opens at the last
+    /// durable commit. [`crate::Heap::checkpoint`] makes it durable.
+    None,
+}
+
+/// One commit as its meta slot describes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Snapshot {
+    pub txn: TxnId,
+    pub root: u64,
+    pub entries: u64,
+    pub slot: usize,
+    pub durable: bool,
+    pub same_boot: bool,
+    pub alloc: AllocSummary,
+}
+
+fn parse_slot(bytes: &[u8; META_SIZE], slot: usize, boot: &[u8; 16]) -> Option<Snapshot> {
+    let m = MetaSlot::read_from_bytes(bytes).ok()?;
+    if m.magic != META_MAGIC || m.checksum.get() != m.compute_checksum() {
+        return None;
+    }
+    Some(Snapshot {
+        txn: TxnId(m.txn.get()),
+        root: m.root.get(),
+        entries: m.entries.get(),
+        slot,
+        durable: m.flags.get() & META_DURABLE != 0,
+        same_boot: *boot != [0; 16] && m.boot_id == *boot,
+        alloc: AllocSummary {
+            end: m.end.get(),
+            blob: m.alloc_blob.get(),
+            blob_len: m.alloc_blob_len.get(),
+            blob_checksum: m.alloc_blob_checksum.get(),
+            live_bytes: m.live_bytes.get(),
+            free_bytes: m.free_bytes.get(),
+        },
+    })
+}
+
+/// The newest commit that can be trusted (I1): a slot is trusted when its checksum holds and
+/// either its data was synced before it was written, or it was written since the last boot (so
+/// the page cache still holds everything it refers to). Also returns the other valid slot.
+pub(crate) fn choose(view: &View, file_len: u64, boot: &[u8; 16]) -> Result<Snapshot> {
+    let slots: Vec<Snapshot> =
+        (0..2).filter_map(|i| parse_slot(&view.read_meta(META_OFFSETS[i]), i, boot)).collect();
+    if slots.len() == 2 && slots[0].txn == slots[1].txn {
+        return Err(corrupt(META_OFFSETS[1], "both meta slots claim the same transaction"));
+    }
+    let best = slots
+        .iter()
+        .filter(|s| s.durable || s.same_boot)
+        .max_by_key(|s| s.txn)
+        .copied()
+        .ok_or_else(|| corrupt(META_OFFSETS[0], "no valid meta slot"))?;
+    let a = &best.alloc;
+    if a.end < DATA_START || a.end % PAGE_SIZE != 0 {
+        return Err(corrupt(META_OFFSETS[best.slot], "meta slot end out of range"));
+    }
+    if a.end > file_len {
+        return Err(Error::Truncated { len: file_len, needed: a.end });
+    }
+    if best.root != 0 && (best.root < DATA_START || best.root >= a.end) {
+        return Err(corrupt(META_OFFSETS[best.slot], "meta slot root out of range"));
+    }
+    Ok(best)
+}
+
+pub(crate) fn encode_meta(s: &Snapshot, boot: &[u8; 16]) -> [u8; META_SIZE] {
+    let mut m = MetaSlot::new_zeroed();
+    m.magic = META_MAGIC;
+    m.txn = s.txn.0.into();
+    m.root = s.root.into();
+    m.entries = s.entries.into();
+    m.end = s.alloc.end.into();
+    m.alloc_blob = s.alloc.blob.into();
+    m.alloc_blob_len = s.alloc.blob_len.into();
+    m.alloc_blob_checksum = s.alloc.blob_checksum.into();
+    m.live_bytes = s.alloc.live_bytes.into();
+    m.free_bytes = s.alloc.free_bytes.into();
+    m.flags = (if s.durable { META_DURABLE } else { 0 }).into();
+    m.boot_id = *boot;
+    m.checksum = m.compute_checksum().into();
+    let mut out = [0u8; META_SIZE];
+    out.copy_from_slice(m.as_bytes());
+    out
+}
+
+/// State shared by every handle of one open heap.
+pub(crate) struct Shared {
+    pub storage: Arc<dyn Storage>,
+    pub hasher: KeyHasher,
+    pub read_only: bool,
+    pub durability: Durability,
+    pub boot: [u8; 16],
+    /// Pinned snapshots of live read transactions: txn -> count. A reader pins under this lock
+    /// while choosing its snapshot; a writer computes its reuse horizon under it (I4).
+    pub readers: Mutex<BTreeMap<TxnId, usize>>,
+    pub writer: Arc<Mutex<WriterState>>,
+    pub poisoned: AtomicBool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("storage", &self.storage).finish_non_exhaustive()
+    }
+}
+
+/// The writer's state, kept between write transactions.
+#[derive(Debug, Default)]
+pub(crate) struct WriterState {
+    /// Allocator as of commit `loaded`; `None` after an abort or before the first write.
+    pub alloc: Option<Allocator>,
+    pub loaded: TxnId,
+    pub durable_txn: TxnId,
+    pub durable_slot: usize,
+}
+
+impl Shared {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// The latest trusted commit and a view that covers it.
+    pub(crate) fn latest(&self) -> Result<(Snapshot, Arc<View>)> {
+        let mut view = self.storage.view();
+        let len = self.storage.len();
+        let snap = choose(&view, len, &self.boot)?;
+        if view.slice(0, snap.alloc.end, snap.alloc.end).is_none() {
+            // A writer grew the file (new mapping) after we took the view.
+            view = self.storage.view();
+        }
+        Ok((snap, view))
+    }
+
+    pub(crate) fn oldest_reader(&self) -> Option<TxnId> {
+        self.readers.lock().keys().next().copied()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read transactions
+
+/// A read-only snapshot of the heap: every read sees the commit that was latest when it began.
+/// Never blocks and is never blocked by the writer. `Send + Sync`.
+pub struct ReadTxn {
+    shared: Arc<Shared>,
+    view: Arc<View>,
+    snap: Snapshot,
+}
+
+impl fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadTxn").field("txn", &self.snap.txn.0).finish()
+    }
+}
+
+impl ReadTxn {
+    pub(crate) fn begin(shared: &Arc<Shared>) -> Result<ReadTxn> {
+        shared.check()?;
+        let mut readers = shared.readers.lock();
+        let (snap, view) = shared.latest()?;
+        *readers.entry(snap.txn).or_insert(0) += 1;
+        drop(readers);
+        Ok(ReadTxn { shared: shared.clone(), view, snap })
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader { view: &self.view, limit: self.snap.alloc.end }
+    }
+
+    /// The value of `key`, borrowed from the mapped file.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.shared.check()?;
+        self.reader().get(self.snap.root, self.shared.hasher.hash(key), key)
+    }
+
+    /// Is `key` present?
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.snap.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snap.entries == 0
+    }
+
+    /// The snapshot's transaction id.
+    pub fn txn_id(&self) -> u64 {
+        self.snap.txn.0
+    }
+
+    /// Every entry, in hash order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(TrieIter::new(self.reader(), self.snap.root, self.snap.entries))
+    }
+}
+
+impl Drop for ReadTxn {
+    fn drop(&mut self) {
+        let mut readers = self.shared.readers.lock();
+        if let Some(n) = readers.get_mut(&self.snap.txn) {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.snap.txn);
+            }
+        }
+    }
+}
+
+/// Iterator over `(key, value)` pairs; items are `Result`s because a damaged file is detected
+/// as the walk goes.
+#[derive(Debug)]
+pub struct Iter<'a>(TrieIter<'a>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Write transactions
+
+/// The one write transaction of a heap. Sees its own writes; nothing is visible to others until
+/// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards everything. `Send`.
+pub struct WriteTxn {
+    shared: Arc<Shared>,
+    guard: ArcMutexGuard<RawMutex, WriterState>,
+    base: Snapshot,
+    root: u64,
+    entries: u64,
+    durability: Durability,
+    /// A mutation failed half-way: the transaction can only be dropped.
+    failed: bool,
+    done: bool,
+}
+
+impl fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn").field("base", &self.base.txn.0).finish_non_exhaustive()
+    }
+}
+
+impl WriteTxn {
+    pub(crate) fn begin(shared: &Arc<Shared>, wait: bool) -> Result<WriteTxn> {
+        shared.check()?;
+        if shared.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let guard = if wait {
+            shared.writer.lock_arc()
+        } else {
+            shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
+        };
+        let mut tx = WriteTxn {
+            shared: shared.clone(),
+            guard,
+            base: Snapshot {
+                txn: TxnId(0),
+                root: 0,
+                entries: 0,
+                slot: 0,
+                durable: false,
+                same_boot: false,
+                alloc: AllocSummary::default(),
+            },
+            root: 0,
+            entries: 0,
+            durability: shared.durability,
+            failed: false,
+            done: false,
+        };
+        let (snap, _) = shared.latest()?;
+        if tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn {
+            tx.load(&snap)?;
+        }
+        let durable = tx.guard.durable_txn;
+        let horizon = shared.oldest_reader().map_or(durable, |r| r.min(durable));
+        let res = tx.alloc().begin_txn(horizon);
+        if let Err(e) = res {
+            tx.guard.alloc = None;
+            return Err(e);
+        }
+        tx.base = snap;
+        tx.root = snap.root;
+        tx.entries = snap.entries;
+        Ok(tx)
+    }
+
+    /// Load the allocator of commit `snap` and learn which slot holds the last durable commit.
+    fn load(&mut self, snap: &Snapshot) -> Result<()> {
+        self.guard.alloc = None;
+        let storage = self.shared.storage.clone();
+        if snap.durable && snap.same_boot {
+            // Its meta slot may still sit only in the page cache: make it durable before a
+            // commit overwrites the other slot (I2).
+            self.sync()?;
+        }
+        let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
+        let g = &mut *self.guard;
+        g.alloc = Some(alloc);
+        g.loaded = snap.txn;
+        if snap.durable {
+            g.durable_txn = snap.txn;
+            g.durable_slot = snap.slot;
+        } else {
+            // The other slot holds the last durable commit (I2).
+            g.durable_slot = 1 - snap.slot;
+            let other = parse_slot(
+                &self.shared.storage.view().read_meta(META_OFFSETS[1 - snap.slot]),
+                1 - snap.slot,
+                &self.shared.boot,
+            );
+            g.durable_txn = other.map_or(TxnId(0), |o| o.txn);
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.shared.storage.sync().inspect_err(|_| self.shared.poison())
+    }
+
+    fn alloc(&mut self) -> &mut Allocator {
+        self.guard.alloc.as_mut().expect("allocator loaded for the transaction")
+    }
+
+    fn usable(&self) -> Result<()> {
+        self.shared.check()?;
+        if self.failed {
+            return Err(Error::TxnFailed);
+        }
+        Ok(())
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        let a = self.guard.alloc.as_ref().expect("allocator loaded");
+        Reader { view: a.pager.view(), limit: a.end() }
+    }
+
+    /// Mark the transaction failed after an error; a failed write also poisons the heap.
+    fn fail<T>(&mut self, e: Error) -> Result<T> {
+        self.failed = true;
+        if matches!(e, Error::Io(_)) && self.guard.alloc.as_ref().is_some_and(|a| a.pager.failed) {
+            self.shared.poison();
+        }
+        Err(e)
+    }
+
+    /// Insert or replace `key`.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.usable()?;
+        let hasher = self.shared.hasher;
+        let root = self.root;
+        let res = TrieWriter { alloc: self.alloc(), hasher }.insert(root, key, value);
+        match res {
+            Ok((root, existed)) => {
+                self.root = root;
+                if !existed {
+                    self.entries += 1;
+                }
+                Ok(())
+            }
+            Err(e @ (Error::KeyTooLarge { .. } | Error::ValueTooLarge { .. })) => Err(e),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Remove `key`; returns whether it was present.
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
+        self.usable()?;
+        let hasher = self.shared.hasher;
+        let root = self.root;
+        let res = TrieWriter { alloc: self.alloc(), hasher }.remove(root, key);
+        match res {
+            Ok((root, existed)) => {
+                self.root = root;
+                if existed {
+                    self.entries -= 1;
+                }
+                Ok(existed)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.usable()?;
+        self.reader().get(self.root, self.shared.hasher.hash(key), key)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Every entry as this transaction sees it, in hash order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(TrieIter::new(self.reader(), self.root, self.entries))
+    }
+
+    /// Override the heap's default durability for this commit.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Discard every change.
+    pub fn abort(mut self) {
+        self.rollback();
+    }
+
+    fn rollback(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.guard.alloc = None;
+        }
+    }
+
+    /// Make the changes visible (and, with [`Durability::Immediate`], durable).
+    pub fn commit(mut self) -> Result<()> {
+        self.usable()?;
+        let res = self.commit_inner();
+        if res.is_err() {
+            // Whatever was written is unreachable from any meta slot; reload on next begin.
+            self.guard.alloc = None;
+        }
+        self.done = true;
+        res
+    }
+
+    fn commit_inner(&mut self) -> Result<()> {
+        let txn = TxnId(self.base.txn.0 + 1);
+        let durable = self.durability == Durability::Immediate;
+        let summary = match self.alloc().persist(txn) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e),
+        };
+        if durable {
+            self.sync()?;
+        }
+        let snap = Snapshot {
+            txn,
+            root: self.root,
+            entries: self.entries,
+            slot: 1 - self.guard.durable_slot,
+            durable,
+            same_boot: true,
+            alloc: summary,
+        };
+        let meta = encode_meta(&snap, &self.shared.boot);
+        self.shared
+            .storage
+            .write_meta(META_OFFSETS[snap.slot], &meta)
+            .inspect_err(|_| self.shared.poison())?;
+        if durable {
+            self.sync()?;
+            self.guard.durable_slot = snap.slot;
+            self.guard.durable_txn = txn;
+        }
+        self.guard.loaded = txn;
+        Ok(())
+    }
+
+    /// The id the commit of this transaction will get.
+    pub fn txn_id(&self) -> u64 {
+        self.base.txn.0 + 1
+    }
+
+    pub(crate) fn is_durable_base(&self) -> bool {
+        self.guard.durable_txn == self.base.txn
+    }
+}
+
+impl Drop for WriteTxn {
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+/// For the integrity walk: a loaded allocator and the root of the latest commit.
+pub(crate) fn load_latest(shared: &Arc<Shared>) -> Result<(Snapshot, Allocator)> {
+    let (snap, _) = shared.latest()?;
+    let alloc = Allocator::load(Pager::new(shared.storage.clone()), &snap.alloc)?;
+    Ok((snap, alloc))
+}
