@@ -29,7 +29,7 @@ const INLINE_KEEP: usize = 16;
 /// A partial chunk page is written only with at least this many entries.
 const MIN_PARTIAL: usize = 48;
 /// Smallest growth step of the file.
-const MIN_GROW: u64 = 4 << 20;
+const MIN_GROW: u64 = 256 << 10;
 
 /// Reads and writes of the writer: the storage and its current view.
 #[derive(Debug)]
@@ -99,6 +99,11 @@ impl ClassState {
     fn is_empty(&self) -> bool {
         self.top.is_empty() && self.below == 0 && self.span == 0
     }
+}
+
+enum Freed {
+    Slot(u64, usize),
+    Run(u64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +292,30 @@ impl Allocator {
         Ok(())
     }
 
+    /// Validate and decode a pending batch's packed entries.
+    fn decode_freed(&self, entries: &[u64]) -> Result<Vec<Freed>> {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut it = entries.iter();
+        while let Some(&e) = it.next() {
+            let (off, class) = unpack_freed(e);
+            if class == FREED_RUN {
+                let pages =
+                    *it.next().ok_or_else(|| corrupt(off.0, "pending run without length"))?;
+                self.check_page(off.0)?;
+                if pages == 0 || pages > (self.end - off.0) / PAGE_SIZE {
+                    return Err(corrupt(off.0, "pending run length"));
+                }
+                out.push(Freed::Run(off.0, pages));
+            } else if (class as usize) < NUM_CLASSES {
+                self.check_record(off.0)?;
+                out.push(Freed::Slot(off.0, class as usize));
+            } else {
+                return Err(corrupt(off.0, "pending entry class"));
+            }
+        }
+        Ok(out)
+    }
+
     fn check_record(&self, o: u64) -> Result<()> {
         if o < DATA_START || o % 8 != 0 || o >= self.end {
             return Err(corrupt(o, "free record offset out of range"));
@@ -364,16 +393,10 @@ impl Allocator {
                 self.free_run(chain, 1);
                 chain = next;
             }
-            for e in entries {
-                let (off, class) = unpack_freed(e);
-                if class == FREED_RUN {
-                    let pages = self.run_header(off.0)?.pages.get() as u64;
-                    self.add_run(off.0, pages);
-                } else if (class as usize) < NUM_CLASSES {
-                    self.check_record(off.0)?;
-                    self.classes[class as usize].top.push(off.0);
-                } else {
-                    return Err(corrupt(off.0, "pending entry class"));
+            for freed in self.decode_freed(&entries)? {
+                match freed {
+                    Freed::Slot(off, c) => self.classes[c].top.push(off),
+                    Freed::Run(start, pages) => self.add_run(start, pages),
                 }
             }
         }
@@ -530,7 +553,7 @@ impl Allocator {
                 self.add_run(start, pages);
             } else {
                 self.free_bytes += pages * PAGE_SIZE;
-                self.freed_now.push(pack_freed(Offset(start), FREED_RUN));
+                self.freed_now.extend([pack_freed(Offset(start), FREED_RUN), pages]);
             }
             return;
         }
@@ -553,7 +576,7 @@ impl Allocator {
         if self.is_fresh(start) {
             self.add_run(start, pages);
         } else {
-            self.freed_now.push(pack_freed(Offset(start), FREED_RUN));
+            self.freed_now.extend([pack_freed(Offset(start), FREED_RUN), pages]);
         }
     }
 
@@ -755,15 +778,10 @@ impl Allocator {
                 }
                 chain = next;
             }
-            for e in entries {
-                let (off, class) = unpack_freed(e);
-                if class == FREED_RUN {
-                    let pages = self.run_header(off.0)?.pages.get() as u64;
-                    inv.pending_runs.push((off.0, pages));
-                } else if (class as usize) < NUM_CLASSES {
-                    inv.free.push((off.0, CLASS_SIZES[class as usize] as u64));
-                } else {
-                    return Err(corrupt(off.0, "pending entry class"));
+            for freed in self.decode_freed(&entries)? {
+                match freed {
+                    Freed::Slot(off, c) => inv.free.push((off, CLASS_SIZES[c] as u64)),
+                    Freed::Run(start, pages) => inv.pending_runs.push((start, pages)),
                 }
             }
         }

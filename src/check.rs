@@ -172,6 +172,12 @@ pub(crate) fn check(shared: &Arc<Shared>) -> Result<CheckReport> {
             page += pages * PAGE_SIZE;
             continue;
         }
+        // A pending run's header may already be overwritten by a transaction that reused it
+        // after this commit: its length comes from the pending entry, never from the file.
+        if let Some(pages) = pending_runs.remove(&page) {
+            page += pages * PAGE_SIZE;
+            continue;
+        }
         let h = alloc.run_header(page)?;
         let pages = h.pages.get() as u64;
         match h.kind.get() {
@@ -207,17 +213,15 @@ pub(crate) fn check(shared: &Arc<Shared>) -> Result<CheckReport> {
             }
             RUN_RECORD => {
                 let off = page + RUN_HEADER_SIZE;
-                match (w.live.remove(&off), pending_runs.remove(&page)) {
-                    (Some(size), None)
-                        if size > MAX_SLAB_SIZE && record_run_pages(size) == pages => {}
-                    (None, Some(p)) if p == pages => {}
-                    (None, None) => return Err(corrupt(page, "leaked record run")),
+                match w.live.remove(&off) {
+                    Some(size) if size > MAX_SLAB_SIZE && record_run_pages(size) == pages => {}
+                    None => return Err(corrupt(page, "leaked record run")),
                     _ => return Err(corrupt(page, "record run mismatch")),
                 }
             }
-            RUN_META => match (meta_runs.remove(&page), pending_runs.remove(&page)) {
-                (Some(p), None) | (None, Some(p)) if p == pages => {}
-                (None, None) => return Err(corrupt(page, "leaked metadata run")),
+            RUN_META => match meta_runs.remove(&page) {
+                Some(p) if p == pages => {}
+                None => return Err(corrupt(page, "leaked metadata run")),
                 _ => return Err(corrupt(page, "metadata run mismatch")),
             },
             _ => return Err(corrupt(page, "unknown run kind")),

@@ -320,7 +320,8 @@ pub fn record_run_pages(size: u64) -> u64 {
 // Allocator state (read only by writers and the integrity walk)
 
 /// A freed record awaiting reuse, packed in a `u64`: bits 0..48 offset / 8, bits 48..64 class,
-/// or [`FREED_RUN`] for a whole run (its length is in its run header).
+/// or [`FREED_RUN`] for a whole run, in which case the next entry is the run's length in pages
+/// (a released run may be reused at once, so its header cannot be trusted later).
 pub const FREED_RUN: u16 = 0xffff;
 
 pub fn pack_freed(off: Offset, class: u16) -> u64 {

@@ -115,8 +115,17 @@ impl Heap {
         opts: &HeapOptions,
         path: &Path,
     ) -> Result<Heap> {
+        Heap::from_storage_with_boot(storage, opts, path, boot_id())
+    }
+
+    /// As `from_storage`, with the boot id given (tests simulate reboots with it).
+    pub(crate) fn from_storage_with_boot(
+        storage: Arc<dyn Storage>,
+        opts: &HeapOptions,
+        path: &Path,
+        boot: [u8; 16],
+    ) -> Result<Heap> {
         let header = read_header(&*storage, path)?;
-        let boot = boot_id();
         let shared = Arc::new(Shared {
             storage,
             hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
@@ -225,7 +234,7 @@ fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHeader> {
 }
 
 /// The bytes of a new, empty heap: header, meta slot 0 (txn 0, durable), empty slot 1.
-pub(crate) fn new_heap_image() -> Result<Vec<u8>> {
+pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
     let mut seed = [0u8; 16];
     getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
     let mut h = FileHeader::read_from_bytes(&[0u8; 64][..]).expect("64 bytes");
@@ -248,7 +257,7 @@ pub(crate) fn new_heap_image() -> Result<Vec<u8>> {
         same_boot: true,
         alloc: AllocSummary { end: DATA_START, ..AllocSummary::default() },
     };
-    let meta = encode_meta(&snap, &boot_id());
+    let meta = encode_meta(&snap, boot);
     let at = META_OFFSETS[0] as usize;
     img[at..at + META_SIZE].copy_from_slice(&meta);
     Ok(img)
@@ -277,7 +286,7 @@ fn create_file(path: &Path) -> Result<()> {
     ));
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(&new_heap_image()?)?;
+        f.write_all(&new_heap_image(&boot_id())?)?;
         f.sync_all()?;
         match std::fs::hard_link(&tmp, path) {
             Ok(()) => {}

@@ -1,1 +1,349 @@
+//! Tests that need the simulated disk: model-based crash consistency, I/O failures, full disk.
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use crate::heap::new_heap_image;
+use crate::storage::mem::{FailPlan, MemStorage};
+use crate::{Durability, Error, Heap, HeapOptions};
+
+type Model = HashMap<Vec<u8>, Vec<u8>>;
+
+const CAP: u64 = 256 << 20;
+
+fn boot(n: u32) -> [u8; 16] {
+    let mut b = [0xb0u8; 16];
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b
+}
+
+fn open_mem(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
+    Heap::from_storage_with_boot(
+        storage.clone(),
+        &HeapOptions::default(),
+        Path::new("mem"),
+        boot_id,
+    )
+}
+
+fn new_mem(boot_id: [u8; 16]) -> (Arc<MemStorage>, Heap) {
+    let s = Arc::new(MemStorage::from_image(&new_heap_image(&boot_id).unwrap(), CAP));
+    let h = open_mem(&s, boot_id).unwrap();
+    (s, h)
+}
+
+fn contents(heap: &Heap) -> Model {
+    let rx = heap.begin_read().unwrap();
+    let m: Model = rx
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<crate::Result<_>>()
+        .unwrap();
+    assert_eq!(m.len() as u64, rx.len());
+    for (k, v) in &m {
+        assert_eq!(rx.get(k).unwrap(), Some(&v[..]));
+    }
+    m
+}
+
+fn key(k: u8) -> Vec<u8> {
+    match k % 8 {
+        0 => Vec::new(),
+        1 => vec![k; 70_000], // longer than a slab record
+        _ => format!("key-{k}").into_bytes(),
+    }
+}
+
+fn value(len: u32, fill: u8) -> Vec<u8> {
+    (0..len).map(|i| fill.wrapping_add(i as u8)).collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u8, u32, u8),
+    Remove(u8),
+    Commit(bool),
+    Abort,
+    Checkpoint,
+    Crash,
+    PowerLoss(u64),
+    Check,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let vlen = prop_oneof![8 => 0u32..300, 1 => 60_000u32..80_000];
+    prop_oneof![
+        30 => (0u8..40, vlen, any::<u8>()).prop_map(|(k, l, f)| Op::Insert(k, l, f)),
+        10 => (0u8..40).prop_map(Op::Remove),
+        8 => any::<bool>().prop_map(Op::Commit),
+        2 => Just(Op::Abort),
+        2 => Just(Op::Checkpoint),
+        2 => Just(Op::Crash),
+        2 => any::<u64>().prop_map(Op::PowerLoss),
+        2 => Just(Op::Check),
+    ]
+}
+
+/// The system under test and its model: acknowledged commits, the last durable one among them,
+/// and the open transaction's state.
+struct Harness {
+    storage: Arc<MemStorage>,
+    heap: Heap,
+    boot: u32,
+    history: Vec<Model>,
+    durable: usize,
+    tx: Option<(crate::WriteTxn, Model)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let (storage, heap) = new_mem(boot(0));
+        Harness { storage, heap, boot: 0, history: vec![Model::new()], durable: 0, tx: None }
+    }
+
+    fn tx(&mut self) -> &mut (crate::WriteTxn, Model) {
+        if self.tx.is_none() {
+            let t = self.heap.begin_write().unwrap();
+            assert_eq!(contents_of_txn(&t), *self.history.last().unwrap());
+            self.tx = Some((t, self.history.last().unwrap().clone()));
+        }
+        self.tx.as_mut().unwrap()
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Insert(k, l, f) => {
+                let (t, m) = self.tx();
+                t.insert(&key(k), &value(l, f)).unwrap();
+                m.insert(key(k), value(l, f));
+                assert_eq!(t.get(&key(k)).unwrap(), Some(&value(l, f)[..]));
+                assert_eq!(t.len(), m.len() as u64);
+            }
+            Op::Remove(k) => {
+                let (t, m) = self.tx();
+                assert_eq!(t.remove(&key(k)).unwrap(), m.remove(&key(k)).is_some());
+                assert_eq!(t.get(&key(k)).unwrap(), None);
+            }
+            Op::Commit(durable) => {
+                if let Some((mut t, m)) = self.tx.take() {
+                    t.set_durability(if durable {
+                        Durability::Immediate
+                    } else {
+                        Durability::None
+                    });
+                    t.commit().unwrap();
+                    self.history.push(m);
+                    if durable {
+                        self.durable = self.history.len() - 1;
+                    }
+                }
+            }
+            Op::Abort => {
+                if let Some((t, _)) = self.tx.take() {
+                    t.abort();
+                }
+            }
+            Op::Checkpoint => {
+                if self.tx.is_none() {
+                    self.heap.checkpoint().unwrap();
+                    self.durable = self.history.len() - 1;
+                }
+            }
+            Op::Check => {
+                if self.tx.is_none() {
+                    self.heap.check().unwrap();
+                }
+            }
+            Op::Crash => {
+                self.tx = None;
+                self.storage = Arc::new(self.storage.crash_clone());
+                self.heap = open_mem(&self.storage, boot(self.boot)).unwrap();
+                assert_eq!(contents(&self.heap), *self.history.last().unwrap());
+                self.heap.check().unwrap();
+            }
+            Op::PowerLoss(seed) => {
+                self.tx = None;
+                let mut rng = seed;
+                let img = self.storage.image_after_power_loss(|_| {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    rng >> 63 == 0
+                });
+                self.boot += 1;
+                self.storage = Arc::new(MemStorage::from_image(&img, CAP));
+                self.heap = open_mem(&self.storage, boot(self.boot)).unwrap();
+                let got = contents(&self.heap);
+                let j = (self.durable..self.history.len())
+                    .rev()
+                    .find(|&j| self.history[j] == got)
+                    .expect("power loss recovered a state that was never committed, or lost a durable one");
+                self.history.truncate(j + 1);
+                self.durable = j;
+                self.heap.check().unwrap();
+            }
+        }
+    }
+}
+
+fn contents_of_txn(t: &crate::WriteTxn) -> Model {
+    t.iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<crate::Result<_>>()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn heap_matches_model_through_crashes(ops in prop::collection::vec(op(), 1..120)) {
+        let mut h = Harness::new();
+        for op in ops {
+            h.apply(op);
+        }
+        h.apply(Op::Commit(false));
+        assert_eq!(contents(&h.heap), *h.history.last().unwrap());
+        h.heap.check().unwrap();
+    }
+}
+
+/// A fixed workload; records the model after each acknowledged commit (and whether durable) and
+/// the model of the commit in flight, stopping at the first error, which it returns.
+fn workload(
+    heap: &Heap,
+    acked: &mut Vec<(Model, bool)>,
+    in_flight: &mut Option<Model>,
+) -> crate::Result<()> {
+    let mut model = acked.last().map(|a| a.0.clone()).unwrap_or_default();
+    for round in 0..6u32 {
+        let mut tx = heap.begin_write()?;
+        for i in 0..40u32 {
+            let k = format!("k{}", (i * 7 + round * 13) % 60).into_bytes();
+            if i % 5 == 4 {
+                tx.remove(&k)?;
+                model.remove(&k);
+            } else {
+                let v = value(if i == 3 { 70_000 } else { 20 + i * 3 }, round as u8);
+                tx.insert(&k, &v)?;
+                model.insert(k, v);
+            }
+        }
+        let durable = round % 2 == 0;
+        tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
+        *in_flight = Some(model.clone());
+        tx.commit()?;
+        acked.push((model.clone(), durable));
+        if round == 4 {
+            heap.checkpoint()?;
+            acked.last_mut().unwrap().1 = true;
+        }
+        *in_flight = None;
+    }
+    Ok(())
+}
+
+#[test]
+fn every_io_failure_is_an_error_and_loses_nothing_acknowledged() {
+    // Count the operations of a clean run.
+    let (s, heap) = new_mem(boot(0));
+    let base = s.ops();
+    workload(&heap, &mut Vec::new(), &mut None).unwrap();
+    let total = s.ops() - base;
+    assert!(total > 20);
+    for k in 0..total {
+        for persistent in [false, true] {
+            let (s, heap) = new_mem(boot(0));
+            let at = s.ops() + k;
+            s.set_fail(Some(FailPlan { at, persistent }));
+            let mut acked = vec![(Model::new(), true)];
+            let mut in_flight = None;
+            let Err(err) = workload(&heap, &mut acked, &mut in_flight) else {
+                // Hash seeds differ per heap, so the op count varies a little between runs.
+                assert!(s.ops() <= at, "an injected failure at op {at} went unnoticed");
+                continue;
+            };
+            assert!(matches!(err, Error::Io(_) | Error::Poisoned | Error::TxnFailed), "{err:?}");
+            if heap.begin_read().is_err() {
+                // Poisoned handles stay poisoned.
+                assert!(matches!(heap.begin_write(), Err(Error::Poisoned)));
+            }
+            let acceptable = |got: &Model, from: usize| {
+                acked[from..].iter().any(|a| a.0 == *got) || in_flight.as_ref() == Some(got)
+            };
+            drop(heap);
+            // The process dies now: what it wrote is in the page cache.
+            s.set_fail(None);
+            let crashed = Arc::new(s.crash_clone());
+            let reopened = open_mem(&crashed, boot(0)).unwrap();
+            let got = contents(&reopened);
+            assert!(
+                acceptable(&got, acked.len() - 1),
+                "k={k}: reopened state is neither the last acknowledged nor the in-flight commit"
+            );
+            reopened.check().unwrap();
+            // Or the machine loses power: only synced data survives.
+            let img = s.image_after_power_loss(|_| false);
+            let cold = Arc::new(MemStorage::from_image(&img, CAP));
+            let reopened = open_mem(&cold, boot(1)).unwrap();
+            let got = contents(&reopened);
+            let last_durable = acked.iter().rposition(|a| a.1).unwrap();
+            assert!(acceptable(&got, last_durable), "k={k}: power loss lost a durable commit");
+            reopened.check().unwrap();
+        }
+    }
+}
+
+#[test]
+fn failed_sync_poisons_until_reopen() {
+    let (s, heap) = new_mem(boot(0));
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"a", b"1").unwrap();
+    tx.commit().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"b", b"2").unwrap();
+    // The next op is the data sync of the durable commit.
+    s.set_fail(Some(FailPlan { at: s.ops() + 2, persistent: false }));
+    let ops_before = s.ops();
+    let err = tx.commit().unwrap_err();
+    assert!(matches!(err, Error::Io(_)), "{err:?}");
+    assert!(s.ops() > ops_before);
+    assert!(matches!(heap.begin_read(), Err(Error::Poisoned)));
+    assert!(matches!(heap.begin_write(), Err(Error::Poisoned)));
+    assert!(matches!(heap.stats(), Err(Error::Poisoned)));
+    let reopened = open_mem(&Arc::new(s.crash_clone()), boot(0)).unwrap();
+    let m = contents(&reopened);
+    assert_eq!(m.get(&b"a"[..]).map(|v| &v[..]), Some(&b"1"[..]));
+    reopened.check().unwrap();
+}
+
+#[test]
+fn full_disk_is_a_clean_error() {
+    let img = new_heap_image(&boot(0)).unwrap();
+    let s = Arc::new(MemStorage::from_image(&img, 8 << 20));
+    let heap = open_mem(&s, boot(0)).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"kept", b"safe").unwrap();
+    tx.commit().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    let big = vec![7u8; 1 << 20];
+    let mut err = None;
+    for i in 0..64u32 {
+        if let Err(e) = tx.insert(&i.to_le_bytes(), &big) {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("the disk fills up");
+    assert!(matches!(&err, Error::Io(e) if e.raw_os_error() == Some(libc::ENOSPC)), "{err:?}");
+    assert!(matches!(tx.insert(b"x", b"y"), Err(Error::TxnFailed)));
+    drop(tx);
+    // The heap is not poisoned: it goes on at its last commit.
+    let m = contents(&heap);
+    assert_eq!(m.len(), 1);
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"more", b"fits").unwrap();
+    tx.commit().unwrap();
+    heap.check().unwrap();
+}

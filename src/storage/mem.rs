@@ -64,7 +64,10 @@ impl std::fmt::Debug for MemStorage {
 impl MemStorage {
     /// An empty disk that can hold `cap` bytes.
     pub(crate) fn new(cap: u64) -> MemStorage {
-        let words = (0..cap.div_ceil(8)).map(|_| AtomicU64::new(0)).collect();
+        // calloc'd, so untouched pages cost nothing.
+        let zeros: Box<[u64]> = vec![0u64; cap.div_ceil(8) as usize].into_boxed_slice();
+        // SAFETY: AtomicU64 has the same size, alignment and bit validity as u64.
+        let words: Box<[AtomicU64]> = unsafe { std::mem::transmute(zeros) };
         MemStorage { buf: Arc::new(Buf { words }), state: Mutex::new(MemState::default()) }
     }
 
@@ -89,6 +92,23 @@ impl MemStorage {
                 data.len(),
             )
         };
+    }
+
+    /// A second disk in exactly this state (contents, durable image, unsynced log): what a new
+    /// process sees after this one crashed, while the machine runs on.
+    pub(crate) fn crash_clone(&self) -> MemStorage {
+        let st = self.state.lock();
+        let s = MemStorage::new(self.buf.cap());
+        // SAFETY: both buffers hold at least `len` bytes; no writer runs during a crash copy.
+        unsafe { std::ptr::copy_nonoverlapping(self.buf.ptr(), s.buf.ptr(), st.len as usize) };
+        *s.state.lock() = MemState {
+            len: st.len,
+            durable: st.durable.clone(),
+            unsynced: st.unsynced.clone(),
+            ops: 0,
+            fail: None,
+        };
+        s
     }
 
     pub(crate) fn set_fail(&self, plan: Option<FailPlan>) {
@@ -200,12 +220,13 @@ impl Storage for MemStorage {
         let mut st = self.state.lock();
         Self::tick(&mut st)?;
         let len = st.len as usize;
-        let mut durable = std::mem::take(&mut st.durable);
-        durable.resize(len, 0);
-        // SAFETY: 0..len is inside the buffer; the single writer is the caller.
-        unsafe { std::ptr::copy_nonoverlapping(self.buf.ptr(), durable.as_mut_ptr(), len) };
-        st.durable = durable;
-        st.unsynced.clear();
+        let ops = std::mem::take(&mut st.unsynced);
+        st.durable.resize(len, 0);
+        for op in ops {
+            if let Op::Write { off, data } = op {
+                st.durable[off as usize..off as usize + data.len()].copy_from_slice(&data);
+            }
+        }
         Ok(())
     }
 }
