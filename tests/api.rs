@@ -1,0 +1,314 @@
+//! Behaviour through the public API: transactions, snapshots, limits, growth, options.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use pheap::{Durability, Error, Heap, ReadTxn, WriteTxn};
+
+fn tmp() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pheap");
+    (dir, path)
+}
+
+fn snapshot(rx: &ReadTxn) -> HashMap<Vec<u8>, Vec<u8>> {
+    rx.iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<pheap::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Heap>();
+    send_sync::<ReadTxn>();
+    send::<WriteTxn>();
+    send_sync::<Error>();
+}
+
+#[test]
+fn write_sees_own_writes_and_drop_discards() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"a", b"1").unwrap();
+    tx.insert(b"", b"empty key").unwrap();
+    tx.insert(b"e", b"").unwrap();
+    assert_eq!(tx.get(b"a").unwrap(), Some(&b"1"[..]));
+    assert_eq!(tx.get(b"").unwrap(), Some(&b"empty key"[..]));
+    assert_eq!(tx.get(b"e").unwrap(), Some(&b""[..]));
+    assert_eq!(tx.len(), 3);
+    assert!(heap.begin_read().unwrap().is_empty(), "uncommitted writes are invisible");
+    drop(tx);
+    assert!(heap.begin_read().unwrap().is_empty());
+    let mut tx = heap.begin_write().unwrap();
+    assert!(tx.is_empty(), "a dropped transaction left nothing behind");
+    tx.insert(b"a", b"2").unwrap();
+    assert!(!tx.remove(b"missing").unwrap());
+    tx.abort();
+    assert!(heap.begin_read().unwrap().is_empty());
+    heap.check().unwrap();
+}
+
+#[test]
+fn readers_keep_their_snapshot_while_the_writer_commits() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..1000u32 {
+        tx.insert(&i.to_be_bytes(), &[1u8; 100]).unwrap();
+    }
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let before = snapshot(&rx);
+    let held = rx.get(&7u32.to_be_bytes()).unwrap().unwrap();
+    // Overwrite and remove everything many times: space freed by these commits must not be
+    // reused under the open snapshot.
+    for round in 0..20u8 {
+        let mut tx = heap.begin_write().unwrap();
+        for i in 0..1000u32 {
+            if i % 3 == 0 {
+                tx.remove(&i.to_be_bytes()).unwrap();
+            } else {
+                tx.insert(&i.to_be_bytes(), &[round + 2; 100]).unwrap();
+            }
+        }
+        tx.set_durability(if round % 2 == 0 { Durability::None } else { Durability::Immediate });
+        tx.commit().unwrap();
+    }
+    assert_eq!(held, &[1u8; 100][..]);
+    assert_eq!(snapshot(&rx), before);
+    assert_eq!(rx.len(), 1000);
+    let now = heap.begin_read().unwrap();
+    assert_eq!(now.len(), 666);
+    assert_eq!(now.get(&1u32.to_be_bytes()).unwrap().unwrap(), &[21u8; 100][..]);
+    assert!(now.txn_id() > rx.txn_id());
+    drop(rx);
+    drop(now);
+    heap.check().unwrap();
+}
+
+#[test]
+fn concurrent_readers_on_threads_see_whole_commits() {
+    // Bank transfers: every snapshot must sum to the same total.
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let accounts = 50u32;
+    let mut tx = heap.begin_write().unwrap();
+    for a in 0..accounts {
+        tx.insert(&a.to_be_bytes(), &100u64.to_le_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+    let total = 100 * accounts as u64;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let heap = heap.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut seen = 0u64;
+                let mut last_txn = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rx = heap.begin_read().unwrap();
+                    assert!(rx.txn_id() >= last_txn, "snapshots go forward");
+                    last_txn = rx.txn_id();
+                    let sum: u64 = rx
+                        .iter()
+                        .map(|r| u64::from_le_bytes(r.unwrap().1.try_into().unwrap()))
+                        .sum();
+                    assert_eq!(sum, total);
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut x = 12345u64;
+    for i in 0..300 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let (a, b) = (((x >> 33) % accounts as u64) as u32, ((x >> 13) % accounts as u64) as u32);
+        let mut tx = heap.begin_write().unwrap();
+        let va = u64::from_le_bytes(tx.get(&a.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
+        let vb = u64::from_le_bytes(tx.get(&b.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
+        let amount = va.min(7);
+        tx.insert(&a.to_be_bytes(), &(va - amount).to_le_bytes()).unwrap();
+        let vb = if a == b { va - amount } else { vb };
+        tx.insert(&b.to_be_bytes(), &(vb + amount).to_le_bytes()).unwrap();
+        tx.set_durability(if i % 10 == 0 { Durability::Immediate } else { Durability::None });
+        tx.commit().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+fn one_writer_at_a_time() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let tx = heap.begin_write().unwrap();
+    assert!(matches!(heap.try_begin_write(), Err(Error::WriteInProgress)));
+    let barrier = Arc::new(Barrier::new(2));
+    let h2 = heap.clone();
+    let b2 = barrier.clone();
+    let waiter = thread::spawn(move || {
+        b2.wait();
+        let mut tx = h2.begin_write().unwrap(); // waits for the first to finish
+        assert_eq!(tx.get(b"k").unwrap(), Some(&b"first"[..]));
+        tx.insert(b"k", b"second").unwrap();
+        tx.commit().unwrap();
+    });
+    barrier.wait();
+    thread::sleep(Duration::from_millis(50));
+    let mut tx = tx;
+    tx.insert(b"k", b"first").unwrap();
+    tx.commit().unwrap();
+    waiter.join().unwrap();
+    assert_eq!(heap.begin_read().unwrap().get(b"k").unwrap(), Some(&b"second"[..]));
+    // A write transaction moves to another thread.
+    let mut tx = heap.begin_write().unwrap();
+    thread::spawn(move || {
+        tx.insert(b"moved", b"yes").unwrap();
+        tx.commit().unwrap();
+    })
+    .join()
+    .unwrap();
+    assert!(heap.begin_read().unwrap().contains_key(b"moved").unwrap());
+}
+
+#[test]
+fn key_and_value_limits() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    let big_key = vec![b'k'; 64 * 1024];
+    tx.insert(&big_key, b"v").unwrap();
+    let max_key = vec![b'm'; pheap::MAX_KEY_LEN];
+    tx.insert(&max_key, b"w").unwrap();
+    let too_long = vec![0u8; pheap::MAX_KEY_LEN + 1];
+    assert!(matches!(tx.insert(&too_long, b"x"), Err(Error::KeyTooLarge { .. })));
+    // An oversized key is refused without spoiling the transaction.
+    tx.insert(b"after", b"ok").unwrap();
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.get(&big_key).unwrap(), Some(&b"v"[..]));
+    assert_eq!(rx.get(&max_key).unwrap(), Some(&b"w"[..]));
+    assert_eq!(rx.len(), 3);
+    drop(rx);
+    heap.check().unwrap();
+}
+
+#[test]
+fn value_of_a_gibibyte_and_a_file_past_one_gibibyte_keep_borrowed_slices_valid() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"early", b"small and early").unwrap();
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let early = rx.get(b"early").unwrap().unwrap();
+    let first_size = heap.stats().unwrap().file_size;
+    // One value of 1 GiB, written in its own transaction.
+    let gib: Vec<u8> = (0..1usize << 30).map(|i| (i % 251) as u8).collect();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"gib", &gib).unwrap();
+    tx.commit().unwrap();
+    // And more, so the file outgrows its first address-space reservation.
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..40u32 {
+        tx.insert(&i.to_be_bytes(), &vec![i as u8; 4 << 20]).unwrap();
+    }
+    tx.commit().unwrap();
+    let stats = heap.stats().unwrap();
+    assert!(stats.file_size > (1 << 30) + (128 << 20), "{stats:?}");
+    assert!(stats.file_size > first_size);
+    // The slice borrowed before all that growth is still readable and unchanged.
+    assert_eq!(early, b"small and early");
+    let rx2 = heap.begin_read().unwrap();
+    assert!(rx2.get(b"gib").unwrap().unwrap() == &gib[..]);
+    assert_eq!(rx2.get(&39u32.to_be_bytes()).unwrap().unwrap(), &vec![39u8; 4 << 20][..]);
+    drop(gib);
+    drop((rx, rx2));
+    heap.check().unwrap();
+    // Reopen: O(1), and the data is there.
+    drop(heap);
+    let heap = Heap::open(&path).unwrap();
+    let rx = heap.begin_read().unwrap();
+    let v = rx.get(b"gib").unwrap().unwrap();
+    assert_eq!(v.len(), 1 << 30);
+    assert_eq!(v[12345], (12345 % 251) as u8);
+}
+
+#[test]
+fn reopen_resumes_both_durabilities() {
+    let (_d, path) = tmp();
+    {
+        let heap = Heap::options().durability(Durability::None).open(&path).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"fast", b"1").unwrap();
+        tx.commit().unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"durable", b"2").unwrap();
+        tx.set_durability(Durability::Immediate);
+        tx.commit().unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"fast again", b"3").unwrap();
+        tx.commit().unwrap();
+    }
+    // Same boot: the non-durable commit is still there (the page cache holds it).
+    let heap = Heap::open(&path).unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.len(), 3);
+    assert_eq!(rx.get(b"fast again").unwrap(), Some(&b"3"[..]));
+    drop(rx);
+    heap.checkpoint().unwrap();
+    let txn = heap.stats().unwrap().txn_id;
+    heap.checkpoint().unwrap();
+    assert_eq!(heap.stats().unwrap().txn_id, txn, "a second checkpoint has nothing to do");
+    heap.check().unwrap();
+}
+
+#[test]
+fn read_only_and_locking() {
+    let (_d, path) = tmp();
+    assert!(Heap::options().create(false).open(&path).is_err(), "no file, no create");
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    assert!(matches!(Heap::open(&path), Err(Error::Locked { .. })));
+    assert!(matches!(Heap::options().read_only(true).open(&path), Err(Error::Locked { .. })));
+    drop(heap);
+    let ro = Heap::options().read_only(true).open(&path).unwrap();
+    let ro2 = Heap::options().read_only(true).open(&path).unwrap();
+    assert_eq!(ro.begin_read().unwrap().get(b"k").unwrap(), Some(&b"v"[..]));
+    assert_eq!(ro2.begin_read().unwrap().len(), 1);
+    assert!(matches!(ro.begin_write(), Err(Error::ReadOnly)));
+    assert!(matches!(Heap::open(&path), Err(Error::Locked { .. })));
+    ro.check().unwrap();
+}
+
+#[test]
+fn stats_report_the_latest_commit() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let s0 = heap.stats().unwrap();
+    assert_eq!((s0.entries, s0.txn_id, s0.oldest_reader), (0, 0, None));
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..100u32 {
+        tx.insert(&i.to_le_bytes(), &[0; 50]).unwrap();
+    }
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let s = heap.stats().unwrap();
+    assert_eq!((s.entries, s.txn_id, s.oldest_reader), (100, 1, Some(1)));
+    assert!(s.live_bytes >= 100 * (16 + 8 + 50) && s.used_size <= s.file_size);
+    drop(rx);
+    assert_eq!(heap.stats().unwrap().oldest_reader, None);
+}
