@@ -59,7 +59,7 @@ impl Pager {
         if end <= len {
             return Ok(());
         }
-        let step = (len / 32).clamp(MIN_GROW, 1 << 30);
+        let step = (len / 64).clamp(MIN_GROW, 256 << 20);
         let target = end.max(len + step).next_multiple_of(PAGE_SIZE);
         self.storage.grow(target)?;
         self.view = self.storage.view();
@@ -185,7 +185,7 @@ impl Allocator {
     /// Load the allocator state a commit recorded. Validates everything it reads.
     pub(crate) fn load(pager: Pager, s: &AllocSummary) -> Result<Allocator> {
         let mut a = Allocator::empty(pager);
-        if s.end < DATA_START || s.end % PAGE_SIZE != 0 || s.end > a.pager.storage.len() {
+        if s.end < DATA_START || !s.end.is_multiple_of(PAGE_SIZE) || s.end > a.pager.storage.len() {
             return Err(corrupt(META_OFFSETS[0], "allocator end out of range"));
         }
         a.end = s.end;
@@ -317,14 +317,14 @@ impl Allocator {
     }
 
     fn check_record(&self, o: u64) -> Result<()> {
-        if o < DATA_START || o % 8 != 0 || o >= self.end {
+        if o < DATA_START || !o.is_multiple_of(8) || o >= self.end {
             return Err(corrupt(o, "free record offset out of range"));
         }
         Ok(())
     }
 
     fn check_page(&self, o: u64) -> Result<()> {
-        if o < DATA_START || o % PAGE_SIZE != 0 || o >= self.end {
+        if o < DATA_START || !o.is_multiple_of(PAGE_SIZE) || o >= self.end {
             return Err(corrupt(o, "page offset out of range"));
         }
         Ok(())
@@ -518,12 +518,12 @@ impl Allocator {
 
     /// Return a run to the free runs, merging neighbours; a run reaching `end` lowers `end`.
     fn add_run(&mut self, mut start: u64, mut pages: u64) {
-        if let Some((&ps, &pp)) = self.runs.range(..start).next_back() {
-            if ps + pp * PAGE_SIZE == start {
-                self.remove_run(ps, pp);
-                start = ps;
-                pages += pp;
-            }
+        if let Some((&ps, &pp)) = self.runs.range(..start).next_back()
+            && ps + pp * PAGE_SIZE == start
+        {
+            self.remove_run(ps, pp);
+            start = ps;
+            pages += pp;
         }
         let after = start + pages * PAGE_SIZE;
         if let Some(&np) = self.runs.get(&after) {

@@ -191,10 +191,10 @@ pub(crate) fn check(shared: &Arc<Shared>) -> Result<CheckReport> {
                 for i in 0..span_slots(c) {
                     let off = page + RUN_HEADER_SIZE + i as u64 * s;
                     let live = w.live.remove(&off);
-                    if let Some(size) = live {
-                        if size > MAX_SLAB_SIZE || class_of(size) != c {
-                            return Err(corrupt(off, "record in a slab of another class"));
-                        }
+                    if let Some(size) = live
+                        && (size > MAX_SLAB_SIZE || class_of(size) != c)
+                    {
+                        return Err(corrupt(off, "record in a slab of another class"));
                     }
                     let is_free = match free.remove(&off) {
                         Some(fs) if fs != s => {
@@ -240,7 +240,7 @@ pub(crate) fn check(shared: &Arc<Shared>) -> Result<CheckReport> {
     if let Some((&o, _)) = meta_runs.iter().chain(pending_runs.iter()).next() {
         return Err(corrupt(o, "run listed by the allocator but not in the file"));
     }
-    for (&span, _) in &inv.cursors {
+    for &span in inv.cursors.keys() {
         let h = alloc.run_header(span)?;
         if h.kind.get() != RUN_SLAB {
             return Err(corrupt(span, "slab cursor on a run that is not a slab"));

@@ -284,7 +284,7 @@ pub fn class_of(size: u64) -> usize {
     if size <= 16 {
         0
     } else if size <= 512 {
-        ((size - 16 + 7) / 8) as usize
+        (size - 16).div_ceil(8) as usize
     } else {
         CLASS_SIZES.partition_point(|&c| (c as u64) < size)
     }
@@ -428,9 +428,9 @@ mod tests {
             assert!(CLASS_SIZES[i] > CLASS_SIZES[i - 1]);
             assert_eq!(CLASS_SIZES[i] % 8, 0);
         }
-        for c in 0..NUM_CLASSES {
+        for (c, &size) in CLASS_SIZES.iter().enumerate() {
             assert!(span_slots(c) >= 1, "class {c}");
-            let used = span_slots(c) as u64 * CLASS_SIZES[c] as u64 + RUN_HEADER_SIZE;
+            let used = span_slots(c) as u64 * size as u64 + RUN_HEADER_SIZE;
             let bytes = span_pages(c) as u64 * PAGE_SIZE;
             assert!(used <= bytes && (bytes - used) * 16 <= bytes, "class {c}");
         }

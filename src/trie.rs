@@ -98,7 +98,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn node(&self, off: u64) -> Result<NodeRef<'a>> {
-        if off < DATA_START || off % 8 != 0 {
+        if off < DATA_START || !off.is_multiple_of(8) {
             return Err(corrupt(off, "node offset out of range or misaligned"));
         }
         let h = NodeHeader::read_from_bytes(self.bytes(off, NODE_HEADER_SIZE)?)
@@ -126,7 +126,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn leaf(&self, off: u64) -> Result<LeafRef<'a>> {
-        if off < DATA_START || off % 8 != 0 {
+        if off < DATA_START || !off.is_multiple_of(8) {
             return Err(corrupt(off, "leaf offset out of range or misaligned"));
         }
         let h = LeafHeader::read_from_bytes(self.bytes(off, LEAF_HEADER_SIZE)?)
@@ -350,11 +350,12 @@ impl TrieWriter<'_> {
     fn store(&mut self, node: &NodeBuf, old: Option<(u64, u64)>) -> Result<u64> {
         let size = node.size();
         let bytes = node.encode();
-        if let Some((o, osize)) = old {
-            if self.alloc.is_fresh(o) && class_of(osize) == class_of(size) {
-                self.alloc.pager.write(Offset(o), &bytes)?;
-                return Ok(o);
-            }
+        if let Some((o, osize)) = old
+            && self.alloc.is_fresh(o)
+            && class_of(osize) == class_of(size)
+        {
+            self.alloc.pager.write(Offset(o), &bytes)?;
+            return Ok(o);
         }
         let off = self.alloc.alloc(size)?;
         self.alloc.pager.write(off, &bytes)?;

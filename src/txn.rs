@@ -145,6 +145,25 @@ pub(crate) struct WriterState {
     pub durable_slot: usize,
 }
 
+impl Drop for Shared {
+    /// The last handle closes: give back the growth slack past the end of both meta slots
+    /// (after a power loss the older slot may be the one that opens, so its end must stay).
+    fn drop(&mut self) {
+        if self.read_only || self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let view = self.storage.view();
+        let ends = (0..2).filter_map(|i| {
+            parse_slot(&view.read_meta(META_OFFSETS[i]), i, &self.boot).map(|s| s.alloc.end)
+        });
+        if let Some(end) = ends.max() {
+            if end >= DATA_START && end < self.storage.len() {
+                let _ = self.storage.truncate(end);
+            }
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn check(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {

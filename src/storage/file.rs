@@ -109,6 +109,18 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn truncate(&self, len: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut st = self.state.write();
+        if len < st.len {
+            self.file.set_len(len)?;
+            st.len = len;
+        }
+        Ok(())
+    }
+
     fn view(&self) -> Arc<View> {
         self.state.read().view.clone()
     }

@@ -30,6 +30,7 @@ impl Buf {
 pub(crate) enum Op {
     Write { off: u64, data: Vec<u8> },
     Grow { len: u64 },
+    Truncate { len: u64 },
 }
 
 /// Which operations fail.
@@ -120,15 +121,6 @@ impl MemStorage {
         self.state.lock().ops
     }
 
-    /// Everything written so far: what a crash of the process (not the machine) leaves.
-    pub(crate) fn image_current(&self) -> Vec<u8> {
-        let len = self.state.lock().len;
-        let mut out = vec![0u8; len as usize];
-        // SAFETY: 0..len is inside the buffer; no writer runs while a test takes an image.
-        unsafe { std::ptr::copy_nonoverlapping(self.buf.ptr(), out.as_mut_ptr(), len as usize) };
-        out
-    }
-
     /// What a power loss leaves: the durable image plus the unsynced operations for which
     /// `keep(i)` is true (applied in order).
     pub(crate) fn image_after_power_loss(&self, mut keep: impl FnMut(usize) -> bool) -> Vec<u8> {
@@ -144,6 +136,7 @@ impl MemStorage {
                         img.resize(*len as usize, 0);
                     }
                 }
+                Op::Truncate { len } => img.truncate(*len as usize),
                 Op::Write { off, data } => {
                     let end = *off as usize + data.len();
                     if end > img.len() {
@@ -160,10 +153,10 @@ impl MemStorage {
     fn tick(st: &mut MemState) -> Result<()> {
         let i = st.ops;
         st.ops += 1;
-        if let Some(p) = st.fail {
-            if i == p.at || (p.persistent && i > p.at) {
-                return Err(std::io::Error::other("injected I/O failure").into());
-            }
+        if let Some(p) = st.fail
+            && (i == p.at || (p.persistent && i > p.at))
+        {
+            return Err(std::io::Error::other("injected I/O failure").into());
         }
         Ok(())
     }
@@ -188,6 +181,16 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    fn truncate(&self, len: u64) -> Result<()> {
+        let mut st = self.state.lock();
+        Self::tick(&mut st)?;
+        if len < st.len {
+            st.len = len;
+            st.unsynced.push(Op::Truncate { len });
+        }
+        Ok(())
+    }
+
     fn view(&self) -> Arc<View> {
         let backing: Arc<dyn Backing> = self.buf.clone();
         // SAFETY: the buffer lives as long as `backing`, is 8-aligned (made of AtomicU64) and
@@ -207,7 +210,7 @@ impl Storage for MemStorage {
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()> {
         let mut st = self.state.lock();
         Self::tick(&mut st)?;
-        assert!(off % 8 == 0 && off + META_SIZE as u64 <= st.len);
+        assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= st.len);
         for (i, chunk) in data.chunks_exact(8).enumerate() {
             let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
             self.buf.words[off as usize / 8 + i].store(w, Ordering::Release);

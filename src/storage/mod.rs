@@ -31,6 +31,8 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// Grow the file to at least `len` bytes, reserving its blocks so that later writes cannot
     /// fail for lack of space. Views taken before stay valid.
     fn grow(&self, len: u64) -> Result<()>;
+    /// Shorten the file to `len` bytes. The caller guarantees no view reads past `len` again.
+    fn truncate(&self, len: u64) -> Result<()>;
     /// A view covering at least the current length.
     fn view(&self) -> Arc<View>;
     /// Write `data` at `off`; `off + data.len() <= len()`.
@@ -72,7 +74,7 @@ impl View {
     /// file up to the limits callers pass to [`View::slice`]) for as long as `backing` lives, and
     /// be 8-byte aligned.
     pub(crate) unsafe fn new(ptr: *const u8, mapped: u64, backing: Arc<dyn Backing>) -> View {
-        debug_assert!(ptr as usize % 8 == 0);
+        debug_assert!((ptr as usize).is_multiple_of(8));
         View { ptr, mapped, _backing: backing }
     }
 
@@ -93,7 +95,7 @@ impl View {
     /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
     /// which case the checksum of the copy fails and the caller falls back to the other slot.
     pub(crate) fn read_meta(&self, off: u64) -> [u8; META_SIZE] {
-        assert!(off % 8 == 0 && off + META_SIZE as u64 <= self.mapped);
+        assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= self.mapped);
         let mut out = [0u8; META_SIZE];
         for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
             // SAFETY: the address is inside the mapping (asserted), 8-aligned (mapping and `off`
