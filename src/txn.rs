@@ -156,11 +156,10 @@ impl Drop for Shared {
         let ends = (0..2).filter_map(|i| {
             parse_slot(&view.read_meta(META_OFFSETS[i]), i, &self.boot).map(|s| s.alloc.end)
         });
-        if let Some(end) = ends.max() {
-            if end >= DATA_START && end < self.storage.len() {
+        if let Some(end) = ends.max()
+            && end >= DATA_START && end < self.storage.len() {
                 let _ = self.storage.truncate(end);
             }
-        }
     }
 }
 
