@@ -101,11 +101,8 @@ impl ClassState {
     }
 }
 
-enum Freed {
-    Slot(u64, usize),
-    Run(u64, u64),
-}
-
+/// Records freed by commit `txn` (or by several commits up to `txn`, merged), in the same
+/// inline-top-plus-chain shape as a free stack.
 #[derive(Debug, Clone)]
 struct Pending {
     txn: TxnId,
@@ -134,7 +131,10 @@ pub(crate) struct Allocator {
     classes: Vec<ClassState>,
     runs: BTreeMap<u64, u64>,
     runs_by_size: BTreeSet<(u64, u64)>,
+    /// Batches held back by readers and by the last durable commit, oldest first.
     pending: VecDeque<Pending>,
+    /// Batches of records allocated after the last durable commit: only readers hold them.
+    pending_ro: VecDeque<Pending>,
     /// The blob run of the last commit: (start, pages).
     blob: Option<(u64, u64)>,
     blob_len: u64,
@@ -147,6 +147,14 @@ pub(crate) struct Allocator {
     fresh: OffsetSet,
     /// Per transaction: records freed that an older snapshot or the durable commit may see.
     freed_now: Vec<u64>,
+    /// Per transaction: records freed that only older snapshots may see.
+    freed_now_ro: Vec<u64>,
+    /// `end` at the last durable commit this allocator saw (u64::MAX: unknown). Everything at or
+    /// above it was allocated after that commit.
+    durable_floor: u64,
+    /// Records below `durable_floor` allocated after the last durable commit (in memory only:
+    /// after a reload every pending record is treated as durability-bound, which is safe).
+    since_durable: OffsetSet,
     /// Per transaction: anything changed (if not, the commit keeps the old blob).
     dirty: bool,
 }
@@ -161,6 +169,7 @@ impl Allocator {
             runs: BTreeMap::new(),
             runs_by_size: BTreeSet::new(),
             pending: VecDeque::new(),
+            pending_ro: VecDeque::new(),
             blob: None,
             blob_len: 0,
             blob_checksum: 0,
@@ -169,6 +178,9 @@ impl Allocator {
             floor: DATA_START,
             fresh: OffsetSet::default(),
             freed_now: Vec::new(),
+            freed_now_ro: Vec::new(),
+            durable_floor: u64::MAX,
+            since_durable: OffsetSet::default(),
             dirty: false,
         }
     }
@@ -266,20 +278,23 @@ impl Allocator {
             }
             self.insert_run(start, pages);
         }
-        let mut last = TxnId(0);
         for _ in 0..h.pending_count.get() {
             let (p, r) = PendingEntry::read_from_prefix(rest).map_err(|_| bad())?;
             let (inline, r) = read_u64s(r, p.inline.get() as usize).ok_or(corrupt(at, "blob"))?;
             rest = r;
             let txn = TxnId(p.txn.get());
-            if txn <= last {
-                return Err(corrupt(at, "allocator blob pending order"));
-            }
-            last = txn;
             if p.chain.get() != 0 {
                 self.check_page(p.chain.get())?;
             }
-            self.pending.push_back(Pending {
+            let queue = match p.flags.get() {
+                0 => &mut self.pending,
+                PENDING_READER_ONLY => &mut self.pending_ro,
+                _ => return Err(corrupt(at, "allocator blob pending flags")),
+            };
+            if queue.back().is_some_and(|b| b.txn >= txn) {
+                return Err(corrupt(at, "allocator blob pending order"));
+            }
+            queue.push_back(Pending {
                 txn,
                 inline,
                 chain: p.chain.get(),
@@ -294,26 +309,22 @@ impl Allocator {
 
     /// Validate and decode a pending batch's packed entries.
     fn decode_freed(&self, entries: &[u64]) -> Result<Vec<Freed>> {
-        let mut out = Vec::with_capacity(entries.len());
-        let mut it = entries.iter();
-        while let Some(&e) = it.next() {
-            let (off, class) = unpack_freed(e);
-            if class == FREED_RUN {
-                let pages =
-                    *it.next().ok_or_else(|| corrupt(off.0, "pending run without length"))?;
-                self.check_page(off.0)?;
-                if pages == 0 || pages > (self.end - off.0) / PAGE_SIZE {
-                    return Err(corrupt(off.0, "pending run length"));
+        entries
+            .iter()
+            .map(|&e| {
+                let f = Freed::unpack(e).ok_or_else(|| corrupt(e, "pending entry"))?;
+                match f {
+                    Freed::Slot { off, .. } => self.check_record(off)?,
+                    Freed::Run { start, pages } => {
+                        self.check_page(start)?;
+                        if pages == 0 || pages > (self.end - start) / PAGE_SIZE {
+                            return Err(corrupt(start, "pending run length"));
+                        }
+                    }
                 }
-                out.push(Freed::Run(off.0, pages));
-            } else if (class as usize) < NUM_CLASSES {
-                self.check_record(off.0)?;
-                out.push(Freed::Slot(off.0, class as usize));
-            } else {
-                return Err(corrupt(off.0, "pending entry class"));
-            }
-        }
-        Ok(out)
+                Ok(f)
+            })
+            .collect()
     }
 
     fn check_record(&self, o: u64) -> Result<()> {
@@ -370,38 +381,50 @@ impl Allocator {
     // -----------------------------------------------------------------------------------------
     // Transactions
 
-    /// Start a write transaction. `horizon`: the newest commit whose freed records may be reused
-    /// (the older of the oldest pinned snapshot and the last durable commit).
-    pub(crate) fn begin_txn(&mut self, horizon: TxnId) -> Result<()> {
+    /// Start a write transaction. Batches up to `readers` (the oldest pinned snapshot, or the
+    /// latest commit) are released if reader-only; durability-bound ones up to `durable` (the
+    /// older of that and the last durable commit).
+    pub(crate) fn begin_txn(&mut self, readers: TxnId, durable: TxnId) -> Result<()> {
         self.fresh.clear();
         self.freed_now.clear();
+        self.freed_now_ro.clear();
         self.dirty = false;
         self.floor = self.end;
-        while self.pending.front().is_some_and(|p| p.txn <= horizon) {
+        while self.pending.front().is_some_and(|p| p.txn <= durable) {
             let p = self.pending.pop_front().expect("checked");
-            self.dirty = true;
-            let mut entries = p.inline;
-            let mut chain = p.chain;
-            let mut steps = 0u64;
-            while chain != 0 {
-                steps += 1;
-                if steps > p.chained.div_ceil(MIN_PARTIAL as u64) + 1 {
-                    return Err(corrupt(chain, "pending chain too long"));
-                }
-                let (next, more) = self.read_chunk(chain)?;
-                entries.extend_from_slice(&more);
-                self.free_run(chain, 1);
-                chain = next;
-            }
-            for freed in self.decode_freed(&entries)? {
-                match freed {
-                    Freed::Slot(off, c) => self.classes[c].top.push(off),
-                    Freed::Run(start, pages) => self.add_run(start, pages),
-                }
-            }
+            self.release(p)?;
+        }
+        while self.pending_ro.front().is_some_and(|p| p.txn <= readers) {
+            let p = self.pending_ro.pop_front().expect("checked");
+            self.release(p)?;
         }
         // Space released above may have lowered `end`: bump allocations there are fresh too.
         self.floor = self.end;
+        Ok(())
+    }
+
+    /// Make a pending batch's records free.
+    fn release(&mut self, p: Pending) -> Result<()> {
+        self.dirty = true;
+        let mut entries = p.inline;
+        let mut chain = p.chain;
+        let mut steps = 0u64;
+        while chain != 0 {
+            steps += 1;
+            if steps > p.chained.div_ceil(MIN_PARTIAL as u64) + 1 {
+                return Err(corrupt(chain, "pending chain too long"));
+            }
+            let (next, more) = self.read_chunk(chain)?;
+            entries.extend_from_slice(&more);
+            self.free_run(chain, 1);
+            chain = next;
+        }
+        for freed in self.decode_freed(&entries)? {
+            match freed {
+                Freed::Slot { off, class } => self.classes[class].top.push(off),
+                Freed::Run { start, pages } => self.add_run(start, pages),
+            }
+        }
         Ok(())
     }
 
@@ -411,9 +434,31 @@ impl Allocator {
         off >= self.floor || self.fresh.contains(&off)
     }
 
+    /// Record that `off` was just allocated.
     fn note_fresh(&mut self, off: u64) {
         if off < self.floor {
             self.fresh.insert(off);
+        }
+        if off < self.durable_floor {
+            self.since_durable.insert(off);
+        }
+    }
+
+    /// Queue a record freed by this transaction: reader-only if allocated after the last
+    /// durable commit (`at` is the address it was allocated under).
+    fn defer(&mut self, f: Freed, at: u64) {
+        if at >= self.durable_floor || self.since_durable.contains(&at) {
+            self.freed_now_ro.push(f.pack());
+        } else {
+            self.freed_now.push(f.pack());
+        }
+    }
+
+    /// The running transaction committed.
+    pub(crate) fn committed(&mut self, durable: bool) {
+        if durable {
+            self.since_durable.clear();
+            self.durable_floor = self.end;
         }
     }
 
@@ -548,12 +593,11 @@ impl Allocator {
             let pages = record_run_pages(size);
             self.live_bytes -= pages * PAGE_SIZE;
             let start = off.0 - RUN_HEADER_SIZE;
+            self.free_bytes += pages * PAGE_SIZE;
             if self.is_fresh(off.0) {
-                self.free_bytes += pages * PAGE_SIZE;
                 self.add_run(start, pages);
             } else {
-                self.free_bytes += pages * PAGE_SIZE;
-                self.freed_now.extend([pack_freed(Offset(start), FREED_RUN), pages]);
+                self.defer(Freed::Run { start, pages }, off.0);
             }
             return;
         }
@@ -564,7 +608,7 @@ impl Allocator {
         if self.is_fresh(off.0) {
             self.classes[c].top.push(off.0);
         } else {
-            self.freed_now.push(pack_freed(off, c as u16));
+            self.defer(Freed::Slot { off: off.0, class: c }, off.0);
         }
     }
 
@@ -576,7 +620,7 @@ impl Allocator {
         if self.is_fresh(start) {
             self.add_run(start, pages);
         } else {
-            self.freed_now.extend([pack_freed(Offset(start), FREED_RUN), pages]);
+            self.defer(Freed::Run { start, pages }, start);
         }
     }
 
@@ -611,9 +655,17 @@ impl Allocator {
     // Commit
 
     /// Persist the allocator for commit `txn`; returns what its meta slot records.
-    pub(crate) fn persist(&mut self, txn: TxnId) -> Result<AllocSummary> {
+    /// `durable`: the last durable commit before this one. `no_reader_since(t)`: no snapshot in
+    /// `t..txn` is pinned, so a batch of `t` may merge into this commit's without delaying its
+    /// reuse.
+    pub(crate) fn persist(
+        &mut self,
+        txn: TxnId,
+        durable: TxnId,
+        no_reader_since: &dyn Fn(TxnId) -> bool,
+    ) -> Result<AllocSummary> {
         if self.dirty {
-            self.write_blob(txn)?;
+            self.write_blob(txn, durable, no_reader_since)?;
         }
         Ok(self.summary())
     }
@@ -629,40 +681,73 @@ impl Allocator {
         }
     }
 
-    fn write_blob(&mut self, txn: TxnId) -> Result<()> {
+    /// Move all but the newest entries of a long stack top into chunk pages below it.
+    fn spill(&mut self, top: &mut Vec<u64>, below: &mut u64, below_len: &mut u64) -> Result<()> {
+        let n = top.len();
+        if n <= INLINE_MAX {
+            return Ok(());
+        }
+        let excess = n - INLINE_KEEP;
+        let rem = excess % CHUNK_CAPACITY;
+        let count = excess - rem + if rem >= MIN_PARTIAL { rem } else { 0 };
+        let moved: Vec<u64> = top.drain(..count).collect();
+        *below = self.write_chain(&moved, *below)?;
+        *below_len += count as u64;
+        Ok(())
+    }
+
+    /// Add this commit's freed entries to `queue` (merging into its newest batch when `merge`
+    /// says that delays nothing), spilling a long inline part into chunk pages.
+    fn push_pending(
+        &mut self,
+        ro: bool,
+        entries: Vec<u64>,
+        txn: TxnId,
+        merge: &dyn Fn(&Pending) -> bool,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let queue = if ro { &mut self.pending_ro } else { &mut self.pending };
+        let mut p = match queue.pop_back() {
+            Some(back) if merge(&back) => back,
+            Some(back) => {
+                queue.push_back(back);
+                Pending { txn, inline: Vec::new(), chain: 0, chained: 0 }
+            }
+            None => Pending { txn, inline: Vec::new(), chain: 0, chained: 0 },
+        };
+        p.txn = txn;
+        p.inline.extend(entries);
+        let (mut chain, mut chained) = (p.chain, p.chained);
+        self.spill(&mut p.inline, &mut chain, &mut chained)?;
+        (p.chain, p.chained) = (chain, chained);
+        if ro { &mut self.pending_ro } else { &mut self.pending }.push_back(p);
+        Ok(())
+    }
+
+    fn write_blob(
+        &mut self,
+        txn: TxnId,
+        durable: TxnId,
+        no_reader_since: &dyn Fn(TxnId) -> bool,
+    ) -> Result<()> {
         if let Some((start, pages)) = self.blob.take() {
             self.free_run(start, pages);
         }
-        // Spill long free stacks, oldest entries first, into chunk pages.
         for c in 0..NUM_CLASSES {
-            let n = self.classes[c].top.len();
-            if n <= INLINE_MAX {
-                continue;
+            if self.classes[c].top.len() > INLINE_MAX {
+                let mut st = std::mem::take(&mut self.classes[c]);
+                self.spill(&mut st.top, &mut st.below, &mut st.below_len)?;
+                self.classes[c] = st;
             }
-            let excess = n - INLINE_KEEP;
-            let spill = excess - excess % CHUNK_CAPACITY
-                + if excess % CHUNK_CAPACITY >= MIN_PARTIAL { excess % CHUNK_CAPACITY } else { 0 };
-            let moved: Vec<u64> = self.classes[c].top.drain(..spill).collect();
-            // The oldest entries go deepest: write the chain so the newest chunk is its head.
-            let mut head = self.classes[c].below;
-            for part in moved.chunks(CHUNK_CAPACITY) {
-                head = self.write_chain(part, head)?;
-            }
-            let st = &mut self.classes[c];
-            st.below = head;
-            st.below_len += spill as u64;
         }
-        // This commit's freed records become a pending batch.
+        // Batches behind the same durable commit with no reader between them are released
+        // together anyway: merging them keeps the blob small under non-durable commits.
         let freed = std::mem::take(&mut self.freed_now);
-        if !freed.is_empty() {
-            let p = if freed.len() <= INLINE_MAX {
-                Pending { txn, inline: freed, chain: 0, chained: 0 }
-            } else {
-                let chain = self.write_chain(&freed, 0)?;
-                Pending { txn, inline: Vec::new(), chain, chained: freed.len() as u64 }
-            };
-            self.pending.push_back(p);
-        }
+        self.push_pending(false, freed, txn, &|p| p.txn > durable && no_reader_since(p.txn))?;
+        let freed = std::mem::take(&mut self.freed_now_ro);
+        self.push_pending(true, freed, txn, &|p| no_reader_since(p.txn))?;
         // Taking the blob's pages never adds a free run, so the size computed now is an upper
         // bound of the size serialised after.
         let bound = self.serialize().len() as u64;
@@ -685,7 +770,7 @@ impl Allocator {
         let h = BlobHeader {
             class_count: (used.len() as u32).into(),
             run_count: (self.runs.len() as u32).into(),
-            pending_count: (self.pending.len() as u32).into(),
+            pending_count: ((self.pending.len() + self.pending_ro.len()) as u32).into(),
             reserved: 0.into(),
         };
         out.extend_from_slice(h.as_bytes());
@@ -711,12 +796,13 @@ impl Allocator {
         for (&start, &pages) in &self.runs {
             out.extend_from_slice(FreeRun { start: start.into(), pages: pages.into() }.as_bytes());
         }
-        for p in &self.pending {
+        let ro = self.pending_ro.iter().map(|p| (p, PENDING_READER_ONLY));
+        for (p, flags) in self.pending.iter().map(|p| (p, 0)).chain(ro) {
             let e = PendingEntry {
                 txn: p.txn.0.into(),
                 chain: p.chain.into(),
                 inline: (p.inline.len() as u32).into(),
-                reserved: 0.into(),
+                flags: flags.into(),
                 chained: p.chained.into(),
             };
             out.extend_from_slice(e.as_bytes());
@@ -766,7 +852,7 @@ impl Allocator {
         for (&start, &pages) in &self.runs {
             inv.free_runs.push((start, pages));
         }
-        for p in &self.pending {
+        for p in self.pending.iter().chain(&self.pending_ro) {
             let mut entries = p.inline.clone();
             let mut chain = p.chain;
             while chain != 0 {
@@ -780,8 +866,8 @@ impl Allocator {
             }
             for freed in self.decode_freed(&entries)? {
                 match freed {
-                    Freed::Slot(off, c) => inv.free.push((off, CLASS_SIZES[c] as u64)),
-                    Freed::Run(start, pages) => inv.pending_runs.push((start, pages)),
+                    Freed::Slot { off, class } => inv.free.push((off, CLASS_SIZES[class] as u64)),
+                    Freed::Run { start, pages } => inv.pending_runs.push((start, pages)),
                 }
             }
         }

@@ -319,16 +319,42 @@ pub fn record_run_pages(size: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Allocator state (read only by writers and the integrity walk)
 
-/// A freed record awaiting reuse, packed in a `u64`: bits 0..48 offset / 8, bits 48..64 class,
-/// or [`FREED_RUN`] for a whole run, in which case the next entry is the run's length in pages
-/// (a released run may be reused at once, so its header cannot be trusted later).
-pub const FREED_RUN: u16 = 0xffff;
-
-pub fn pack_freed(off: Offset, class: u16) -> u64 {
-    (off.0 >> 3) | ((class as u64) << 48)
+/// A freed record awaiting reuse, packed in one `u64`:
+/// - a slab slot: bits 0..48 offset / 8, bits 48..64 its class (below [`NUM_CLASSES`]);
+/// - a whole run: bits 60..64 all set, bits 0..39 its first page number, bits 39..60 its
+///   length in pages (a released run may be reused at once, so its header is never trusted to
+///   give the length later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freed {
+    Slot { off: u64, class: usize },
+    Run { start: u64, pages: u64 },
 }
-pub fn unpack_freed(v: u64) -> (Offset, u16) {
-    (Offset((v & ((1 << 48) - 1)) << 3), (v >> 48) as u16)
+
+const RUN_TAG: u64 = 0xf << 60;
+/// Longest run a freed entry can describe (8 GiB; records are at most 4 GiB + 1 MiB).
+pub const MAX_FREED_RUN_PAGES: u64 = (1 << 21) - 1;
+
+impl Freed {
+    pub fn pack(self) -> u64 {
+        match self {
+            Freed::Slot { off, class } => (off >> 3) | ((class as u64) << 48),
+            Freed::Run { start, pages } => {
+                assert!(pages <= MAX_FREED_RUN_PAGES && start / PAGE_SIZE < 1 << 39);
+                RUN_TAG | (pages << 39) | (start / PAGE_SIZE)
+            }
+        }
+    }
+
+    /// Decode; `None` for an entry no writer produces.
+    pub fn unpack(v: u64) -> Option<Freed> {
+        if v & RUN_TAG == RUN_TAG {
+            let pages = (v >> 39) & MAX_FREED_RUN_PAGES;
+            Some(Freed::Run { start: (v & ((1 << 39) - 1)) * PAGE_SIZE, pages })
+        } else {
+            let class = (v >> 48) as usize;
+            (class < NUM_CLASSES).then_some(Freed::Slot { off: (v & ((1 << 48) - 1)) << 3, class })
+        }
+    }
 }
 
 /// A chunk page (a one-page `RUN_META` run): after the run header, this header and up to
@@ -399,9 +425,14 @@ pub struct FreeRun {
 }
 const _: () = assert!(size_of::<FreeRun>() == 16);
 
-/// Records freed by commit `txn`, reusable once no snapshot older than `txn` is live and `txn`
-/// is durable. Entries are packed with [`pack_freed`]: `inline` of them follow in the blob, the
-/// rest (`chained`) are in the chunk chain starting at `chain`.
+/// Records freed by commit `txn` (or merged batches, by commits up to `txn`), reusable once no
+/// snapshot older than `txn` is pinned and, unless [`PENDING_READER_ONLY`], `txn` is durable.
+/// Entries are packed [`Freed`]: `inline` of them follow in the blob, the rest (`chained`) are in
+/// the chunk chain starting at `chain`.
+/// Pending flag: every record of the batch was allocated after the last durable commit, so no
+/// durable commit references it and only readers hold it back.
+pub const PENDING_READER_ONLY: u32 = 1;
+
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct PendingEntry {
@@ -411,8 +442,8 @@ pub struct PendingEntry {
     pub chain: U64,
     /// 16..20: entries inline after this struct.
     pub inline: U32,
-    /// 20..24: reserved.
-    pub reserved: U32,
+    /// 20..24: flags ([`PENDING_READER_ONLY`]).
+    pub flags: U32,
     /// 24..32: entries in the chain.
     pub chained: U64,
 }
@@ -447,9 +478,17 @@ mod tests {
 
     #[test]
     fn freed_packing_round_trips() {
-        let v = pack_freed(Offset(0x1234_5678_9ab8), 77);
-        assert_eq!(unpack_freed(v), (Offset(0x1234_5678_9ab8), 77));
-        let v = pack_freed(Offset(DATA_START), FREED_RUN);
-        assert_eq!(unpack_freed(v), (Offset(DATA_START), FREED_RUN));
+        for f in [
+            Freed::Slot { off: 0x1234_5678_9ab8, class: 77 },
+            Freed::Slot { off: DATA_START, class: NUM_CLASSES - 1 },
+            Freed::Run { start: DATA_START, pages: 1 },
+            Freed::Run { start: ((1 << 39) - 1) * PAGE_SIZE, pages: MAX_FREED_RUN_PAGES },
+        ] {
+            assert_eq!(Freed::unpack(f.pack()), Some(f));
+        }
+        assert_eq!(Freed::unpack((NUM_CLASSES as u64) << 48), None);
+        assert!(
+            record_run_pages(MAX_VALUE_LEN as u64 + MAX_KEY_LEN as u64 + 64) <= MAX_FREED_RUN_PAGES
+        );
     }
 }

@@ -71,6 +71,10 @@ enum Op {
     Crash,
     PowerLoss(u64),
     Check,
+    /// Begin a read transaction and hold it.
+    Pin,
+    /// Drop the i-th held read transaction (modulo their number).
+    Unpin(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -84,6 +88,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Crash),
         2 => any::<u64>().prop_map(Op::PowerLoss),
         2 => Just(Op::Check),
+        3 => Just(Op::Pin),
+        2 => any::<usize>().prop_map(Op::Unpin),
     ]
 }
 
@@ -96,12 +102,22 @@ struct Harness {
     history: Vec<Model>,
     durable: usize,
     tx: Option<(crate::WriteTxn, Model)>,
+    /// Held read transactions and what they must keep seeing.
+    readers: Vec<(crate::ReadTxn, Model)>,
 }
 
 impl Harness {
     fn new() -> Harness {
         let (storage, heap) = new_mem(boot(0));
-        Harness { storage, heap, boot: 0, history: vec![Model::new()], durable: 0, tx: None }
+        Harness {
+            storage,
+            heap,
+            boot: 0,
+            history: vec![Model::new()],
+            durable: 0,
+            tx: None,
+            readers: Vec::new(),
+        }
     }
 
     fn tx(&mut self) -> &mut (crate::WriteTxn, Model) {
@@ -139,6 +155,7 @@ impl Harness {
                     if durable {
                         self.durable = self.history.len() - 1;
                     }
+                    self.verify_readers();
                 }
             }
             Op::Abort => {
@@ -157,8 +174,19 @@ impl Harness {
                     self.heap.check().unwrap();
                 }
             }
+            Op::Pin => {
+                let rx = self.heap.begin_read().unwrap();
+                self.readers.push((rx, self.history.last().unwrap().clone()));
+            }
+            Op::Unpin(i) => {
+                if !self.readers.is_empty() {
+                    let n = self.readers.len();
+                    self.readers.swap_remove(i % n);
+                }
+            }
             Op::Crash => {
                 self.tx = None;
+                self.readers.clear();
                 self.storage = Arc::new(self.storage.crash_clone());
                 self.heap = open_mem(&self.storage, boot(self.boot)).unwrap();
                 assert_eq!(contents(&self.heap), *self.history.last().unwrap());
@@ -166,6 +194,7 @@ impl Harness {
             }
             Op::PowerLoss(seed) => {
                 self.tx = None;
+                self.readers.clear();
                 let mut rng = seed;
                 let img = self.storage.image_after_power_loss(|_| {
                     rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -187,6 +216,19 @@ impl Harness {
     }
 }
 
+impl Harness {
+    fn verify_readers(&self) {
+        for (rx, m) in &self.readers {
+            let got: Model = rx
+                .iter()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect::<crate::Result<_>>()
+                .unwrap();
+            assert_eq!(got, *m, "a held snapshot changed under a later commit");
+        }
+    }
+}
+
 fn contents_of_txn(t: &crate::WriteTxn) -> Model {
     t.iter()
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
@@ -195,7 +237,9 @@ fn contents_of_txn(t: &crate::WriteTxn) -> Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PHEAP_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+    ))]
 
     #[test]
     fn heap_matches_model_through_crashes(ops in prop::collection::vec(op(), 1..120)) {

@@ -157,9 +157,11 @@ impl Drop for Shared {
             parse_slot(&view.read_meta(META_OFFSETS[i]), i, &self.boot).map(|s| s.alloc.end)
         });
         if let Some(end) = ends.max()
-            && end >= DATA_START && end < self.storage.len() {
-                let _ = self.storage.truncate(end);
-            }
+            && end >= DATA_START
+            && end < self.storage.len()
+        {
+            let _ = self.storage.truncate(end);
+        }
     }
 }
 
@@ -335,8 +337,8 @@ impl WriteTxn {
             tx.load(&snap)?;
         }
         let durable = tx.guard.durable_txn;
-        let horizon = shared.oldest_reader().map_or(durable, |r| r.min(durable));
-        let res = tx.alloc().begin_txn(horizon);
+        let readers = shared.oldest_reader().unwrap_or(TxnId(u64::MAX));
+        let res = tx.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
             tx.guard.alloc = None;
             return Err(e);
@@ -498,7 +500,10 @@ impl WriteTxn {
     fn commit_inner(&mut self) -> Result<()> {
         let txn = TxnId(self.base.txn.0 + 1);
         let durable = self.durability == Durability::Immediate;
-        let summary = match self.alloc().persist(txn) {
+        let durable_txn = self.guard.durable_txn;
+        let shared = self.shared.clone();
+        let no_reader_since = move |t: TxnId| shared.readers.lock().range(t..txn).next().is_none();
+        let summary = match self.alloc().persist(txn, durable_txn, &no_reader_since) {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };
@@ -524,6 +529,7 @@ impl WriteTxn {
             self.guard.durable_slot = snap.slot;
             self.guard.durable_txn = txn;
         }
+        self.alloc().committed(durable);
         self.guard.loaded = txn;
         Ok(())
     }
