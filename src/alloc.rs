@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use xxhash_rust::xxh3::Xxh3;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Result, corrupt};
@@ -38,12 +39,16 @@ pub(crate) struct Pager {
     view: Arc<View>,
     /// A write failed: the heap must be poisoned.
     pub(crate) failed: bool,
+    /// Ranges written by the running transaction and still in use (start -> length), while
+    /// they stay few and small enough for a one-phase commit (`None` once they do not).
+    track: Option<BTreeMap<u64, u64>>,
+    track_bytes: u64,
 }
 
 impl Pager {
     pub(crate) fn new(storage: Arc<dyn Storage>) -> Pager {
         let view = storage.view();
-        Pager { storage, view, failed: false }
+        Pager { storage, view, failed: false, track: None, track_bytes: 0 }
     }
     pub(crate) fn view(&self) -> &Arc<View> {
         &self.view
@@ -51,7 +56,45 @@ impl Pager {
     pub(crate) fn write(&mut self, off: Offset, data: &[u8]) -> Result<()> {
         let res = self.storage.write(off.0, data);
         self.failed |= res.is_err();
+        if let Some(t) = &mut self.track {
+            let len = data.len() as u64;
+            let old = t.insert(off.0, len).unwrap_or(0);
+            self.track_bytes = self.track_bytes + len - old.min(self.track_bytes);
+            if t.len() > 4 * MAX_ONE_PHASE_EXTENTS || self.track_bytes > MAX_ONE_PHASE_BYTES {
+                self.track = None;
+            }
+        }
         res
+    }
+
+    fn start_tracking(&mut self) {
+        self.track = Some(BTreeMap::new());
+        self.track_bytes = 0;
+    }
+
+    /// Forget the writes inside `start..start + len`: the transaction freed that space again, so
+    /// a later commit may reuse it and its content is not part of this commit (writes never
+    /// straddle a record's bounds).
+    fn untrack(&mut self, start: u64, len: u64) {
+        if let Some(t) = &mut self.track {
+            let inside: Vec<u64> = t.range(start..start + len).map(|(&o, _)| o).collect();
+            for o in inside {
+                self.track_bytes -= t.remove(&o).unwrap_or(0).min(self.track_bytes);
+            }
+        }
+    }
+
+    /// The ranges written and still in use, coalesced, if still tracked.
+    fn extents(&self) -> Option<Vec<(u64, u64)>> {
+        let t = self.track.as_ref()?;
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(t.len());
+        for (&off, &len) in t {
+            match out.last_mut() {
+                Some((o, l)) if off <= *o + *l => *l = (*l).max(off + len - *o),
+                _ => out.push((off, len)),
+            }
+        }
+        (out.len() <= MAX_ONE_PHASE_EXTENTS).then_some(out)
     }
     /// Make the file at least `end` bytes long, growing by a step proportional to its size.
     fn ensure_len(&mut self, end: u64) -> Result<()> {
@@ -120,6 +163,40 @@ pub(crate) struct AllocSummary {
     pub blob_checksum: u64,
     pub live_bytes: u64,
     pub free_bytes: u64,
+    /// The commit wrote its blob and its extents list: it may be made durable with one sync.
+    pub one_phase: bool,
+    /// Checksum of the extents' bytes (one-phase commits).
+    pub data_checksum: u64,
+}
+
+/// Whether a one-phase commit's blob and every extent it lists read back as they were written.
+/// Bounded work whatever the file holds.
+pub(crate) fn verify_one_phase(view: &View, s: &AllocSummary) -> bool {
+    let limit = s.end;
+    let Some(bytes) = view.slice(s.blob + RUN_HEADER_SIZE, s.blob_len, limit) else {
+        return false;
+    };
+    if s.blob < DATA_START || checksum64(bytes) != s.blob_checksum {
+        return false;
+    }
+    let Ok((h, rest)) = BlobHeader::read_from_prefix(bytes) else { return false };
+    let n = h.extent_count.get() as usize;
+    if n > MAX_ONE_PHASE_EXTENTS || rest.len() < n * 16 {
+        return false;
+    }
+    let mut hasher = Xxh3::new();
+    let mut total = 0u64;
+    for e in rest[..n * 16].chunks_exact(16) {
+        let Ok(e) = Extent::read_from_bytes(e) else { return false };
+        let (off, len) = (e.off.get(), e.len.get());
+        total = total.saturating_add(len);
+        if off < DATA_START || total > MAX_ONE_PHASE_BYTES {
+            return false;
+        }
+        let Some(data) = view.slice(off, len, limit) else { return false };
+        hasher.update(data);
+    }
+    hasher.digest() == s.data_checksum
 }
 
 /// The writer's view of space. Loaded from a commit's blob; mutated by one write transaction at
@@ -157,6 +234,8 @@ pub(crate) struct Allocator {
     since_durable: OffsetSet,
     /// Per transaction: anything changed (if not, the commit keeps the old blob).
     dirty: bool,
+    /// Per transaction: the blob written lists its extents, checksummed so.
+    one_phase: Option<u64>,
 }
 
 impl Allocator {
@@ -182,6 +261,7 @@ impl Allocator {
             durable_floor: u64::MAX,
             since_durable: OffsetSet::default(),
             dirty: false,
+            one_phase: None,
         }
     }
 
@@ -227,9 +307,13 @@ impl Allocator {
     fn parse_blob(&mut self, at: u64, bytes: &[u8]) -> Result<()> {
         let bad = || corrupt(at, "allocator blob malformed");
         let (h, mut rest) = BlobHeader::read_from_prefix(bytes).map_err(|_| bad())?;
-        if h.class_count.get() as usize > NUM_CLASSES {
-            return Err(corrupt(at, "allocator blob class count"));
+        if h.class_count.get() as usize > NUM_CLASSES
+            || h.extent_count.get() as usize > MAX_ONE_PHASE_EXTENTS
+        {
+            return Err(corrupt(at, "allocator blob counts"));
         }
+        let skip = h.extent_count.get() as usize * size_of::<Extent>();
+        rest = rest.get(skip..).ok_or_else(bad)?;
         let mut entries = Vec::with_capacity(h.class_count.get() as usize);
         for _ in 0..h.class_count.get() {
             let (e, r) = ClassEntry::read_from_prefix(rest).map_err(|_| bad())?;
@@ -389,6 +473,8 @@ impl Allocator {
         self.freed_now.clear();
         self.freed_now_ro.clear();
         self.dirty = false;
+        self.one_phase = None;
+        self.pager.start_tracking();
         self.floor = self.end;
         while self.pending.front().is_some_and(|p| p.txn <= durable) {
             let p = self.pending.pop_front().expect("checked");
@@ -595,6 +681,7 @@ impl Allocator {
             let start = off.0 - RUN_HEADER_SIZE;
             self.free_bytes += pages * PAGE_SIZE;
             if self.is_fresh(off.0) {
+                self.pager.untrack(start, pages * PAGE_SIZE);
                 self.add_run(start, pages);
             } else {
                 self.defer(Freed::Run { start, pages }, off.0);
@@ -606,6 +693,7 @@ impl Allocator {
         self.live_bytes -= s;
         self.free_bytes += s;
         if self.is_fresh(off.0) {
+            self.pager.untrack(off.0, s);
             self.classes[c].top.push(off.0);
         } else {
             self.defer(Freed::Slot { off: off.0, class: c }, off.0);
@@ -618,6 +706,7 @@ impl Allocator {
         self.live_bytes -= pages * PAGE_SIZE;
         self.free_bytes += pages * PAGE_SIZE;
         if self.is_fresh(start) {
+            self.pager.untrack(start, pages * PAGE_SIZE);
             self.add_run(start, pages);
         } else {
             self.defer(Freed::Run { start, pages }, start);
@@ -658,14 +747,17 @@ impl Allocator {
     /// `durable`: the last durable commit before this one. `no_reader_since(t)`: no snapshot in
     /// `t..txn` is pinned, so a batch of `t` may merge into this commit's without delaying its
     /// reuse.
+    /// `one_phase`: list the commit's extents in the blob if they are few enough, so that it
+    /// may be synced once.
     pub(crate) fn persist(
         &mut self,
         txn: TxnId,
         durable: TxnId,
+        one_phase: bool,
         no_reader_since: &dyn Fn(TxnId) -> bool,
     ) -> Result<AllocSummary> {
         if self.dirty {
-            self.write_blob(txn, durable, no_reader_since)?;
+            self.write_blob(txn, durable, one_phase, no_reader_since)?;
         }
         Ok(self.summary())
     }
@@ -678,6 +770,8 @@ impl Allocator {
             blob_checksum: self.blob_checksum,
             live_bytes: self.live_bytes,
             free_bytes: self.free_bytes,
+            one_phase: self.one_phase.is_some(),
+            data_checksum: self.one_phase.unwrap_or(0),
         }
     }
 
@@ -730,6 +824,7 @@ impl Allocator {
         &mut self,
         txn: TxnId,
         durable: TxnId,
+        one_phase: bool,
         no_reader_since: &dyn Fn(TxnId) -> bool,
     ) -> Result<()> {
         if let Some((start, pages)) = self.blob.take() {
@@ -750,30 +845,49 @@ impl Allocator {
         self.push_pending(true, freed, txn, &|p| no_reader_since(p.txn))?;
         // Taking the blob's pages never adds a free run, so the size computed now is an upper
         // bound of the size serialised after.
-        let bound = self.serialize().len() as u64;
+        // Writing the blob's run header adds at most one extent.
+        let extents_before = if one_phase { self.pager.extents() } else { None };
+        let extra = extents_before.as_ref().map_or(0, |e| (e.len() + 1) * size_of::<Extent>());
+        let bound = (self.serialize(&[]).len() + extra) as u64;
         let pages = record_run_pages(bound);
         let start = self.alloc_run(pages, RUN_META, 0)?;
         self.live_bytes += pages * PAGE_SIZE;
         self.note_fresh(start);
-        let bytes = self.serialize();
+        let extents = if extents_before.is_some() { self.pager.extents() } else { None };
+        let bytes = self.serialize(extents.as_deref().unwrap_or(&[]));
         debug_assert!(bytes.len() as u64 <= bound);
         self.pager.write(Offset(start + RUN_HEADER_SIZE), &bytes)?;
+        // After the last write: an extent may lie under the blob (space freed and reused by
+        // this transaction), and its checksum must cover what the file finally holds.
+        self.one_phase = match &extents {
+            Some(ext) => {
+                let mut hasher = Xxh3::new();
+                for &(off, len) in ext {
+                    hasher.update(self.read(off, len)?);
+                }
+                Some(hasher.digest())
+            }
+            None => None,
+        };
         self.blob = Some((start, pages));
         self.blob_len = bytes.len() as u64;
         self.blob_checksum = checksum64(&bytes);
         Ok(())
     }
 
-    fn serialize(&self) -> Vec<u8> {
+    fn serialize(&self, extents: &[(u64, u64)]) -> Vec<u8> {
         let used: Vec<usize> = (0..NUM_CLASSES).filter(|&c| !self.classes[c].is_empty()).collect();
         let mut out = Vec::new();
         let h = BlobHeader {
             class_count: (used.len() as u32).into(),
             run_count: (self.runs.len() as u32).into(),
             pending_count: ((self.pending.len() + self.pending_ro.len()) as u32).into(),
-            reserved: 0.into(),
+            extent_count: (extents.len() as u32).into(),
         };
         out.extend_from_slice(h.as_bytes());
+        for &(off, len) in extents {
+            out.extend_from_slice(Extent { off: off.into(), len: len.into() }.as_bytes());
+        }
         for &c in &used {
             let st = &self.classes[c];
             let e = ClassEntry {

@@ -16,11 +16,13 @@ pub const MAGIC: [u8; 8] = *b"PHEAP\0\r\n";
 pub const FORMAT_VERSION: u32 = 1;
 /// The unit of file growth, span allocation and meta-slot placement.
 pub const PAGE_SIZE: u64 = 4096;
-/// Offsets of the two meta slots; each sits alone in its page so that a torn write of one can
-/// never damage the other.
-pub const META_OFFSETS: [u64; 2] = [PAGE_SIZE, 2 * PAGE_SIZE];
+/// Offsets of the three meta slots; each sits alone in its page so that a torn write of one can
+/// never damage another. A commit writes the slot holding neither the last durable commit nor
+/// the latest one, so both stay readable while it is written.
+pub const META_OFFSETS: [u64; META_SLOTS] = [PAGE_SIZE, 2 * PAGE_SIZE, 3 * PAGE_SIZE];
+pub const META_SLOTS: usize = 3;
 /// First byte the allocator may hand out.
-pub const DATA_START: u64 = 3 * PAGE_SIZE;
+pub const DATA_START: u64 = 4 * PAGE_SIZE;
 
 /// A byte offset into the heap file. Zero is "none" (it lies in the header page, where no record
 /// can live).
@@ -84,6 +86,10 @@ impl FileHeader {
 /// Meta flag: the commit's data was synced before this slot was written, so the slot is valid
 /// across a power loss whenever its own checksum is.
 pub const META_DURABLE: u64 = 1;
+/// Meta flag (with [`META_DURABLE`]): the commit was synced once, after the slot was written.
+/// Valid across a power loss only if its allocator blob and every extent the blob lists hash to
+/// `alloc_blob_checksum` and `data_checksum` as read back from disk.
+pub const META_ONE_PHASE: u64 = 2;
 /// Magic of a meta slot.
 pub const META_MAGIC: [u8; 8] = *b"PHEAPMT1";
 
@@ -115,8 +121,11 @@ pub struct MetaSlot {
     pub flags: U64,
     /// 88..104: kernel boot id when the slot was written (zero where unknown).
     pub boot_id: [u8; 16],
-    /// 104..248: reserved, zero.
-    pub reserved: [u8; 144],
+    /// 104..112: with [`META_ONE_PHASE`], xxh3 of the bytes of the extents listed in the blob,
+    /// in order; else zero.
+    pub data_checksum: U64,
+    /// 112..248: reserved, zero.
+    pub reserved: [u8; 136],
     /// 248..256: xxh3 of bytes 0..248.
     pub checksum: U64,
 }
@@ -376,7 +385,7 @@ pub const CHUNK_CAPACITY: usize = ((PAGE_SIZE - RUN_HEADER_SIZE - CHUNK_HEADER_S
 /// Allocator blob header. The blob (payload of a `RUN_META` run, checksummed in the meta slot)
 /// is: this header; `class_count` [`ClassEntry`]; then each class's top entries (`U64`) in class
 /// order; `run_count` [`FreeRun`]; `pending_count` [`PendingEntry`], each followed by its inline
-/// `U64` entries.
+/// `U64` entries; `extent_count` [`Extent`] (one-phase commits only).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BlobHeader {
@@ -386,10 +395,25 @@ pub struct BlobHeader {
     pub run_count: U32,
     /// 8..12: number of pending batches.
     pub pending_count: U32,
-    /// 12..16: reserved.
-    pub reserved: U32,
+    /// 12..16: number of extents.
+    pub extent_count: U32,
 }
 const _: () = assert!(size_of::<BlobHeader>() == 16);
+
+/// A byte range a one-phase commit wrote (besides its blob and meta slot).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct Extent {
+    /// 0..8: first byte.
+    pub off: U64,
+    /// 8..16: length.
+    pub len: U64,
+}
+const _: () = assert!(size_of::<Extent>() == 16);
+/// Most bytes a one-phase commit may have written outside its blob.
+pub const MAX_ONE_PHASE_BYTES: u64 = 256 << 10;
+/// Most extents a one-phase commit may list.
+pub const MAX_ONE_PHASE_EXTENTS: usize = 512;
 
 /// One size class's persistent state; the blob lists only classes with a span or free slots.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]

@@ -135,6 +135,7 @@ impl Heap {
             readers: Mutex::new(BTreeMap::new()),
             writer: Arc::new(Mutex::new(WriterState::default())),
             poisoned: AtomicBool::new(false),
+            verified: Mutex::new(Vec::new()),
         });
         // Fail now, not at the first read, if no commit can be trusted.
         shared.latest()?;

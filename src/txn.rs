@@ -63,24 +63,25 @@ fn parse_slot(bytes: &[u8; META_SIZE], slot: usize, boot: &[u8; 16]) -> Option<S
             blob_checksum: m.alloc_blob_checksum.get(),
             live_bytes: m.live_bytes.get(),
             free_bytes: m.free_bytes.get(),
+            one_phase: m.flags.get() & META_ONE_PHASE != 0,
+            data_checksum: m.data_checksum.get(),
         },
     })
 }
 
 /// The newest commit that can be trusted (I1): a slot is trusted when its checksum holds and
-/// either its data was synced before it was written, or it was written since the last boot (so
-/// the page cache still holds everything it refers to). Also returns the other valid slot.
-pub(crate) fn choose(view: &View, file_len: u64, boot: &[u8; 16]) -> Result<Snapshot> {
-    let slots: Vec<Snapshot> =
-        (0..2).filter_map(|i| parse_slot(&view.read_meta(META_OFFSETS[i]), i, boot)).collect();
-    if slots.len() == 2 && slots[0].txn == slots[1].txn {
-        return Err(corrupt(META_OFFSETS[1], "both meta slots claim the same transaction"));
-    }
-    let best = slots
-        .iter()
-        .filter(|s| s.durable || s.same_boot)
-        .max_by_key(|s| s.txn)
-        .copied()
+/// either it was written since the last boot (so the page cache still holds everything it refers
+/// to), or its data was synced before it was written (two-phase), or it was synced once after
+/// and `verify` finds its blob and extents intact (one-phase).
+pub(crate) fn choose(
+    view: &View,
+    file_len: u64,
+    boot: &[u8; 16],
+    verify: &mut dyn FnMut(&Snapshot) -> bool,
+) -> Result<Snapshot> {
+    let best = trusted(view, file_len, boot, verify)?
+        .into_iter()
+        .next()
         .ok_or_else(|| corrupt(META_OFFSETS[0], "no valid meta slot"))?;
     let a = &best.alloc;
     if a.end < DATA_START || a.end % PAGE_SIZE != 0 {
@@ -95,6 +96,31 @@ pub(crate) fn choose(view: &View, file_len: u64, boot: &[u8; 16]) -> Result<Snap
     Ok(best)
 }
 
+/// The trusted slots (see [`choose`]), newest first.
+pub(crate) fn trusted(
+    view: &View,
+    file_len: u64,
+    boot: &[u8; 16],
+    verify: &mut dyn FnMut(&Snapshot) -> bool,
+) -> Result<Vec<Snapshot>> {
+    let mut order = read_slots(view, boot);
+    order.sort_by_key(|s| std::cmp::Reverse(s.txn));
+    if let Some(w) = order.windows(2).find(|w| w[0].txn == w[1].txn) {
+        return Err(corrupt(META_OFFSETS[w[1].slot], "two meta slots claim the same transaction"));
+    }
+    order.retain(|s| {
+        // A one-phase slot past the end of the file lost its growth: incomplete.
+        let mut intact = || s.alloc.end <= file_len && verify(s);
+        s.same_boot || (s.durable && (!s.alloc.one_phase || intact()))
+    });
+    Ok(order)
+}
+
+/// Every meta slot whose checksum holds.
+pub(crate) fn read_slots(view: &View, boot: &[u8; 16]) -> Vec<Snapshot> {
+    (0..META_SLOTS).filter_map(|i| parse_slot(&view.read_meta(META_OFFSETS[i]), i, boot)).collect()
+}
+
 pub(crate) fn encode_meta(s: &Snapshot, boot: &[u8; 16]) -> [u8; META_SIZE] {
     let mut m = MetaSlot::new_zeroed();
     m.magic = META_MAGIC;
@@ -107,7 +133,9 @@ pub(crate) fn encode_meta(s: &Snapshot, boot: &[u8; 16]) -> [u8; META_SIZE] {
     m.alloc_blob_checksum = s.alloc.blob_checksum.into();
     m.live_bytes = s.alloc.live_bytes.into();
     m.free_bytes = s.alloc.free_bytes.into();
-    m.flags = (if s.durable { META_DURABLE } else { 0 }).into();
+    let one_phase = if s.alloc.one_phase { META_ONE_PHASE } else { 0 };
+    m.flags = (if s.durable { META_DURABLE | one_phase } else { 0 }).into();
+    m.data_checksum = (if s.alloc.one_phase { s.alloc.data_checksum } else { 0 }).into();
     m.boot_id = *boot;
     m.checksum = m.compute_checksum().into();
     let mut out = [0u8; META_SIZE];
@@ -127,6 +155,8 @@ pub(crate) struct Shared {
     pub readers: Mutex<BTreeMap<TxnId, usize>>,
     pub writer: Arc<Mutex<WriterState>>,
     pub poisoned: AtomicBool,
+    /// Results of verifying one-phase slots of an earlier boot: (slot, txn, intact).
+    pub verified: Mutex<Vec<(usize, TxnId, bool)>>,
 }
 
 impl fmt::Debug for Shared {
@@ -142,20 +172,24 @@ pub(crate) struct WriterState {
     pub alloc: Option<Allocator>,
     pub loaded: TxnId,
     pub durable_txn: TxnId,
+    /// Slot of the last durable commit: not overwritten until the next durable commit (I2).
     pub durable_slot: usize,
+    /// Slot of the latest commit: not overwritten while it is the latest (readers use it).
+    pub latest_slot: usize,
+    /// Largest transaction id in any slot when the allocator was loaded, trusted or not: new
+    /// commits take ids above it, so a stale slot never shares an id with a new one.
+    pub txn_floor: TxnId,
 }
 
 impl Drop for Shared {
-    /// The last handle closes: give back the growth slack past the end of both meta slots
-    /// (after a power loss the older slot may be the one that opens, so its end must stay).
+    /// The last handle closes: give back the growth slack past the end of every meta slot
+    /// (after a power loss an older slot may be the one that opens, so its end must stay).
     fn drop(&mut self) {
         if self.read_only || self.poisoned.load(Ordering::Acquire) {
             return;
         }
         let view = self.storage.view();
-        let ends = (0..2).filter_map(|i| {
-            parse_slot(&view.read_meta(META_OFFSETS[i]), i, &self.boot).map(|s| s.alloc.end)
-        });
+        let ends = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
         if let Some(end) = ends.max()
             && end >= DATA_START
             && end < self.storage.len()
@@ -180,13 +214,30 @@ impl Shared {
     /// The latest trusted commit and a view that covers it.
     pub(crate) fn latest(&self) -> Result<(Snapshot, Arc<View>)> {
         let mut view = self.storage.view();
-        let len = self.storage.len();
-        let snap = choose(&view, len, &self.boot)?;
+        let snap = choose(&view, self.storage.len(), &self.boot, &mut |s| self.verify(&view, s))?;
         if view.slice(0, snap.alloc.end, snap.alloc.end).is_none() {
             // A writer grew the file (new mapping) after we took the view.
             view = self.storage.view();
         }
         Ok((snap, view))
+    }
+
+    /// The trusted slots, newest first.
+    pub(crate) fn trusted(&self) -> Result<Vec<Snapshot>> {
+        let view = self.storage.view();
+        trusted(&view, self.storage.len(), &self.boot, &mut |s| self.verify(&view, s))
+    }
+
+    /// Verify a one-phase slot of an earlier boot, once per slot and transaction.
+    fn verify(&self, view: &View, s: &Snapshot) -> bool {
+        let mut cache = self.verified.lock();
+        if let Some(&(_, _, ok)) = cache.iter().find(|c| c.0 == s.slot && c.1 == s.txn) {
+            return ok;
+        }
+        let ok = crate::alloc::verify_one_phase(view, &s.alloc);
+        cache.retain(|c| c.0 != s.slot);
+        cache.push((s.slot, s.txn, ok));
+        ok
     }
 
     pub(crate) fn oldest_reader(&self) -> Option<TxnId> {
@@ -353,28 +404,24 @@ impl WriteTxn {
     fn load(&mut self, snap: &Snapshot) -> Result<()> {
         self.guard.alloc = None;
         let storage = self.shared.storage.clone();
-        if snap.durable && snap.same_boot {
-            // Its meta slot may still sit only in the page cache: make it durable before a
-            // commit overwrites the other slot (I2).
+        if snap.same_boot {
+            // Commits of this boot may sit only in the page cache, durable-flagged ones among
+            // them (a process died before its sync finished): settle them before trusting any
+            // as the last durable commit (I2).
             self.sync()?;
         }
         let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
+        // The newest durable-flagged slot not newer than the latest is what a power loss would
+        // leave (newer ones failed verification).
+        let durable = self.shared.trusted()?.into_iter().find(|s| s.durable && s.txn <= snap.txn);
+        let stale = read_slots(&self.shared.storage.view(), &self.shared.boot);
         let g = &mut *self.guard;
+        g.txn_floor = stale.iter().map(|s| s.txn).max().unwrap_or(snap.txn);
         g.alloc = Some(alloc);
         g.loaded = snap.txn;
-        if snap.durable {
-            g.durable_txn = snap.txn;
-            g.durable_slot = snap.slot;
-        } else {
-            // The other slot holds the last durable commit (I2).
-            g.durable_slot = 1 - snap.slot;
-            let other = parse_slot(
-                &self.shared.storage.view().read_meta(META_OFFSETS[1 - snap.slot]),
-                1 - snap.slot,
-                &self.shared.boot,
-            );
-            g.durable_txn = other.map_or(TxnId(0), |o| o.txn);
-        }
+        g.latest_slot = snap.slot;
+        (g.durable_txn, g.durable_slot) =
+            durable.map_or((TxnId(0), snap.slot), |d| (d.txn, d.slot));
         Ok(())
     }
 
@@ -498,23 +545,28 @@ impl WriteTxn {
     }
 
     fn commit_inner(&mut self) -> Result<()> {
-        let txn = TxnId(self.base.txn.0 + 1);
+        let txn = TxnId(self.txn_id());
         let durable = self.durability == Durability::Immediate;
         let durable_txn = self.guard.durable_txn;
         let shared = self.shared.clone();
         let no_reader_since = move |t: TxnId| shared.readers.lock().range(t..txn).next().is_none();
-        let summary = match self.alloc().persist(txn, durable_txn, &no_reader_since) {
+        // One sync suffices only on top of a durable commit: otherwise earlier non-durable
+        // data, which the extents do not list, could be missing after a power loss.
+        let one_phase_ok = durable && durable_txn == self.base.txn;
+        let summary = match self.alloc().persist(txn, durable_txn, one_phase_ok, &no_reader_since) {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };
-        if durable {
+        if durable && !summary.one_phase {
             self.sync()?;
         }
         let snap = Snapshot {
             txn,
             root: self.root,
             entries: self.entries,
-            slot: 1 - self.guard.durable_slot,
+            slot: (0..META_SLOTS)
+                .find(|&s| s != self.guard.durable_slot && s != self.guard.latest_slot)
+                .expect("three slots"),
             durable,
             same_boot: true,
             alloc: summary,
@@ -524,6 +576,7 @@ impl WriteTxn {
             .storage
             .write_meta(META_OFFSETS[snap.slot], &meta)
             .inspect_err(|_| self.shared.poison())?;
+        self.guard.latest_slot = snap.slot;
         if durable {
             self.sync()?;
             self.guard.durable_slot = snap.slot;
@@ -536,7 +589,7 @@ impl WriteTxn {
 
     /// The id the commit of this transaction will get.
     pub fn txn_id(&self) -> u64 {
-        self.base.txn.0 + 1
+        self.base.txn.max(self.guard.txn_floor).0 + 1
     }
 
     pub(crate) fn is_durable_base(&self) -> bool {

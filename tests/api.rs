@@ -105,15 +105,23 @@ fn concurrent_readers_on_threads_see_whole_commits() {
     tx.commit().unwrap();
     let total = 100 * accounts as u64;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The id of the last commit acknowledged to the writer.
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(1));
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let heap = heap.clone();
             let stop = stop.clone();
+            let acked = acked.clone();
             thread::spawn(move || {
                 let mut seen = 0u64;
                 let mut last_txn = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let before = acked.load(std::sync::atomic::Ordering::Acquire);
                     let rx = heap.begin_read().unwrap();
+                    assert!(
+                        rx.txn_id() >= before,
+                        "a reader saw a commit older than an acknowledged one"
+                    );
                     assert!(rx.txn_id() >= last_txn, "snapshots go forward");
                     last_txn = rx.txn_id();
                     let sum: u64 = rx
@@ -128,7 +136,7 @@ fn concurrent_readers_on_threads_see_whole_commits() {
         })
         .collect();
     let mut x = 12345u64;
-    for i in 0..300 {
+    for i in 0..2000 {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         let (a, b) = (((x >> 33) % accounts as u64) as u32, ((x >> 13) % accounts as u64) as u32);
         let mut tx = heap.begin_write().unwrap();
@@ -138,8 +146,10 @@ fn concurrent_readers_on_threads_see_whole_commits() {
         tx.insert(&a.to_be_bytes(), &(va - amount).to_le_bytes()).unwrap();
         let vb = if a == b { va - amount } else { vb };
         tx.insert(&b.to_be_bytes(), &(vb + amount).to_le_bytes()).unwrap();
-        tx.set_durability(if i % 10 == 0 { Durability::Immediate } else { Durability::None });
+        tx.set_durability(if i % 50 == 0 { Durability::Immediate } else { Durability::None });
+        let txn = tx.txn_id();
         tx.commit().unwrap();
+        acked.store(txn, std::sync::atomic::Ordering::Release);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {

@@ -8,7 +8,8 @@ use pheap::{Error, Heap};
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
 
-const META: [usize; 2] = [4096, 8192];
+const META: [usize; 3] = [4096, 8192, 12288];
+const DATA_START: usize = 16384;
 
 /// Contents by iteration, cross-checked by point lookups; `None` where reads report damage or
 /// disagree with each other (damage only the integrity walk can name).
@@ -125,7 +126,7 @@ fn truncation_at_many_points() {
     ] {
         match open_bytes(d.path(), "cut", &bytes[..cut]) {
             Err(Error::Truncated { len: l, .. }) => assert_eq!(l as usize, cut),
-            Err(Error::Corrupt { .. }) if (4096..12288).contains(&cut) => {} // a slot cut away
+            Err(Error::Corrupt { .. }) if (4096..16384).contains(&cut) => {} // a slot cut away
             Ok(_) => panic!("a file cut to {cut} of {end} used bytes opened"),
             Err(e) => panic!("cut {cut}: unexpected {e:?}"),
         }
@@ -152,11 +153,11 @@ fn every_header_bit_flip_is_an_error() {
 fn meta_slot_damage_falls_back_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let (bytes, first, second) = sample(d.path());
-    let newest = {
-        let t = |s: usize| u64::from_le_bytes(bytes[s + 8..s + 16].try_into().unwrap());
-        if t(META[0]) > t(META[1]) { 0 } else { 1 }
-    };
-    for slot in 0..2 {
+    // Three commits (txn 0, 1, 2), one per slot.
+    let txn = |s: usize| u64::from_le_bytes(bytes[META[s] + 8..META[s] + 16].try_into().unwrap());
+    let newest = (0..3).max_by_key(|&s| txn(s)).unwrap();
+    assert_eq!(txn(newest), 2);
+    for slot in 0..3 {
         for byte in 0..256 {
             for mask in [0x01u8, 0x80, 0xff] {
                 let mut b = bytes.clone();
@@ -171,14 +172,15 @@ fn meta_slot_damage_falls_back_cleanly() {
             }
         }
     }
-    // Both slots damaged: a clear error.
+    // Every slot damaged: a clear error.
     let mut b = bytes.clone();
-    b[META[0] + 20] ^= 1;
-    b[META[1] + 20] ^= 1;
-    assert!(matches!(open_bytes(d.path(), "both", &b), Err(Error::Corrupt { .. })));
-    // Both slots claiming one transaction: refused.
+    for m in META {
+        b[m + 20] ^= 1;
+    }
+    assert!(matches!(open_bytes(d.path(), "all", &b), Err(Error::Corrupt { .. })));
+    // Two slots claiming one transaction: refused.
     let mut b = bytes.clone();
-    let (a, z) = (META[0], META[1]);
+    let (a, z) = (META[newest], META[(newest + 1) % 3]);
     let copy = b[a..a + 256].to_vec();
     b[z..z + 256].copy_from_slice(&copy);
     b[z + 16] ^= 1; // differ, and fix nothing else: the checksum now fails, so fall back
@@ -200,7 +202,7 @@ fn damaged_data_never_panics() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let at = 12288 + (x as usize % (b.len() - 12288));
+            let at = DATA_START + (x as usize % (b.len() - DATA_START));
             b[at] ^= (x >> 40) as u8 | 1;
         }
         let Ok(heap) = open_bytes(d.path(), "data", &b) else {

@@ -40,6 +40,8 @@ pub(crate) struct FailPlan {
     pub at: u64,
     /// Fail every op from `at` on, not just that one.
     pub persistent: bool,
+    /// Count syncs only: `at` is the index of a sync.
+    pub syncs_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +50,7 @@ struct MemState {
     durable: Vec<u8>,
     unsynced: Vec<Op>,
     ops: u64,
+    syncs: u64,
     fail: Option<FailPlan>,
 }
 
@@ -107,6 +110,7 @@ impl MemStorage {
             durable: st.durable.clone(),
             unsynced: st.unsynced.clone(),
             ops: 0,
+            syncs: 0,
             fail: None,
         };
         s
@@ -114,6 +118,11 @@ impl MemStorage {
 
     pub(crate) fn set_fail(&self, plan: Option<FailPlan>) {
         self.state.lock().fail = plan;
+    }
+
+    /// Number of syncs so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.state.lock().syncs
     }
 
     /// Number of mutating operations so far.
@@ -151,8 +160,15 @@ impl MemStorage {
 
     /// Count the op and decide whether it fails.
     fn tick(st: &mut MemState) -> Result<()> {
-        let i = st.ops;
+        Self::tick_kind(st, false)
+    }
+
+    fn tick_kind(st: &mut MemState, sync: bool) -> Result<()> {
+        let i = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
         st.ops += 1;
+        if st.fail.is_some_and(|p| p.syncs_only) && !sync {
+            return Ok(());
+        }
         if let Some(p) = st.fail
             && (i == p.at || (p.persistent && i > p.at))
         {
@@ -221,7 +237,9 @@ impl Storage for MemStorage {
 
     fn sync(&self) -> Result<()> {
         let mut st = self.state.lock();
-        Self::tick(&mut st)?;
+        let res = Self::tick_kind(&mut st, true);
+        st.syncs += 1;
+        res?;
         let len = st.len as usize;
         let ops = std::mem::take(&mut st.unsynced);
         st.durable.resize(len, 0);
