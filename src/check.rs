@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Result, corrupt};
 use crate::format::*;
 use crate::trie::{Reader, leaf_checksum, node_checksum};
-use crate::txn::{Shared, load_latest};
+use crate::txn::{Shared, Snapshot, load_snapshot_alloc};
 
 /// What the integrity walk checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,8 +121,9 @@ impl Walk<'_> {
     }
 }
 
-pub(crate) fn check(shared: &Arc<Shared>) -> Result<CheckReport> {
-    let (snap, alloc) = load_latest(shared)?;
+/// Walk the commit `snap`, which the caller keeps pinned.
+pub(crate) fn check(shared: &Arc<Shared>, snap: &Snapshot) -> Result<CheckReport> {
+    let alloc = load_snapshot_alloc(shared, snap)?;
     let reader = Reader { view: alloc.pager.view(), limit: alloc.end() };
     let mut w = Walk {
         reader,

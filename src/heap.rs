@@ -183,11 +183,11 @@ impl Heap {
     }
 
     /// The full integrity walk of the latest commit: every record reachable once or free, every
-    /// checksum, every page accounted for. Waits for the writer lock so the allocator is still.
+    /// checksum, every page accounted for. Runs on a pinned snapshot, beside readers and the
+    /// writer.
     pub fn check(&self) -> Result<CheckReport> {
-        self.shared.check()?;
-        let _writer = self.shared.writer.lock();
-        check(&self.shared)
+        let rx = self.begin_read()?;
+        check(&self.shared, rx.snapshot())
     }
 }
 

@@ -170,9 +170,7 @@ impl Harness {
                 }
             }
             Op::Check => {
-                if self.tx.is_none() {
-                    self.heap.check().unwrap();
-                }
+                self.heap.check().unwrap();
             }
             Op::Pin => {
                 let rx = self.heap.begin_read().unwrap();

@@ -276,6 +276,10 @@ impl ReadTxn {
         Reader { view: &self.view, limit: self.snap.alloc.end }
     }
 
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
     /// The value of `key`, borrowed from the mapped file.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.shared.check()?;
@@ -603,9 +607,8 @@ impl Drop for WriteTxn {
     }
 }
 
-/// For the integrity walk: a loaded allocator and the root of the latest commit.
-pub(crate) fn load_latest(shared: &Arc<Shared>) -> Result<(Snapshot, Allocator)> {
-    let (snap, _) = shared.latest()?;
-    let alloc = Allocator::load(Pager::new(shared.storage.clone()), &snap.alloc)?;
-    Ok((snap, alloc))
+/// For the integrity walk: the allocator of a pinned snapshot. Its blob, chunks and run headers
+/// stay intact while the snapshot is pinned (I4, I5).
+pub(crate) fn load_snapshot_alloc(shared: &Shared, snap: &Snapshot) -> Result<Allocator> {
+    Allocator::load(Pager::new(shared.storage.clone()), &snap.alloc)
 }

@@ -46,6 +46,7 @@ fn write_sees_own_writes_and_drop_discards() {
     drop(tx);
     assert!(heap.begin_read().unwrap().is_empty());
     let mut tx = heap.begin_write().unwrap();
+    heap.check().unwrap(); // the walk runs beside an open write transaction
     assert!(tx.is_empty(), "a dropped transaction left nothing behind");
     tx.insert(b"a", b"2").unwrap();
     assert!(!tx.remove(b"missing").unwrap());
@@ -107,6 +108,19 @@ fn concurrent_readers_on_threads_see_whole_commits() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The id of the last commit acknowledged to the writer.
     let acked = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let checker = {
+        let heap = heap.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut walks = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = heap.check().unwrap();
+                assert_eq!(report.entries, accounts as u64);
+                walks += 1;
+            }
+            walks
+        })
+    };
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let heap = heap.clone();
@@ -155,6 +169,7 @@ fn concurrent_readers_on_threads_see_whole_commits() {
     for r in readers {
         assert!(r.join().unwrap() > 0);
     }
+    assert!(checker.join().unwrap() > 0);
     heap.check().unwrap();
 }
 
