@@ -226,8 +226,8 @@ pub(crate) struct Allocator {
     freed_now: Vec<u64>,
     /// Per transaction: records freed that only older snapshots may see.
     freed_now_ro: Vec<u64>,
-    /// `end` at the last durable commit this allocator saw (u64::MAX: unknown). Everything at or
-    /// above it was allocated after that commit.
+    /// `end` at the last durable commit, or at load time if later. Everything at or above it
+    /// was allocated after the last durable commit.
     durable_floor: u64,
     /// Records below `durable_floor` allocated after the last durable commit (in memory only:
     /// after a reload every pending record is treated as durability-bound, which is safe).
@@ -282,6 +282,9 @@ impl Allocator {
         }
         a.end = s.end;
         a.floor = s.end;
+        // Whatever is allocated at or above the loaded commit's end comes after every commit,
+        // the last durable one included.
+        a.durable_floor = s.end;
         a.live_bytes = s.live_bytes;
         a.free_bytes = s.free_bytes;
         if s.blob == 0 {

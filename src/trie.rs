@@ -271,37 +271,128 @@ impl<'a> Iterator for Iter<'a> {
 // ---------------------------------------------------------------------------------------------
 // Mutation
 
+/// Child offsets of a node being rebuilt: inline up to 33 (a branch has at most 32, plus one
+/// while it is edited), on the heap beyond (large collision nodes only).
+// The inline variant is large on purpose: it lives on the stack and saves a heap allocation per
+// node edited.
+#[allow(clippy::large_enum_variant)]
+enum Kids {
+    Inline([u64; 33], usize),
+    Heap(Vec<u64>),
+}
+
+impl Kids {
+    fn from_slice(v: &[u64]) -> Kids {
+        if v.len() <= 33 {
+            let mut buf = [0; 33];
+            buf[..v.len()].copy_from_slice(v);
+            Kids::Inline(buf, v.len())
+        } else {
+            Kids::Heap(v.to_vec())
+        }
+    }
+    fn insert(&mut self, i: usize, v: u64) {
+        match self {
+            Kids::Inline(buf, len) if *len < 33 => {
+                buf.copy_within(i..*len, i + 1);
+                buf[i] = v;
+                *len += 1;
+            }
+            Kids::Inline(buf, len) => {
+                let mut h = buf[..*len].to_vec();
+                h.insert(i, v);
+                *self = Kids::Heap(h);
+            }
+            Kids::Heap(h) => h.insert(i, v),
+        }
+    }
+    fn push(&mut self, v: u64) {
+        let n = self.len();
+        self.insert(n, v);
+    }
+    fn remove(&mut self, i: usize) -> u64 {
+        match self {
+            Kids::Inline(buf, len) => {
+                let v = buf[i];
+                buf.copy_within(i + 1..*len, i);
+                *len -= 1;
+                v
+            }
+            Kids::Heap(h) => h.remove(i),
+        }
+    }
+}
+
+impl std::ops::Deref for Kids {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        match self {
+            Kids::Inline(buf, len) => &buf[..*len],
+            Kids::Heap(h) => h,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Kids {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        match self {
+            Kids::Inline(buf, len) => &mut buf[..*len],
+            Kids::Heap(h) => h,
+        }
+    }
+}
+
 /// An owned copy of a node being rebuilt.
 struct NodeBuf {
     kind: u16,
     datamap: u32,
     nodemap: u32,
-    children: Vec<u64>,
+    children: Kids,
 }
+
+/// Encoded size of the largest branch node.
+const MAX_BRANCH_BYTES: usize = NODE_HEADER_SIZE as usize + 32 * 8;
 
 impl NodeBuf {
     fn of(n: &NodeRef<'_>) -> NodeBuf {
-        NodeBuf {
-            kind: n.kind,
-            datamap: n.datamap,
-            nodemap: n.nodemap,
-            children: n.children.iter().map(|c| c.get()).collect(),
-        }
+        let children = if n.children.len() <= 33 {
+            let mut buf = [0u64; 33];
+            for (b, c) in buf.iter_mut().zip(n.children) {
+                *b = c.get();
+            }
+            Kids::Inline(buf, n.children.len())
+        } else {
+            Kids::Heap(n.children.iter().map(|c| c.get()).collect())
+        };
+        NodeBuf { kind: n.kind, datamap: n.datamap, nodemap: n.nodemap, children }
     }
+
     fn size(&self) -> u64 {
         NODE_HEADER_SIZE + 8 * self.children.len() as u64
     }
-    fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.size() as usize);
-        b.extend_from_slice(&self.datamap.to_le_bytes());
-        b.extend_from_slice(&self.nodemap.to_le_bytes());
-        b.extend_from_slice(&[0; 4]);
-        b.extend_from_slice(&self.kind.to_le_bytes());
-        b.extend_from_slice(&(self.children.len() as u16).to_le_bytes());
-        for c in &self.children {
-            b.extend_from_slice(&c.to_le_bytes());
+
+    /// Encode into `small` when it fits, else into `large`.
+    fn encode<'b>(
+        &self,
+        small: &'b mut [u8; MAX_BRANCH_BYTES],
+        large: &'b mut Vec<u8>,
+    ) -> &'b [u8] {
+        let size = self.size() as usize;
+        let b: &mut [u8] = if size <= MAX_BRANCH_BYTES {
+            &mut small[..size]
+        } else {
+            large.resize(size, 0);
+            &mut large[..]
+        };
+        b[0..4].copy_from_slice(&self.datamap.to_le_bytes());
+        b[4..8].copy_from_slice(&self.nodemap.to_le_bytes());
+        b[8..12].fill(0);
+        b[12..14].copy_from_slice(&self.kind.to_le_bytes());
+        b[14..16].copy_from_slice(&(self.children.len() as u16).to_le_bytes());
+        for (dst, c) in b[16..].chunks_exact_mut(8).zip(self.children.iter()) {
+            dst.copy_from_slice(&c.to_le_bytes());
         }
-        let sum = node_checksum(&b);
+        let sum = node_checksum(b);
         b[8..12].copy_from_slice(&sum.to_le_bytes());
         b
     }
@@ -349,16 +440,17 @@ impl TrieWriter<'_> {
     /// record, freeing `old`.
     fn store(&mut self, node: &NodeBuf, old: Option<(u64, u64)>) -> Result<u64> {
         let size = node.size();
-        let bytes = node.encode();
+        let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
+        let bytes = node.encode(&mut small, &mut large);
         if let Some((o, osize)) = old
             && self.alloc.is_fresh(o)
             && class_of(osize) == class_of(size)
         {
-            self.alloc.pager.write(Offset(o), &bytes)?;
+            self.alloc.pager.write(Offset(o), bytes)?;
             return Ok(o);
         }
         let off = self.alloc.alloc(size)?;
-        self.alloc.pager.write(off, &bytes)?;
+        self.alloc.pager.write(off, bytes)?;
         if let Some((o, osize)) = old {
             self.alloc.free(Offset(o), osize);
         }
@@ -375,18 +467,29 @@ impl TrieWriter<'_> {
         }
         let size = leaf_size(key.len() as u64, val.len() as u64);
         let off = self.alloc.alloc(size)?;
-        let kpad = round8(key.len() as u64) as usize;
-        let mut head = Vec::with_capacity(LEAF_HEADER_SIZE as usize + kpad);
-        head.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        head.extend_from_slice(&(val.len() as u32).to_le_bytes());
-        head.extend_from_slice(&leaf_checksum(LEAF_KIND_BYTES, key, val).to_le_bytes());
-        head.extend_from_slice(&LEAF_KIND_BYTES.to_le_bytes());
-        head.extend_from_slice(&[0; 2]);
+        let hl = LEAF_HEADER_SIZE as usize;
+        let head_len = hl + round8(key.len() as u64) as usize;
+        let mut header = [0u8; LEAF_HEADER_SIZE as usize];
+        header[0..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&(val.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&leaf_checksum(LEAF_KIND_BYTES, key, val).to_le_bytes());
+        header[12..14].copy_from_slice(&LEAF_KIND_BYTES.to_le_bytes());
+        // Small leaves go out in one write from the stack.
+        let mut small = [0u8; 256];
+        if size as usize <= small.len() {
+            small[..hl].copy_from_slice(&header);
+            small[hl..hl + key.len()].copy_from_slice(key);
+            small[head_len..head_len + val.len()].copy_from_slice(val);
+            self.alloc.pager.write(off, &small[..size as usize])?;
+            return Ok(off.0);
+        }
+        let mut head = Vec::with_capacity(head_len);
+        head.extend_from_slice(&header);
         head.extend_from_slice(key);
-        head.resize(LEAF_HEADER_SIZE as usize + kpad, 0);
+        head.resize(head_len, 0);
         self.alloc.pager.write(off, &head)?;
         if !val.is_empty() {
-            self.alloc.pager.write(off.add(head.len() as u64), val)?;
+            self.alloc.pager.write(off.add(head_len as u64), val)?;
         }
         Ok(off.0)
     }
@@ -400,7 +503,7 @@ impl TrieWriter<'_> {
                 kind: NODE_KIND_BRANCH,
                 datamap: 1 << fragment(hash, 0),
                 nodemap: 0,
-                children: vec![leaf.off],
+                children: Kids::from_slice(&[leaf.off]),
             };
             return Ok((self.store(&node, None)?, false));
         }
@@ -474,16 +577,18 @@ impl TrieWriter<'_> {
                 kind: NODE_KIND_COLLISION,
                 datamap: 0,
                 nodemap: 0,
-                children: vec![a, b.off],
+                children: Kids::from_slice(&[a, b.off]),
             };
             return self.store(&node, None);
         }
         let (fa, fb) = (fragment(ha, depth), fragment(b.hash, depth));
         let node = if fa == fb {
             let sub = self.make_pair(depth + 1, a, ha, b)?;
-            NodeBuf { kind: NODE_KIND_BRANCH, datamap: 0, nodemap: 1 << fa, children: vec![sub] }
+            let children = Kids::from_slice(&[sub]);
+            NodeBuf { kind: NODE_KIND_BRANCH, datamap: 0, nodemap: 1 << fa, children }
         } else {
-            let children = if fa < fb { vec![a, b.off] } else { vec![b.off, a] };
+            let pair = if fa < fb { [a, b.off] } else { [b.off, a] };
+            let children = Kids::from_slice(&pair);
             NodeBuf { kind: NODE_KIND_BRANCH, datamap: (1 << fa) | (1 << fb), nodemap: 0, children }
         };
         self.store(&node, None)
