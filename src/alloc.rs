@@ -851,13 +851,14 @@ impl Allocator {
         // Writing the blob's run header adds at most one extent.
         let extents_before = if one_phase { self.pager.extents() } else { None };
         let extra = extents_before.as_ref().map_or(0, |e| (e.len() + 1) * size_of::<Extent>());
-        let bound = (self.serialize(&[]).len() + extra) as u64;
+        let bound = (self.blob_size(0) + extra) as u64;
         let pages = record_run_pages(bound);
         let start = self.alloc_run(pages, RUN_META, 0)?;
         self.live_bytes += pages * PAGE_SIZE;
         self.note_fresh(start);
         let extents = if extents_before.is_some() { self.pager.extents() } else { None };
         let bytes = self.serialize(extents.as_deref().unwrap_or(&[]));
+        debug_assert_eq!(bytes.len(), self.blob_size(extents.as_ref().map_or(0, |e| e.len())));
         debug_assert!(bytes.len() as u64 <= bound);
         self.pager.write(Offset(start + RUN_HEADER_SIZE), &bytes)?;
         // After the last write: an extent may lie under the blob (space freed and reused by
@@ -878,9 +879,20 @@ impl Allocator {
         Ok(())
     }
 
+    /// Size of the blob `serialize` would produce with `extents` extents.
+    fn blob_size(&self, extents: usize) -> usize {
+        let classes = self.classes.iter().filter(|c| !c.is_empty());
+        let pending = self.pending.iter().chain(&self.pending_ro);
+        size_of::<BlobHeader>()
+            + extents * size_of::<Extent>()
+            + classes.map(|c| size_of::<ClassEntry>() + 8 * c.top.len()).sum::<usize>()
+            + self.runs.len() * size_of::<FreeRun>()
+            + pending.map(|p| size_of::<PendingEntry>() + 8 * p.inline.len()).sum::<usize>()
+    }
+
     fn serialize(&self, extents: &[(u64, u64)]) -> Vec<u8> {
         let used: Vec<usize> = (0..NUM_CLASSES).filter(|&c| !self.classes[c].is_empty()).collect();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.blob_size(extents.len()));
         let h = BlobHeader {
             class_count: (used.len() as u32).into(),
             run_count: (self.runs.len() as u32).into(),
