@@ -223,3 +223,22 @@ fn damaged_data_never_panics() {
     }
     assert!(errors > 200, "damage was detected only {errors} times in 300");
 }
+
+#[test]
+fn directories_fifos_and_devices_are_refused_without_hanging() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for path in [d.path(), fifo.as_path(), Path::new("/dev/null"), Path::new("/dev/zero")] {
+        for read_only in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.to_owned();
+            std::thread::spawn(move || {
+                let r = Heap::options().create(false).read_only(read_only).open(&p);
+                let _ = tx.send(r.map(|_| ()));
+            });
+            let r = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("open hung");
+            assert!(matches!(r, Err(Error::NotAPheap { .. } | Error::Io(_))), "{path:?}: {r:?}");
+        }
+    }
+}

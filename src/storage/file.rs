@@ -3,7 +3,7 @@
 //! made and the old one lives on for as long as views of it do.
 
 use std::fs::{File, TryLockError};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +35,13 @@ struct MapState {
 impl FileStorage {
     /// Open (and lock) an existing file. Writers lock it exclusively, read-only handles shared.
     pub(crate) fn open(path: &Path, read_only: bool) -> Result<FileStorage> {
-        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path)?;
+        // O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer; it changes
+        // nothing for a regular file, the only kind accepted.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
         if !file.metadata()?.is_file() {
             return Err(Error::NotAPheap { path: path.to_owned(), reason: "not a regular file" });
         }
