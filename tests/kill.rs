@@ -14,7 +14,7 @@ use pheap::{Durability, Heap};
 const CHILD_ENV: &str = "PHEAP_KILL_CHILD";
 
 fn value(i: u64) -> Vec<u8> {
-    let len = if i % 97 == 0 { 70_000 } else { 20 + (i % 200) as usize };
+    let len = if i.is_multiple_of(97) { 70_000 } else { 20 + (i % 200) as usize };
     (0..len).map(|j| (i as usize + j) as u8).collect()
 }
 
