@@ -90,8 +90,13 @@ pub(crate) fn choose(
     if a.end > file_len {
         return Err(Error::Truncated { len: file_len, needed: a.end });
     }
-    if best.root != 0 && (best.root < DATA_START || best.root >= a.end) {
+    if best.root != 0 && (best.root < DATA_START || best.root >= a.end || best.root % 8 != 0) {
         return Err(corrupt(META_OFFSETS[best.slot], "meta slot root out of range"));
+    }
+    // Every entry is a leaf of at least 16 bytes below `end`: this bounds every walk by the
+    // file's size (I9).
+    if best.entries > (a.end - DATA_START) / LEAF_HEADER_SIZE {
+        return Err(corrupt(META_OFFSETS[best.slot], "meta slot entry count impossible"));
     }
     Ok(best)
 }

@@ -242,3 +242,38 @@ fn directories_fifos_and_devices_are_refused_without_hanging() {
         }
     }
 }
+
+/// Rewrite a field of the newest meta slot and fix its checksum, as a hostile writer would.
+fn forge_newest_meta(bytes: &[u8], field_off: usize, value: u64) -> Vec<u8> {
+    let txn = |s: usize| u64::from_le_bytes(bytes[META[s] + 8..META[s] + 16].try_into().unwrap());
+    let newest = (0..3).max_by_key(|&s| txn(s)).unwrap();
+    let mut b = bytes.to_vec();
+    let m = META[newest];
+    b[m + field_off..m + field_off + 8].copy_from_slice(&value.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&b[m..m + 248]);
+    b[m + 248..m + 256].copy_from_slice(&sum.to_le_bytes());
+    b
+}
+
+#[test]
+fn forged_meta_fields_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (bytes, ..) = sample(d.path());
+    // An entry count no file of this size can hold would make walks unbounded.
+    let b = forge_newest_meta(&bytes, 24, u64::MAX);
+    assert!(matches!(open_bytes(d.path(), "entries", &b), Err(Error::Corrupt { .. })));
+    // A root outside the data, misaligned, or an end past the file.
+    for (field, v) in [(16, 8u64), (16, 16384 + 3), (16, 1 << 40), (32, 16384 + 100)] {
+        let b = forge_newest_meta(&bytes, field, v);
+        match open_bytes(d.path(), "forged", &b) {
+            Err(Error::Corrupt { .. } | Error::Truncated { .. }) => {}
+            Ok(h) => {
+                // Accepted at open only if reads then report the damage.
+                let walked: pheap::Result<()> =
+                    h.begin_read().and_then(|rx| rx.iter().map(|r| r.map(|_| ())).collect());
+                assert!(walked.is_err(), "field {field} = {v}: damage unreported");
+            }
+            Err(e) => panic!("field {field} = {v}: {e:?}"),
+        }
+    }
+}
