@@ -270,7 +270,7 @@ fn forged_meta_fields_are_refused() {
             Ok(h) => {
                 // Accepted at open only if reads then report the damage.
                 let walked: pheap::Result<()> =
-                    h.begin_read().and_then(|rx| rx.iter().map(|r| r.map(|_| ())).collect());
+                    h.begin_read().and_then(|rx| rx.iter().try_for_each(|r| r.map(|_| ())));
                 assert!(walked.is_err(), "field {field} = {v}: damage unreported");
             }
             Err(e) => panic!("field {field} = {v}: {e:?}"),
