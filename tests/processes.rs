@@ -3,7 +3,7 @@
 //! recovering), reopens the heap and checks that every acknowledged commit is there. The machine
 //! keeps running, so non-durable commits must survive too.
 //!
-//! `PHEAP_KILL_ROUNDS=500 cargo test --release --test kill` for a longer run.
+//! `PHEAP_KILL_ROUNDS=500 cargo test --release --test processes` for a longer run.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -115,4 +115,46 @@ fn killed_processes_lose_no_acknowledged_commit() {
         "{rounds} kills, {acked} commits acknowledged, {:.1} s",
         start.elapsed().as_secs_f64()
     );
+}
+
+const LOCK_ENV: &str = "PHEAP_LOCK_CHILD";
+
+/// Child of `a_second_process_gets_a_lock_error`: try to open, report the outcome.
+#[test]
+fn lock_child() {
+    let Ok(path) = std::env::var(LOCK_ENV) else { return };
+    for read_only in [false, true] {
+        match Heap::options().read_only(read_only).open(&path) {
+            Err(pheap::Error::Locked { .. }) => println!("result locked"),
+            Err(e) => println!("result error {e}"),
+            Ok(_) => println!("result opened"),
+        }
+    }
+}
+
+#[test]
+fn a_second_process_gets_a_lock_error() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(LOCK_ENV).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.pheap");
+    let run_child = || {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["lock_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(LOCK_ENV, &path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.match_indices("result ")
+            .map(|(at, _)| text[at + 7..].lines().next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let heap = Heap::open(&path).unwrap();
+    assert_eq!(run_child(), ["locked", "locked"], "a writer excludes other processes");
+    drop(heap);
+    let ro = Heap::options().read_only(true).open(&path).unwrap();
+    assert_eq!(run_child(), ["locked", "opened"], "readers share with readers only");
+    drop(ro);
+    assert_eq!(run_child(), ["opened", "opened"], "the lock goes with the last handle");
 }
