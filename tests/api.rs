@@ -337,3 +337,23 @@ fn stats_report_the_latest_commit() {
     drop(rx);
     assert_eq!(heap.stats().unwrap().oldest_reader, None);
 }
+
+#[test]
+fn transactions_outlive_their_heap_handle() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    drop(heap);
+    tx.insert(b"k2", b"v2").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(rx.get(b"k").unwrap(), Some(&b"v"[..]));
+    assert_eq!(rx.get(b"k2").unwrap(), None, "the snapshot predates the commit");
+    drop(rx);
+    let heap = Heap::open(&path).unwrap(); // the last transaction released the lock
+    assert_eq!(heap.begin_read().unwrap().len(), 2);
+    heap.check().unwrap();
+}
