@@ -7,7 +7,8 @@
 //! reading never touch it.
 //!
 //! Ownership of space (DESIGN.md I3-I5): a record freed by commit T joins a pending batch tagged
-//! T and is reused only once T is durable and no snapshot older than T is pinned. A record
+//! T and is reused only once no snapshot older than T is pinned and, unless the record was
+//! allocated after the last durable commit, T is durable. A record
 //! allocated in the running transaction ("fresh") is invisible to everyone else, so it may be
 //! rewritten in place and, when freed, reused at once.
 

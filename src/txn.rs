@@ -1,10 +1,11 @@
 //! Snapshots, read and write transactions, and the commit protocol.
 //!
-//! Commit (DESIGN.md "Commit protocol"): the transaction's records and the allocator blob are
-//! written to space no snapshot can reach; for a durable commit the data is synced; the meta slot
-//! that does *not* hold the last durable commit is overwritten (one atomic write); a durable
-//! commit syncs again and becomes the last durable commit. Readers pick the newest meta slot
-//! they can trust (I1), so they see either the old or the new commit, never a mix.
+//! Commit (DESIGN.md §4): the transaction's records and the allocator blob are written to space
+//! no snapshot can reach; a durable two-phase commit syncs them; the meta slot holding neither
+//! the last durable nor the latest commit is overwritten (one atomic write); a durable commit
+//! syncs (once more, or for the only time when one-phase) and becomes the last durable commit.
+//! Readers pick the newest meta slot they can trust (I1), so they see either the old or the new
+//! commit, never a mix, and never one older than the latest acknowledged.
 
 use std::collections::BTreeMap;
 use std::fmt;

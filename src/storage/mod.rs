@@ -93,7 +93,8 @@ impl View {
     }
 
     /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
-    /// which case the checksum of the copy fails and the caller falls back to the other slot.
+    /// which case the checksum of the copy fails and the caller uses another slot (I2 keeps the
+    /// latest commit's slot untouched while a new one is written).
     pub(crate) fn read_meta(&self, off: u64) -> [u8; META_SIZE] {
         assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= self.mapped);
         let mut out = [0u8; META_SIZE];
