@@ -3,10 +3,11 @@
 //! made and the old one lives on for as long as views of it do.
 
 use std::fs::{File, TryLockError};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::RwLock;
@@ -154,8 +155,21 @@ impl Storage for FileStorage {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        // pwrite of less than a page is copied by the kernel whole: a kill cannot tear it.
-        self.file.write_all_at(data, off)?;
+        let st = self.state.read();
+        assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= st.len);
+        // Atomic stores, because readers copy slots with atomic loads while they are written. A
+        // kill half-way leaves a slot whose checksum fails; the latest commit's slot is another
+        // one (I2), so nothing acknowledged depends on this one.
+        for (i, chunk) in data.chunks_exact(8).enumerate() {
+            let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            // SAFETY: the address is inside the file and the writable mapping (asserted), 8-aligned
+            // (page-aligned mapping, aligned `off`); AtomicU64 has u64's layout, and every other
+            // access to meta slots is atomic too.
+            unsafe {
+                (*(st.map.as_mut_ptr().add(off as usize + i * 8) as *const AtomicU64))
+                    .store(word, Ordering::Release)
+            };
+        }
         Ok(())
     }
 

@@ -37,8 +37,9 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn view(&self) -> Arc<View>;
     /// Write `data` at `off`; `off + data.len() <= len()`.
     fn write(&self, off: u64, data: &[u8]) -> Result<()>;
-    /// Write one meta slot ([`META_SIZE`] bytes at a page-aligned offset) so that a crash of
-    /// this process leaves either the old or the new slot, never a mix.
+    /// Write one meta slot ([`META_SIZE`] bytes at a page-aligned offset) with atomic stores, so
+    /// that concurrent readers (atomic loads) never race; a crash may leave it torn, which its
+    /// checksum detects.
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()>;
     /// Make every completed write durable.
     fn sync(&self) -> Result<()>;
