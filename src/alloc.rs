@@ -452,7 +452,7 @@ impl Allocator {
         let (ch, rest) =
             ChunkHeader::read_from_prefix(body).map_err(|_| corrupt(off, "chunk header"))?;
         let n = ch.count.get() as usize;
-        if n > CHUNK_CAPACITY {
+        if n == 0 || n > CHUNK_CAPACITY {
             return Err(corrupt(off, "chunk count"));
         }
         let (entries, _) = read_u64s(rest, n).ok_or(corrupt(off, "chunk"))?;
@@ -464,6 +464,23 @@ impl Allocator {
             self.check_page(next)?;
         }
         Ok((next, entries))
+    }
+
+    /// Every chunk of the chain starting at `head`: (page, entries). Bounded by the number of
+    /// pages below `end` whatever the file says, so a cycle is an error, not a hang (I9).
+    pub(crate) fn read_chain(&self, head: u64) -> Result<Vec<(u64, Vec<u64>)>> {
+        let max = (self.end - DATA_START) / PAGE_SIZE;
+        let mut out = Vec::new();
+        let mut chain = head;
+        while chain != 0 {
+            if out.len() as u64 >= max {
+                return Err(corrupt(chain, "chunk chain longer than the file allows"));
+            }
+            let (next, entries) = self.read_chunk(chain)?;
+            out.push((chain, entries));
+            chain = next;
+        }
+        Ok(out)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -497,17 +514,9 @@ impl Allocator {
     fn release(&mut self, p: Pending) -> Result<()> {
         self.dirty = true;
         let mut entries = p.inline;
-        let mut chain = p.chain;
-        let mut steps = 0u64;
-        while chain != 0 {
-            steps += 1;
-            if steps > p.chained.div_ceil(MIN_PARTIAL as u64) + 1 {
-                return Err(corrupt(chain, "pending chain too long"));
-            }
-            let (next, more) = self.read_chunk(chain)?;
+        for (page, more) in self.read_chain(p.chain)? {
             entries.extend_from_slice(&more);
-            self.free_run(chain, 1);
-            chain = next;
+            self.free_run(page, 1);
         }
         for freed in self.decode_freed(&entries)? {
             match freed {
@@ -958,19 +967,11 @@ impl Allocator {
             for &o in &st.top {
                 inv.free.push((o, s));
             }
-            let mut chain = st.below;
             let mut seen = 0u64;
-            while chain != 0 {
-                inv.meta_runs.push((chain, 1));
-                let (next, entries) = self.read_chunk(chain)?;
+            for (page, entries) in self.read_chain(st.below)? {
+                inv.meta_runs.push((page, 1));
                 seen += entries.len() as u64;
-                if seen > st.below_len {
-                    return Err(corrupt(chain, "free chain longer than recorded"));
-                }
-                for o in entries {
-                    inv.free.push((o, s));
-                }
-                chain = next;
+                inv.free.extend(entries.into_iter().map(|o| (o, s)));
             }
             if seen != st.below_len {
                 return Err(corrupt(st.below, "free chain shorter than recorded"));
@@ -984,15 +985,12 @@ impl Allocator {
         }
         for p in self.pending.iter().chain(&self.pending_ro) {
             let mut entries = p.inline.clone();
-            let mut chain = p.chain;
-            while chain != 0 {
-                inv.meta_runs.push((chain, 1));
-                let (next, more) = self.read_chunk(chain)?;
+            for (page, more) in self.read_chain(p.chain)? {
+                inv.meta_runs.push((page, 1));
                 entries.extend(more);
-                if entries.len() as u64 > p.chained + p.inline.len() as u64 {
-                    return Err(corrupt(chain, "pending chain longer than recorded"));
-                }
-                chain = next;
+            }
+            if entries.len() as u64 != p.chained + p.inline.len() as u64 {
+                return Err(corrupt(p.chain, "pending chain length differs from the record"));
             }
             for freed in self.decode_freed(&entries)? {
                 match freed {
@@ -1043,4 +1041,41 @@ fn chunk_checksum(next: u64, entries: &[u64]) -> u32 {
         buf.extend_from_slice(&e.to_le_bytes());
     }
     checksum64(&buf) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::mem::MemStorage;
+
+    #[test]
+    fn a_cyclic_chunk_chain_is_an_error_not_a_hang() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(64 << 20));
+        storage.grow(DATA_START).unwrap();
+        let mut a = Allocator::empty(Pager::new(storage));
+        a.begin_txn(TxnId(0), TxnId(0)).unwrap();
+        let page = a.alloc_meta_page().unwrap();
+        // One entry, pointing back at itself, as a hostile file could.
+        let entries = [DATA_START + 64];
+        let ch = ChunkHeader {
+            next: page.into(),
+            count: 1.into(),
+            checksum: chunk_checksum(page, &entries).into(),
+        };
+        let mut body = ch.as_bytes().to_vec();
+        body.extend_from_slice(&entries[0].to_le_bytes());
+        a.pager.write(Offset(page + RUN_HEADER_SIZE), &body).unwrap();
+        assert!(matches!(a.read_chain(page), Err(crate::Error::Corrupt { .. })));
+        a.classes[0].below = page;
+        a.classes[0].below_len = u64::MAX;
+        assert!(a.inventory().is_err());
+        // An empty chunk is never written: refused.
+        let empty = ChunkHeader {
+            next: 0.into(),
+            count: 0.into(),
+            checksum: chunk_checksum(0, &[]).into(),
+        };
+        a.pager.write(Offset(page + RUN_HEADER_SIZE), empty.as_bytes()).unwrap();
+        assert!(a.read_chunk(page).is_err());
+    }
 }
