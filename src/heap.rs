@@ -142,7 +142,9 @@ impl Heap {
         Ok(Heap { shared })
     }
 
-    /// Begin a write transaction, waiting while another one runs.
+    /// Begin a write transaction, waiting while another one runs — including one held by the
+    /// calling thread, which would wait for ever: finish or drop it first, or use
+    /// [`Heap::try_begin_write`].
     pub fn begin_write(&self) -> Result<WriteTxn> {
         WriteTxn::begin(&self.shared, true)
     }
@@ -157,7 +159,8 @@ impl Heap {
         ReadTxn::begin(&self.shared)
     }
 
-    /// Make every earlier commit durable (a no-op when the latest already is).
+    /// Make every earlier commit durable (a no-op when the latest already is). Takes the writer
+    /// lock like [`Heap::begin_write`].
     pub fn checkpoint(&self) -> Result<()> {
         let mut tx = self.begin_write()?;
         if tx.is_durable_base() {
