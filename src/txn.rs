@@ -34,7 +34,7 @@ pub enum Durability {
 }
 
 /// One commit as its meta slot describes it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Snapshot {
     pub txn: TxnId,
     pub root: u64,
@@ -378,15 +378,7 @@ impl WriteTxn {
         let mut tx = WriteTxn {
             shared: shared.clone(),
             guard,
-            base: Snapshot {
-                txn: TxnId(0),
-                root: 0,
-                entries: 0,
-                slot: 0,
-                durable: false,
-                same_boot: false,
-                alloc: AllocSummary::default(),
-            },
+            base: Snapshot::default(),
             root: 0,
             entries: 0,
             durability: shared.durability,
