@@ -569,11 +569,8 @@ impl Allocator {
         self.dirty = true;
         if size > MAX_SLAB_SIZE {
             let pages = record_run_pages(size);
-            let start = self.alloc_run(pages, RUN_RECORD, 0)?;
-            self.live_bytes += pages * PAGE_SIZE;
-            let off = start + RUN_HEADER_SIZE;
-            self.note_fresh(off);
-            return Ok(Offset(off));
+            let start = self.alloc_live_run(pages, RUN_RECORD)?;
+            return Ok(Offset(start + RUN_HEADER_SIZE));
         }
         let c = class_of(size);
         let s = CLASS_SIZES[c] as u64;
@@ -625,6 +622,14 @@ impl Allocator {
     }
 
     /// A run of `pages` pages with its header written: best fit among free runs, else the end.
+    /// A run holding a record or allocator metadata: counted live, fresh under its start.
+    fn alloc_live_run(&mut self, pages: u64, kind: u16) -> Result<u64> {
+        let start = self.alloc_run(pages, kind, 0)?;
+        self.live_bytes += pages * PAGE_SIZE;
+        self.note_fresh(start);
+        Ok(start)
+    }
+
     fn alloc_run(&mut self, pages: u64, kind: u16, class: u16) -> Result<u64> {
         let start = self.take_pages(pages)?;
         let h = RunHeader::new(kind, class, pages as u32);
@@ -689,16 +694,7 @@ impl Allocator {
     pub(crate) fn free(&mut self, off: Offset, size: u64) {
         self.dirty = true;
         if size > MAX_SLAB_SIZE {
-            let pages = record_run_pages(size);
-            self.live_bytes -= pages * PAGE_SIZE;
-            let start = off.0 - RUN_HEADER_SIZE;
-            self.free_bytes += pages * PAGE_SIZE;
-            if self.is_fresh(off.0) {
-                self.pager.untrack(start, pages * PAGE_SIZE);
-                self.add_run(start, pages);
-            } else {
-                self.defer(Freed::Run { start, pages }, off.0);
-            }
+            self.free_run(off.0 - RUN_HEADER_SIZE, record_run_pages(size));
             return;
         }
         let c = class_of(size);
@@ -713,7 +709,7 @@ impl Allocator {
         }
     }
 
-    /// Free a metadata run (chunk page or blob) of `pages` pages at `start`.
+    /// Free a run (large record, chunk page or blob) of `pages` pages at `start`.
     fn free_run(&mut self, start: u64, pages: u64) {
         self.dirty = true;
         self.live_bytes -= pages * PAGE_SIZE;
@@ -727,10 +723,7 @@ impl Allocator {
     }
 
     fn alloc_meta_page(&mut self) -> Result<u64> {
-        let start = self.alloc_run(1, RUN_META, 0)?;
-        self.live_bytes += PAGE_SIZE;
-        self.note_fresh(start);
-        Ok(start)
+        self.alloc_live_run(1, RUN_META)
     }
 
     /// Write `entries` as a chain of chunk pages ending in `next`; returns the chain's head.
@@ -863,9 +856,7 @@ impl Allocator {
         let extra = extents_before.as_ref().map_or(0, |e| (e.len() + 1) * size_of::<Extent>());
         let bound = (self.blob_size(0) + extra) as u64;
         let pages = record_run_pages(bound);
-        let start = self.alloc_run(pages, RUN_META, 0)?;
-        self.live_bytes += pages * PAGE_SIZE;
-        self.note_fresh(start);
+        let start = self.alloc_live_run(pages, RUN_META)?;
         let extents = if extents_before.is_some() { self.pager.extents() } else { None };
         let bytes = self.serialize(extents.as_deref().unwrap_or(&[]));
         debug_assert_eq!(bytes.len(), self.blob_size(extents.as_ref().map_or(0, |e| e.len())));
