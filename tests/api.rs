@@ -357,3 +357,21 @@ fn transactions_outlive_their_heap_handle() {
     assert_eq!(heap.begin_read().unwrap().len(), 2);
     heap.check().unwrap();
 }
+
+#[test]
+fn closing_gives_back_the_growth_slack() {
+    let (_d, path) = tmp();
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..20_000u32 {
+        tx.insert(&i.to_le_bytes(), &[7u8; 150]).unwrap();
+    }
+    tx.commit().unwrap();
+    let stats = heap.stats().unwrap();
+    assert!(stats.file_size > stats.used_size, "growth leaves slack while open: {stats:?}");
+    drop(heap);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), stats.used_size);
+    let heap = Heap::open(&path).unwrap();
+    assert_eq!(heap.begin_read().unwrap().len(), 20_000);
+    heap.check().unwrap();
+}
