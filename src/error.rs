@@ -20,8 +20,12 @@ pub enum Error {
     KeyTooLarge { len: usize, max: usize },
     /// A value longer than [`crate::MAX_VALUE_LEN`].
     ValueTooLarge { len: usize, max: usize },
-    /// Another handle (in this or another process) holds the heap's lock.
-    Locked { path: PathBuf },
+    /// The heap's lock file (`<heap>-lock`) cannot be used: no access, or another build's layout.
+    LockFile { path: PathBuf, reason: String },
+    /// Every reader slot of the registry is taken by a live read transaction.
+    ReadersFull { max: u32 },
+    /// The handle was opened before this process was forked from its parent.
+    Forked,
     /// `try_begin_write` found a write transaction in progress.
     WriteInProgress,
     /// A write transaction was attempted on a heap opened read-only.
@@ -63,10 +67,16 @@ impl fmt::Display for Error {
             Error::ValueTooLarge { len, max } => {
                 write!(f, "value of {len} bytes exceeds the limit of {max} bytes")
             }
-            Error::Locked { path } => write!(
+            Error::LockFile { path, reason } => {
+                write!(f, "cannot use the heap's lock file {}: {reason}", path.display())
+            }
+            Error::ReadersFull { max } => write!(
                 f,
-                "{} is in use by another handle or process; close it first (multi-process sharing is not supported yet)",
-                path.display()
+                "all {max} reader slots are in use by live read transactions; end some (drop ReadTxn values) and retry"
+            ),
+            Error::Forked => write!(
+                f,
+                "this heap handle was opened before fork(); a child process must open the heap again"
             ),
             Error::WriteInProgress => {
                 write!(

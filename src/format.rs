@@ -473,6 +473,97 @@ pub struct PendingEntry {
 }
 const _: () = assert!(size_of::<PendingEntry>() == 32);
 
+// ---------------------------------------------------------------------------------------------
+// The lock file (`<heap>-lock`): the shared reader registry. Never synced, never trusted across
+// a time when no process had it open (the first opener re-initialises it).
+
+/// Magic of the lock file.
+pub const LOCK_MAGIC: [u8; 8] = *b"PHEAPLK1";
+/// Reader slots in the registry: the most read transactions that can be live at once across
+/// every process.
+pub const READER_SLOTS: u32 = 8192;
+/// Offset of reader slot 0 in the lock file.
+pub const READER_SLOTS_OFFSET: u64 = PAGE_SIZE;
+/// Length of the lock file.
+pub const LOCK_FILE_LEN: u64 = READER_SLOTS_OFFSET + READER_SLOTS as u64 * 64;
+/// Byte-range locks (open-file-description locks; the bytes need not exist in the file).
+/// Held exclusively by the one writer of all processes.
+pub const LOCK_BYTE_WRITER: u64 = 0;
+/// Held exclusively while a handle opens (checks or re-initialises) the lock file.
+pub const LOCK_BYTE_INIT: u64 = 1;
+/// Held shared by every open handle; the opener that gets it exclusively is alone.
+pub const LOCK_BYTE_OPEN: u64 = 2;
+/// Held shared by unregistered readers (read-only handles without write access to the lock file)
+/// while they have a live read transaction.
+pub const LOCK_BYTE_ANON: u64 = 3;
+/// Reader slot `i` is owned by whoever holds byte `LOCK_BYTE_SLOTS + i` exclusively.
+pub const LOCK_BYTE_SLOTS: u64 = 1024;
+
+/// Lock-file bytes 0..64. Every field after `hwm` is changed only under the locks named.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct LockHeader {
+    /// 0..8: [`LOCK_MAGIC`].
+    pub magic: [u8; 8],
+    /// 8..16: [`lock_signature`] of the build that initialised the file.
+    pub signature: U64,
+    /// 16..20: [`READER_SLOTS`].
+    pub slot_count: U32,
+    /// 20..24: size of a [`ReaderSlot`].
+    pub slot_size: U32,
+    /// 24..28: number of slots ever claimed since initialisation (atomic; scans stop there).
+    pub hwm: U32,
+    /// 28..32: pid of the process that last began a write transaction (diagnostic).
+    pub writer_pid: U32,
+    /// 32..40: the latest commit when the writer last found no unregistered reader (atomic;
+    /// written by the writer only): unregistered readers hold no snapshot older than it.
+    pub anon_clear_txn: U64,
+    /// 40..64: reserved, zero.
+    pub reserved: [u8; 24],
+}
+const _: () = assert!(size_of::<LockHeader>() == 64);
+
+/// A reader slot: 64 bytes (one cache line, so readers in different processes never share one),
+/// at `READER_SLOTS_OFFSET + 64 * i`. Written only by the process holding the slot's lock byte,
+/// with atomic stores; read by writers with atomic loads.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ReaderSlot {
+    /// 0..8: 1 + the transaction id of the pinned snapshot; 0 when nothing is pinned.
+    pub pin: U64,
+    /// 8..16: the pinned snapshot's `end`.
+    pub end: U64,
+    /// 16..20: pid of the owning process (diagnostic).
+    pub pid: U32,
+    /// 20..24: reserved, zero.
+    pub reserved0: U32,
+    /// 24..32: when the snapshot was pinned, in nanoseconds since the Unix epoch (diagnostic).
+    pub since: U64,
+    /// 32..64: reserved, zero.
+    pub reserved: [u8; 32],
+}
+const _: () = assert!(size_of::<ReaderSlot>() == 64);
+
+/// A digest of every constant and layout of the lock file: two builds share a lock file only
+/// if they agree on all of it.
+pub fn lock_signature() -> u64 {
+    let desc = format!(
+        "pheap-lock/1 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} page{}",
+        cfg!(target_endian = "little"),
+        size_of::<LockHeader>(),
+        size_of::<ReaderSlot>(),
+        READER_SLOTS,
+        READER_SLOTS_OFFSET,
+        LOCK_BYTE_WRITER,
+        LOCK_BYTE_INIT,
+        LOCK_BYTE_OPEN,
+        LOCK_BYTE_ANON,
+        LOCK_BYTE_SLOTS,
+        PAGE_SIZE,
+    );
+    checksum64(desc.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,5 @@
 //! `Heap`: opening, creating, and the handle the public API hangs on.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use crate::check::{CheckReport, check};
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::file::FileStorage;
+use crate::storage::registry::{ReaderInfo, Registry, fork_generation};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
 use crate::txn::{Durability, ReadTxn, Shared, Snapshot, WriteTxn, WriterState, encode_meta};
@@ -56,8 +56,10 @@ pub struct Stats {
     pub entries: u64,
     /// Transaction id of the latest commit.
     pub txn_id: u64,
-    /// Oldest snapshot pinned by a live read transaction of this handle.
+    /// Oldest snapshot pinned by a live read transaction of any process.
     pub oldest_reader: Option<u64>,
+    /// Live read transactions of every process (registered ones; see [`Heap::readers`]).
+    pub readers: u64,
 }
 
 impl HeapOptions {
@@ -95,7 +97,8 @@ impl HeapOptions {
             }
             e => e,
         })?;
-        Heap::from_storage(Arc::new(storage), self, path)
+        let registry = Registry::open(path, self.read_only)?;
+        Heap::from_storage(Arc::new(storage), registry, self, path)
     }
 }
 
@@ -112,15 +115,17 @@ impl Heap {
 
     pub(crate) fn from_storage(
         storage: Arc<dyn Storage>,
+        registry: Registry,
         opts: &HeapOptions,
         path: &Path,
     ) -> Result<Heap> {
-        Heap::from_storage_with_boot(storage, opts, path, boot_id())
+        Heap::from_storage_with_boot(storage, registry, opts, path, boot_id())
     }
 
     /// As `from_storage`, with the boot id given (tests simulate reboots with it).
     pub(crate) fn from_storage_with_boot(
         storage: Arc<dyn Storage>,
+        registry: Registry,
         opts: &HeapOptions,
         path: &Path,
         boot: [u8; 16],
@@ -132,8 +137,9 @@ impl Heap {
             read_only: opts.read_only,
             durability: opts.durability,
             boot,
-            readers: Mutex::new(BTreeMap::new()),
+            registry,
             writer: Arc::new(Mutex::new(WriterState::default())),
+            fork_gen: fork_generation(),
             poisoned: AtomicBool::new(false),
             verified: Mutex::new(Vec::new()),
         });
@@ -173,16 +179,32 @@ impl Heap {
     /// Figures of the latest commit.
     pub fn stats(&self) -> Result<Stats> {
         self.shared.check()?;
+        let file_size = self.shared.storage.refresh()?;
         let (snap, _) = self.shared.latest()?;
+        let pins = self.shared.live_pins()?;
         Ok(Stats {
-            file_size: self.shared.storage.len(),
+            file_size,
             used_size: snap.alloc.end,
             live_bytes: snap.alloc.live_bytes,
             free_bytes: snap.alloc.free_bytes,
             entries: snap.entries,
             txn_id: snap.txn.0,
-            oldest_reader: self.shared.oldest_reader().map(|t| t.0),
+            oldest_reader: pins.first().map(|p| p.txn.0),
+            readers: pins.len() as u64,
         })
+    }
+
+    /// The live read transactions of every process that registered one, oldest snapshot first
+    /// (read-only handles without write access to the lock file read unregistered; see
+    /// README).
+    pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
+        self.shared.check()?;
+        self.shared.registry.readers()
+    }
+
+    /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps.
+    pub fn lock_file(&self) -> &Path {
+        self.shared.registry.path()
     }
 
     /// The full integrity walk of the latest commit: every record reachable once or free, every

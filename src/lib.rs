@@ -30,6 +30,7 @@ mod tests;
 pub use check::CheckReport;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapOptions, Stats};
+pub use storage::registry::ReaderInfo;
 pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
 
 /// Longest key accepted.

@@ -21,8 +21,14 @@ fn boot(n: u32) -> [u8; 16] {
 }
 
 fn open_mem(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
+    let registry = crate::storage::registry::Registry::from_file(
+        "mem-lock".into(),
+        tempfile::tempfile().unwrap(),
+        crate::storage::registry::Mode::Registered,
+    )?;
     Heap::from_storage_with_boot(
         storage.clone(),
+        registry,
         &HeapOptions::default(),
         Path::new("mem"),
         boot_id,
@@ -468,5 +474,28 @@ fn full_disk_is_a_clean_error() {
     let mut tx = heap.begin_write().unwrap();
     tx.insert(b"more", b"fits").unwrap();
     tx.commit().unwrap();
+    heap.check().unwrap();
+}
+
+/// The pin protocol (I4): a reader that chose its snapshot, then lost the race to two commits
+/// (the second reusing space the first freed) before it published its pin, must notice and move
+/// to the latest commit instead of reading reused space.
+#[test]
+fn a_reader_that_pins_late_moves_to_the_latest_commit() {
+    let (_s, heap) = new_mem(boot(1));
+    let put = |h: &Heap, v: u8| {
+        let mut tx = h.begin_write().unwrap();
+        tx.insert(b"k", &[v; 100]).unwrap();
+        tx.commit().unwrap();
+    };
+    put(&heap, b'o');
+    let h2 = heap.clone();
+    crate::txn::BEFORE_PIN.set(Some(Box::new(move || {
+        put(&h2, b'a');
+        put(&h2, b'b');
+    })));
+    let rx = heap.begin_read().unwrap();
+    assert_eq!((rx.txn_id(), rx.get(b"k").unwrap()), (3, Some(&[b'b'; 100][..])));
+    drop(rx);
     heap.check().unwrap();
 }

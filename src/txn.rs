@@ -7,7 +7,6 @@
 //! Readers pick the newest meta slot they can trust (I1), so they see either the old or the new
 //! commit, never a mix, and never one older than the latest acknowledged.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +17,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::alloc::{AllocSummary, Allocator, Pager};
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
+use crate::storage::registry::{LivePin, Pin, Registry, fork_generation};
 use crate::storage::{Storage, View};
 use crate::trie::{Iter as TrieIter, KeyHasher, Reader, TrieWriter};
 
@@ -156,10 +156,12 @@ pub(crate) struct Shared {
     pub read_only: bool,
     pub durability: Durability,
     pub boot: [u8; 16],
-    /// Pinned snapshots of live read transactions: txn -> count. A reader pins under this lock
-    /// while choosing its snapshot; a writer computes its reuse horizon under it (I4).
-    pub readers: Mutex<BTreeMap<TxnId, usize>>,
+    /// Pins of live read transactions in every process, and the writer lock of all of them.
+    pub registry: Registry,
+    /// Serialises this handle's threads before one of them takes the registry's writer lock.
     pub writer: Arc<Mutex<WriterState>>,
+    /// [`fork_generation`] when the handle was opened: in a forked child it differs.
+    pub fork_gen: u64,
     pub poisoned: AtomicBool,
     /// Results of verifying one-phase slots of an earlier boot: (slot, txn, intact).
     pub verified: Mutex<Vec<(usize, TxnId, bool)>>,
@@ -190,27 +192,44 @@ pub(crate) struct WriterState {
 impl Drop for Shared {
     /// The last handle closes: give back the growth slack past the end of every meta slot
     /// (after a power loss an older slot may be the one that opens, so its end must stay).
+    /// Only under the writer lock, so no other process is growing the file; readers of every
+    /// process read below their snapshot's `end`, which no slot's `end` is below (ends never
+    /// decrease).
     fn drop(&mut self) {
-        if self.read_only || self.poisoned.load(Ordering::Acquire) {
+        if self.read_only || self.forked() || self.poisoned.load(Ordering::Acquire) {
             return;
         }
-        let view = self.storage.view();
-        let ends = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
-        if let Some(end) = ends.max()
-            && end >= DATA_START
-            && end < self.storage.len()
-        {
-            let _ = self.storage.truncate(end);
+        if !matches!(self.registry.lock_writer(false), Ok(true)) {
+            return;
         }
+        if let Ok(len) = self.storage.refresh() {
+            let view = self.storage.view();
+            let ends = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
+            if let Some(end) = ends.max()
+                && end >= DATA_START
+                && end < len
+            {
+                let _ = self.storage.truncate(end);
+            }
+        }
+        self.registry.unlock_writer();
     }
 }
 
 impl Shared {
     pub(crate) fn check(&self) -> Result<()> {
+        if self.forked() {
+            return Err(Error::Forked);
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(Error::Poisoned);
         }
         Ok(())
+    }
+
+    /// Is this a forked child's inherited copy of the handle?
+    pub(crate) fn forked(&self) -> bool {
+        fork_generation() != self.fork_gen
     }
 
     pub(crate) fn poison(&self) {
@@ -219,13 +238,25 @@ impl Shared {
 
     /// The latest trusted commit and a view that covers it.
     pub(crate) fn latest(&self) -> Result<(Snapshot, Arc<View>)> {
-        let mut view = self.storage.view();
-        let snap = choose(&view, self.storage.len(), &self.boot, &mut |s| self.verify(&view, s))?;
-        if view.slice(0, snap.alloc.end, snap.alloc.end).is_none() {
-            // A writer grew the file (new mapping) after we took the view.
-            view = self.storage.view();
+        let mut refreshed = false;
+        loop {
+            let mut view = self.storage.view();
+            let len = self.storage.len();
+            let snap = match choose(&view, len, &self.boot, &mut |s| self.verify(&view, s)) {
+                // Another process may have grown the file since we last looked.
+                Err(Error::Truncated { .. }) if !refreshed => {
+                    self.storage.refresh()?;
+                    refreshed = true;
+                    continue;
+                }
+                r => r?,
+            };
+            if view.slice(0, snap.alloc.end, snap.alloc.end).is_none() {
+                // A writer grew the file (new mapping) after we took the view.
+                view = self.storage.view();
+            }
+            return Ok((snap, view));
         }
-        Ok((snap, view))
     }
 
     /// The trusted slots, newest first.
@@ -246,13 +277,21 @@ impl Shared {
         ok
     }
 
-    pub(crate) fn oldest_reader(&self) -> Option<TxnId> {
-        self.readers.lock().keys().next().copied()
+    /// Snapshots pinned by live readers of every process, oldest first.
+    pub(crate) fn live_pins(&self) -> Result<Vec<LivePin>> {
+        self.registry.live_pins(false)
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Read transactions
+
+#[cfg(test)]
+thread_local! {
+    /// Run once between a reader's choice of snapshot and its pin (tests widen the race).
+    pub(crate) static BEFORE_PIN: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::Cell::new(None) };
+}
 
 /// A read-only snapshot of the heap: every read sees the commit that was latest when it began.
 /// Never blocks and is never blocked by the writer. `Send + Sync`.
@@ -260,6 +299,7 @@ pub struct ReadTxn {
     shared: Arc<Shared>,
     view: Arc<View>,
     snap: Snapshot,
+    pin: Pin,
 }
 
 impl fmt::Debug for ReadTxn {
@@ -269,13 +309,27 @@ impl fmt::Debug for ReadTxn {
 }
 
 impl ReadTxn {
+    /// Pin the latest commit (I4): publish it, fence, and check that it is still the latest;
+    /// a writer either sees the pin or has published a newer commit that the check sees.
     pub(crate) fn begin(shared: &Arc<Shared>) -> Result<ReadTxn> {
         shared.check()?;
-        let mut readers = shared.readers.lock();
-        let (snap, view) = shared.latest()?;
-        *readers.entry(snap.txn).or_insert(0) += 1;
-        drop(readers);
-        Ok(ReadTxn { shared: shared.clone(), view, snap })
+        let pin = shared.registry.enter()?;
+        let pinned = (|| loop {
+            let (snap, view) = shared.latest()?;
+            #[cfg(test)]
+            BEFORE_PIN.with(|hook| hook.take().map(|f| f()));
+            shared.registry.pin(pin, snap.txn, snap.alloc.end);
+            if shared.latest()?.0.txn == snap.txn {
+                return Ok((snap, view));
+            }
+        })();
+        match pinned {
+            Ok((snap, view)) => Ok(ReadTxn { shared: shared.clone(), view, snap, pin }),
+            Err(e) => {
+                shared.registry.leave(pin);
+                Err(e)
+            }
+        }
     }
 
     fn reader(&self) -> Reader<'_> {
@@ -319,12 +373,9 @@ impl ReadTxn {
 
 impl Drop for ReadTxn {
     fn drop(&mut self) {
-        let mut readers = self.shared.readers.lock();
-        if let Some(n) = readers.get_mut(&self.snap.txn) {
-            *n -= 1;
-            if *n == 0 {
-                readers.remove(&self.snap.txn);
-            }
+        // A forked child's copy must leave the parent's pin alone.
+        if !self.shared.forked() {
+            self.shared.registry.leave(self.pin);
         }
     }
 }
@@ -349,6 +400,10 @@ impl<'a> Iterator for Iter<'a> {
 pub struct WriteTxn {
     shared: Arc<Shared>,
     guard: ArcMutexGuard<RawMutex, WriterState>,
+    /// Holds the registry's writer lock (released in `drop`, before `guard`).
+    locked: bool,
+    /// Live pins when the transaction began, oldest first.
+    pins: Vec<TxnId>,
     base: Snapshot,
     root: u64,
     entries: u64,
@@ -375,9 +430,14 @@ impl WriteTxn {
         } else {
             shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
         };
+        if !shared.registry.lock_writer(wait)? {
+            return Err(Error::WriteInProgress);
+        }
         let mut tx = WriteTxn {
             shared: shared.clone(),
             guard,
+            locked: true,
+            pins: Vec::new(),
             base: Snapshot::default(),
             root: 0,
             entries: 0,
@@ -385,12 +445,23 @@ impl WriteTxn {
             failed: false,
             done: false,
         };
+        // Another process may have grown the file, or trimmed its slack at close.
+        shared.storage.refresh()?;
         let (snap, _) = shared.latest()?;
         if tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn {
             tx.load(&snap)?;
         }
         let durable = tx.guard.durable_txn;
-        let readers = shared.oldest_reader().unwrap_or(TxnId(u64::MAX));
+        // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
+        // writer lock passed to us, another process's) and a fence, scan the pins. A reader
+        // that pins after the scan re-checks and holds `snap` or newer.
+        let mut pins: Vec<TxnId> = shared.registry.live_pins(true)?.iter().map(|p| p.txn).collect();
+        if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
+            pins.push(t);
+            pins.sort_unstable();
+        }
+        let readers = pins.first().copied().unwrap_or(TxnId(u64::MAX));
+        tx.pins = pins;
         let res = tx.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
             tx.guard.alloc = None;
@@ -550,8 +621,10 @@ impl WriteTxn {
         let txn = TxnId(self.txn_id());
         let durable = self.durability == Durability::Immediate;
         let durable_txn = self.guard.durable_txn;
-        let shared = self.shared.clone();
-        let no_reader_since = move |t: TxnId| shared.readers.lock().range(t..txn).next().is_none();
+        // A reader that pinned after the scan holds the base or newer: merging a batch into
+        // this commit's only delays its reuse, so the scan's pins suffice.
+        let pins = std::mem::take(&mut self.pins);
+        let no_reader_since = move |t: TxnId| !pins.iter().any(|&p| t <= p && p < txn);
         // One sync suffices only on top of a durable commit: otherwise earlier non-durable
         // data, which the extents do not list, could be missing after a power loss.
         let one_phase_ok = durable && durable_txn == self.base.txn;
@@ -602,6 +675,10 @@ impl WriteTxn {
 impl Drop for WriteTxn {
     fn drop(&mut self) {
         self.rollback();
+        // In a forked child the lock is the parent's.
+        if self.locked && !self.shared.forked() {
+            self.shared.registry.unlock_writer();
+        }
     }
 }
 

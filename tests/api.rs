@@ -300,22 +300,42 @@ fn reopen_resumes_both_durabilities() {
 }
 
 #[test]
-fn read_only_and_locking() {
+fn read_only_and_two_handles_in_one_process() {
     let (_d, path) = tmp();
     assert!(Heap::options().create(false).open(&path).is_err(), "no file, no create");
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     tx.insert(b"k", b"v").unwrap();
+    // A second handle of the same file (here through a symbolic link) is a second writer
+    // candidate: it must wait for the first one's transaction.
+    let link = path.with_file_name("link.pheap");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let other = Heap::open(&link).unwrap();
+    assert_eq!(other.lock_file(), heap.lock_file(), "one lock file for every path to a heap");
+    assert!(matches!(other.try_begin_write(), Err(Error::WriteInProgress)));
     tx.commit().unwrap();
-    assert!(matches!(Heap::open(&path), Err(Error::Locked { .. })));
-    assert!(matches!(Heap::options().read_only(true).open(&path), Err(Error::Locked { .. })));
-    drop(heap);
+    let mut tx2 = other.try_begin_write().unwrap();
+    assert_eq!(tx2.get(b"k").unwrap(), Some(&b"v"[..]), "the other handle's commit is seen");
+    tx2.insert(b"k2", b"v2").unwrap();
+    assert!(matches!(heap.try_begin_write(), Err(Error::WriteInProgress)));
+    tx2.commit().unwrap();
     let ro = Heap::options().read_only(true).open(&path).unwrap();
     let ro2 = Heap::options().read_only(true).open(&path).unwrap();
-    assert_eq!(ro.begin_read().unwrap().get(b"k").unwrap(), Some(&b"v"[..]));
-    assert_eq!(ro2.begin_read().unwrap().len(), 1);
+    assert_eq!(ro.begin_read().unwrap().get(b"k2").unwrap(), Some(&b"v2"[..]));
+    assert_eq!(ro2.begin_read().unwrap().len(), 2);
     assert!(matches!(ro.begin_write(), Err(Error::ReadOnly)));
-    assert!(matches!(Heap::open(&path), Err(Error::Locked { .. })));
+    // Pins of one handle hold space against the other's writer.
+    let rx = ro.begin_read().unwrap();
+    for i in 0..50u32 {
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"k", &i.to_le_bytes().repeat(40)).unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(rx.get(b"k").unwrap(), Some(&b"v"[..]), "the pinned snapshot is intact");
+    assert_eq!(heap.stats().unwrap().oldest_reader, Some(rx.txn_id()));
+    drop(other);
+    drop(heap);
+    assert_eq!(rx.get(b"k2").unwrap(), Some(&b"v2"[..]));
     ro.check().unwrap();
 }
 

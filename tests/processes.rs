@@ -119,21 +119,28 @@ fn killed_processes_lose_no_acknowledged_commit() {
 
 const LOCK_ENV: &str = "PHEAP_LOCK_CHILD";
 
-/// Child of `a_second_process_gets_a_lock_error`: try to open, report the outcome.
+/// Child of `one_writer_across_processes`: report whether it may write now, and what it reads.
 #[test]
 fn lock_child() {
     let Ok(path) = std::env::var(LOCK_ENV) else { return };
-    for read_only in [false, true] {
-        match Heap::options().read_only(read_only).open(&path) {
-            Err(pheap::Error::Locked { .. }) => println!("result locked"),
-            Err(e) => println!("result error {e}"),
-            Ok(_) => println!("result opened"),
+    let heap = Heap::open(&path).unwrap();
+    match heap.try_begin_write() {
+        Err(pheap::Error::WriteInProgress) => println!("result busy"),
+        Err(e) => println!("result error {e}"),
+        Ok(mut tx) => {
+            tx.insert(b"child", b"was here").unwrap();
+            tx.commit().unwrap();
+            println!("result wrote");
         }
     }
+    let n = heap.begin_read().unwrap().len();
+    println!("result entries {n}");
+    let ro = Heap::options().read_only(true).open(&path).unwrap();
+    println!("result ro entries {}", ro.begin_read().unwrap().len());
 }
 
 #[test]
-fn a_second_process_gets_a_lock_error() {
+fn one_writer_across_processes() {
     if std::env::var(CHILD_ENV).is_ok() || std::env::var(LOCK_ENV).is_ok() {
         return;
     }
@@ -151,10 +158,16 @@ fn a_second_process_gets_a_lock_error() {
             .collect::<Vec<_>>()
     };
     let heap = Heap::open(&path).unwrap();
-    assert_eq!(run_child(), ["locked", "locked"], "a writer excludes other processes");
-    drop(heap);
-    let ro = Heap::options().read_only(true).open(&path).unwrap();
-    assert_eq!(run_child(), ["locked", "opened"], "readers share with readers only");
-    drop(ro);
-    assert_eq!(run_child(), ["opened", "opened"], "the lock goes with the last handle");
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"parent", b"1").unwrap();
+    assert_eq!(
+        run_child(),
+        ["busy", "entries 0", "ro entries 0"],
+        "a write transaction excludes other processes' writers; readers go on"
+    );
+    tx.commit().unwrap();
+    assert_eq!(run_child(), ["wrote", "entries 2", "ro entries 2"], "the lock goes with the txn");
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.get(b"child").unwrap(), Some(&b"was here"[..]), "the child's commit is seen");
+    heap.check().unwrap();
 }

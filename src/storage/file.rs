@@ -2,7 +2,7 @@
 //! file, so growth needs no remap; when the file outgrows the reservation a larger mapping is
 //! made and the old one lives on for as long as views of it do.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -34,7 +34,8 @@ struct MapState {
 }
 
 impl FileStorage {
-    /// Open (and lock) an existing file. Writers lock it exclusively, read-only handles shared.
+    /// Open an existing file. Coordination between handles is the registry's (the lock file);
+    /// the heap file itself carries no lock.
     pub(crate) fn open(path: &Path, read_only: bool) -> Result<FileStorage> {
         // O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer; it changes
         // nothing for a regular file, the only kind accepted.
@@ -45,12 +46,6 @@ impl FileStorage {
             .open(path)?;
         if !file.metadata()?.is_file() {
             return Err(Error::NotAPheap { path: path.to_owned(), reason: "not a regular file" });
-        }
-        let locked = if read_only { file.try_lock_shared() } else { file.try_lock() };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: path.to_owned() }),
-            Err(TryLockError::Error(e)) => return Err(e.into()),
         }
         let len = file.metadata()?.len();
         let map = Self::map(&file, read_only, reserve_for(len))?;
@@ -130,6 +125,18 @@ impl Storage for FileStorage {
 
     fn view(&self) -> Arc<View> {
         self.state.read().view.clone()
+    }
+
+    fn refresh(&self) -> Result<u64> {
+        // Under the lock: a length read before this handle's own `grow` must not overwrite it.
+        let mut st = self.state.write();
+        let len = self.file.metadata()?.len();
+        st.len = len;
+        if len > st.map.len() as u64 {
+            st.map = Self::map(&self.file, self.read_only, reserve_for(len))?;
+            st.view = view_of(&st.map);
+        }
+        Ok(len)
     }
 
     fn write(&self, off: u64, data: &[u8]) -> Result<()> {

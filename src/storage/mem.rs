@@ -214,6 +214,10 @@ impl Storage for MemStorage {
         Arc::new(unsafe { View::new(self.buf.ptr(), self.buf.cap(), backing) })
     }
 
+    fn refresh(&self) -> Result<u64> {
+        Ok(self.len())
+    }
+
     fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         let mut st = self.state.lock();
         Self::tick(&mut st)?;

@@ -14,6 +14,7 @@
 pub(crate) mod file;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod mem;
+pub(crate) mod registry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn truncate(&self, len: u64) -> Result<()>;
     /// A view covering at least the current length.
     fn view(&self) -> Arc<View>;
+    /// Learn the file's length anew (another process may have grown it, or trimmed its slack)
+    /// and map any growth; returns it.
+    fn refresh(&self) -> Result<u64>;
     /// Write `data` at `off`; `off + data.len() <= len()`.
     fn write(&self, off: u64, data: &[u8]) -> Result<()>;
     /// Write one meta slot ([`META_SIZE`] bytes at a page-aligned offset) with atomic stores, so

@@ -1,0 +1,589 @@
+//! The shared reader registry and the cross-process writer lock: a small lock file beside the
+//! heap (`<heap>-lock`, layout in `format`), mapped by every process that has the heap open.
+//!
+//! Liveness comes from the kernel, never from a pid: every claim is an open-file-description
+//! (OFD) lock on one byte of the lock file, and the kernel drops a process's OFD locks when it
+//! dies, however it dies. OFD locks belong to an open file description, not to a process, so two
+//! handles of one file in one process exclude each other like two processes do; and since
+//! threads of one process share a handle's description, each handle serialises its own threads
+//! with an in-process mutex before it takes a byte lock.
+//!
+//! The protocol that keeps reused space out of every reader's sight (DESIGN.md §6):
+//! a reader stores its snapshot's id in its slot, issues a full fence, and re-reads the meta
+//! slots, starting over if a newer commit has appeared; the writer, after the previous commit's
+//! meta-slot store and a full fence, scans the slots. Either the writer sees the pin, or the
+//! reader sees the newer commit and re-pins; so a pin the writer misses is never older than the
+//! writer's base commit, and the writer reuses only space freed up to that commit.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::raw::{c_int, c_short};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering, fence};
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+
+/// How a handle takes part in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The lock file is writable: readers pin snapshots in slots; writing is possible.
+    Registered,
+    /// A read-only handle that may only read the lock file: while it has a live read
+    /// transaction it holds a shared lock on [`LOCK_BYTE_ANON`], and writers then reuse no space
+    /// freed since they last saw that lock free.
+    Anonymous,
+    /// A read-only handle on a read-only file system with no lock file: no writer can exist.
+    Unlocked,
+}
+
+/// What a read transaction holds in the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pin {
+    Slot(u32),
+    Anonymous,
+    Unlocked,
+}
+
+/// A live reader as the registry shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderInfo {
+    /// Registry slot.
+    pub slot: u32,
+    /// Transaction id of the pinned snapshot.
+    pub txn_id: u64,
+    /// Process that pinned it.
+    pub pid: u32,
+    /// When it was pinned, in nanoseconds since the Unix epoch.
+    pub since_ns: u64,
+}
+
+/// A pinned snapshot found by a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LivePin {
+    pub txn: TxnId,
+    pub end: u64,
+}
+
+/// Idle slots a handle keeps for its next read transactions; more are given back.
+const MAX_IDLE_SLOTS: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Registry {
+    path: PathBuf,
+    file: Option<File>,
+    map: Option<MmapRaw>,
+    mode: Mode,
+    pool: Mutex<Pool>,
+    /// Live anonymous read transactions of this handle.
+    anonymous: Mutex<usize>,
+    /// Entry in the table the fork handler walks.
+    fork_entry: Option<usize>,
+    /// [`fork_generation`] at open.
+    fork_gen: u64,
+}
+
+/// The slots this handle owns (holds the lock byte of), and which of them are idle.
+#[derive(Debug)]
+struct Pool {
+    idle: Vec<u32>,
+    owned: Vec<u64>,
+}
+
+impl Pool {
+    fn owns(&self, i: u32) -> bool {
+        self.owned[i as usize / 64] >> (i % 64) & 1 == 1
+    }
+}
+
+fn lock_file_error(path: &Path, reason: String) -> Error {
+    Error::LockFile { path: path.to_owned(), reason }
+}
+
+/// `<heap>-lock` beside the file the heap path resolves to, so every path to one heap (through
+/// symbolic links, relative or absolute) names one lock file.
+pub(crate) fn lock_path(heap: &Path) -> Result<PathBuf> {
+    let real = std::fs::canonicalize(heap)?;
+    let mut name = real.file_name().expect("a canonical file path has a name").to_owned();
+    name.push("-lock");
+    Ok(real.with_file_name(name))
+}
+
+fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
+}
+
+impl Registry {
+    /// Open (creating or re-initialising if no other handle has it open) the lock file of the
+    /// heap at `heap`.
+    pub(crate) fn open(heap: &Path, read_only: bool) -> Result<Registry> {
+        let path = lock_path(heap)?;
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .open(&path);
+        let (file, mode) = match rw {
+            Ok(f) => (f, Mode::Registered),
+            Err(e) if read_only && denied(&e) => match File::open(&path) {
+                Ok(f) => (f, Mode::Anonymous),
+                Err(e2)
+                    if e2.kind() == io::ErrorKind::NotFound
+                        && e.raw_os_error() == Some(libc::EROFS) =>
+                {
+                    return Ok(Registry::unlocked(path));
+                }
+                Err(e2) => {
+                    return Err(lock_file_error(
+                        &path,
+                        format!(
+                            "cannot open it ({e2}); a read-only user needs read access to an existing lock file: open the heap writable once to create it"
+                        ),
+                    ));
+                }
+            },
+            Err(e) => {
+                let hint = if read_only {
+                    ""
+                } else {
+                    "; writers need read-write access to the lock file and, to create it, to its directory"
+                };
+                return Err(lock_file_error(&path, format!("cannot open it ({e}){hint}")));
+            }
+        };
+        Registry::from_file(path, file, mode)
+    }
+
+    /// A registry over an already open lock file (tests use a private temporary file).
+    pub(crate) fn from_file(path: PathBuf, file: File, mode: Mode) -> Result<Registry> {
+        if !file.metadata()?.is_file() {
+            return Err(lock_file_error(&path, "not a regular file".into()));
+        }
+        install_fork_handler();
+        // A read-only descriptor can only take read locks: enough to wait out an initialiser.
+        let init = if mode == Mode::Registered { libc::F_WRLCK } else { libc::F_RDLCK };
+        lock(&file, init, LOCK_BYTE_INIT, true)?;
+        let res = Registry::init(&path, &file, mode);
+        unlock(&file, LOCK_BYTE_INIT);
+        res?;
+        let map = if mode == Mode::Registered {
+            let map = MmapOptions::new().len(LOCK_FILE_LEN as usize).map_raw(&file)?;
+            // A mapping holds a reference to the open file description, and with it the
+            // description's locks: a child must not inherit it (see `fork()` below).
+            map.advise(Advice::DontFork)?;
+            Some(map)
+        } else {
+            None
+        };
+        let fork_entry = register_fd(file.as_raw_fd());
+        Ok(Registry {
+            path,
+            file: Some(file),
+            map,
+            mode,
+            pool: Mutex::new(Pool { idle: Vec::new(), owned: vec![0; READER_SLOTS as usize / 64] }),
+            anonymous: Mutex::new(0),
+            fork_entry,
+            fork_gen: fork_generation(),
+        })
+    }
+
+    fn unlocked(path: PathBuf) -> Registry {
+        Registry {
+            path,
+            file: None,
+            map: None,
+            mode: Mode::Unlocked,
+            pool: Mutex::new(Pool { idle: Vec::new(), owned: Vec::new() }),
+            anonymous: Mutex::new(0),
+            fork_entry: None,
+            fork_gen: fork_generation(),
+        }
+    }
+
+    /// Under the init lock: a handle alone re-initialises the file (nothing in it can matter:
+    /// every pin belongs to a dead process); otherwise the file must have this build's layout.
+    /// Then join the openers (shared lock on the open byte, held until close).
+    fn init(path: &Path, file: &File, mode: Mode) -> Result<()> {
+        let alone = mode == Mode::Registered && lock(file, libc::F_WRLCK, LOCK_BYTE_OPEN, false)?;
+        if alone {
+            let mut h = LockHeader::new_zeroed();
+            h.magic = LOCK_MAGIC;
+            h.signature = lock_signature().into();
+            h.slot_count = READER_SLOTS.into();
+            h.slot_size = (size_of::<ReaderSlot>() as u32).into();
+            file.set_len(0)?;
+            file.set_len(LOCK_FILE_LEN)?;
+            file.write_all_at(h.as_bytes(), 0)?;
+        } else {
+            let mut buf = [0u8; size_of::<LockHeader>()];
+            let len = file.metadata()?.len();
+            let h = (len >= LOCK_FILE_LEN && file.read_exact_at(&mut buf, 0).is_ok())
+                .then(|| LockHeader::read_from_bytes(&buf).expect("64 bytes"));
+            let ok = h.is_some_and(|h| {
+                h.magic == LOCK_MAGIC
+                    && h.signature.get() == lock_signature()
+                    && h.slot_count.get() == READER_SLOTS
+                    && h.slot_size.get() as usize == size_of::<ReaderSlot>()
+            });
+            if !ok {
+                return Err(lock_file_error(
+                    path,
+                    "it is in use with a layout this build does not share (a different pheap version, or not a pheap lock file); close every process using the heap, or use the same pheap build".into(),
+                ));
+            }
+        }
+        // Shared from here on (converts the exclusive lock of a lone opener atomically).
+        lock(file, libc::F_RDLCK, LOCK_BYTE_OPEN, true)?;
+        Ok(())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self) -> &File {
+        self.file.as_ref().expect("a lock file")
+    }
+
+    /// The atomic word at `off` in the mapped lock file.
+    fn word(&self, off: u64) -> &AtomicU64 {
+        let map = self.map.as_ref().expect("registered handles map the lock file");
+        assert!(off.is_multiple_of(8) && off + 8 <= LOCK_FILE_LEN);
+        // SAFETY: the range is inside the mapping (asserted; the mapping is LOCK_FILE_LEN long
+        // and the file is only ever shortened by an opener that is alone, so never while we
+        // map it); the address is 8-aligned (page-aligned mapping, aligned offset); every access
+        // to the lock file's words, by any process, is atomic.
+        unsafe { &*(map.as_ptr().add(off as usize) as *const AtomicU64) }
+    }
+
+    fn word32(&self, off: u64) -> &AtomicU32 {
+        let map = self.map.as_ref().expect("registered handles map the lock file");
+        assert!(off.is_multiple_of(4) && off + 4 <= LOCK_FILE_LEN);
+        // SAFETY: as in `word`, for a 4-aligned 4-byte word.
+        unsafe { &*(map.as_ptr().add(off as usize) as *const AtomicU32) }
+    }
+
+    fn hwm(&self) -> &AtomicU32 {
+        self.word32(24)
+    }
+
+    fn slot_word(&self, i: u32, field: u64) -> &AtomicU64 {
+        self.word(READER_SLOTS_OFFSET + 64 * i as u64 + field)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Readers
+
+    /// A registry place for one read transaction: an idle slot of this handle, or a newly
+    /// claimed one.
+    pub(crate) fn enter(&self) -> Result<Pin> {
+        match self.mode {
+            Mode::Unlocked => Ok(Pin::Unlocked),
+            Mode::Anonymous => {
+                let mut n = self.anonymous.lock();
+                if *n == 0 {
+                    // Read locks conflict only with write locks, which no one takes on this
+                    // byte: this returns at once.
+                    lock(self.file(), libc::F_RDLCK, LOCK_BYTE_ANON, true)?;
+                }
+                *n += 1;
+                Ok(Pin::Anonymous)
+            }
+            Mode::Registered => {
+                let mut pool = self.pool.lock();
+                if let Some(i) = pool.idle.pop() {
+                    return Ok(Pin::Slot(i));
+                }
+                for i in 0..READER_SLOTS {
+                    if pool.owns(i) {
+                        continue;
+                    }
+                    if lock(self.file(), libc::F_WRLCK, LOCK_BYTE_SLOTS + i as u64, false)? {
+                        pool.owned[i as usize / 64] |= 1 << (i % 64);
+                        // A dead owner's pin may linger: clear it before the slot counts.
+                        self.slot_word(i, 0).store(0, Ordering::SeqCst);
+                        self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16)
+                            .store(std::process::id(), Ordering::Relaxed);
+                        self.hwm().fetch_max(i + 1, Ordering::SeqCst);
+                        return Ok(Pin::Slot(i));
+                    }
+                }
+                Err(Error::ReadersFull { max: READER_SLOTS })
+            }
+        }
+    }
+
+    /// Publish `txn` (with its `end`) as pinned by `pin`, then fence: the caller must re-read
+    /// the meta slots after this and pin again if a newer commit has appeared.
+    pub(crate) fn pin(&self, pin: Pin, txn: TxnId, end: u64) {
+        if let Pin::Slot(i) = pin {
+            self.slot_word(i, 8).store(end, Ordering::Relaxed);
+            self.slot_word(i, 24).store(now_ns(), Ordering::Relaxed);
+            self.slot_word(i, 0).store(txn.0 + 1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// The read transaction holding `pin` ended.
+    pub(crate) fn leave(&self, pin: Pin) {
+        match pin {
+            Pin::Slot(i) => {
+                self.slot_word(i, 0).store(0, Ordering::Release);
+                let mut pool = self.pool.lock();
+                if pool.idle.len() < MAX_IDLE_SLOTS {
+                    pool.idle.push(i);
+                } else {
+                    pool.owned[i as usize / 64] &= !(1 << (i % 64));
+                    unlock(self.file(), LOCK_BYTE_SLOTS + i as u64);
+                }
+            }
+            Pin::Anonymous => {
+                let mut n = self.anonymous.lock();
+                *n -= 1;
+                if *n == 0 {
+                    unlock(self.file(), LOCK_BYTE_ANON);
+                }
+            }
+            Pin::Unlocked => {}
+        }
+    }
+
+    /// Snapshots pinned by live readers of every process, oldest first. The oldest pins are
+    /// checked for a live owner (by trying its slot's lock) until one is live; pins after it are
+    /// kept unchecked, which only delays reuse. With `reclaim` (the writer), a dead owner's pin
+    /// is cleared; without, it is only skipped.
+    pub(crate) fn live_pins(&self, reclaim: bool) -> Result<Vec<LivePin>> {
+        if self.mode != Mode::Registered {
+            return Ok(Vec::new());
+        }
+        fence(Ordering::SeqCst);
+        let hwm = self.hwm().load(Ordering::SeqCst).min(READER_SLOTS);
+        let mut pins: Vec<(LivePin, u32)> = (0..hwm)
+            .filter_map(|i| {
+                let pin = self.slot_word(i, 0).load(Ordering::SeqCst);
+                (pin != 0).then(|| {
+                    let end = self.slot_word(i, 8).load(Ordering::Relaxed);
+                    (LivePin { txn: TxnId(pin - 1), end }, i)
+                })
+            })
+            .collect();
+        pins.sort_unstable_by_key(|p| p.0.txn);
+        let mut dead = Vec::new();
+        for &(_, i) in &pins {
+            if self.pool.lock().owns(i) || !self.owner_gone(i, reclaim)? {
+                break;
+            }
+            dead.push(i);
+        }
+        pins.retain(|p| !dead.contains(&p.1));
+        Ok(pins.into_iter().map(|p| p.0).collect())
+    }
+
+    /// Has slot `i`'s owner gone? Decided by taking its lock byte: only a dead owner (or none)
+    /// lets us. With `reclaim` the pin is cleared while the byte is ours; else only tested.
+    fn owner_gone(&self, i: u32, reclaim: bool) -> Result<bool> {
+        let byte = LOCK_BYTE_SLOTS + i as u64;
+        if !reclaim {
+            return Ok(!held(self.file(), libc::F_WRLCK, byte)?);
+        }
+        if !lock(self.file(), libc::F_WRLCK, byte, false)? {
+            return Ok(false);
+        }
+        self.slot_word(i, 0).store(0, Ordering::SeqCst);
+        unlock(self.file(), byte);
+        Ok(true)
+    }
+
+    /// Live readers of every process, for diagnostics.
+    pub(crate) fn readers(&self) -> Result<Vec<ReaderInfo>> {
+        if self.mode != Mode::Registered {
+            return Ok(Vec::new());
+        }
+        let hwm = self.hwm().load(Ordering::SeqCst).min(READER_SLOTS);
+        let mut out = Vec::new();
+        for i in 0..hwm {
+            let pin = self.slot_word(i, 0).load(Ordering::SeqCst);
+            let live = pin != 0 && (self.pool.lock().owns(i) || !self.owner_gone(i, false)?);
+            if !live {
+                continue;
+            }
+            out.push(ReaderInfo {
+                slot: i,
+                txn_id: pin - 1,
+                pid: self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16).load(Ordering::Relaxed),
+                since_ns: self.slot_word(i, 24).load(Ordering::Relaxed),
+            });
+        }
+        out.sort_by_key(|r| r.txn_id);
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The writer
+
+    /// Take the writer lock of all processes; `Ok(false)` if another holds it and `wait` is
+    /// false. The caller holds the handle's in-process writer mutex.
+    pub(crate) fn lock_writer(&self, wait: bool) -> Result<bool> {
+        if self.mode != Mode::Registered {
+            return Err(Error::ReadOnly);
+        }
+        let got = lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)?;
+        if got {
+            self.word32(28).store(std::process::id(), Ordering::Relaxed);
+        }
+        Ok(got)
+    }
+
+    /// Release the writer lock (before the in-process mutex: a thread of this handle taking
+    /// the byte lock while we still hold it would succeed at once, as it shares our lock).
+    pub(crate) fn unlock_writer(&self) {
+        if self.mode == Mode::Registered {
+            unlock(self.file(), LOCK_BYTE_WRITER);
+        }
+    }
+
+    /// For the writer, whose base is `base`: the oldest snapshot an anonymous reader may hold,
+    /// if any has a read transaction open.
+    pub(crate) fn anonymous_horizon(&self, base: TxnId) -> Result<Option<TxnId>> {
+        let clear = self.word(32);
+        if held(self.file(), libc::F_WRLCK, LOCK_BYTE_ANON)? {
+            Ok(Some(TxnId(clear.load(Ordering::SeqCst))))
+        } else {
+            // An anonymous reader arriving from now on reads a commit no older than `base`.
+            clear.store(base.0, Ordering::SeqCst);
+            Ok(None)
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if fork_generation() != self.fork_gen {
+            // Not inherited (MADV_DONTFORK): the range may hold another mapping of the child's.
+            std::mem::forget(self.map.take());
+        }
+        if let Some(e) = self.fork_entry {
+            // Before the descriptor closes, so the fork handler never touches a reused number.
+            LOCK_FDS[e].store(-1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// OFD byte locks
+
+fn lock_op(file: &File, cmd: c_int, typ: c_int, byte: u64) -> io::Result<libc::flock> {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as c_short;
+    fl.l_whence = libc::SEEK_SET as c_short;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    loop {
+        // SAFETY: an OFD lock command reads `fl` (and F_OFD_GETLK writes it), which outlives
+        // the call; the descriptor is open.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if rc == 0 {
+            return Ok(fl);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Take (or convert) a lock on `byte`; `Ok(false)` if another description holds a conflicting
+/// one and `wait` is false.
+fn lock(file: &File, typ: c_int, byte: u64, wait: bool) -> io::Result<bool> {
+    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
+    match lock_op(file, cmd, typ, byte) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn unlock(file: &File, byte: u64) {
+    // Unlocking a byte we hold cannot fail for any reason but a closed descriptor.
+    let _ = lock_op(file, libc::F_OFD_SETLK, libc::F_UNLCK, byte);
+}
+
+/// Does another open file description hold a lock on `byte` that conflicts with `typ`?
+fn held(file: &File, typ: c_int, byte: u64) -> io::Result<bool> {
+    let fl = lock_op(file, libc::F_OFD_GETLK, typ, byte)?;
+    Ok(fl.l_type != libc::F_UNLCK as c_short)
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork()
+//
+// A child inherits its parent's descriptors and mappings, and with them references to the
+// parent's lock-file descriptions and the OFD locks they hold: a child that outlived a parent
+// killed mid-commit would keep the writer lock and the parent's pins alive. So the lock file's
+// mapping is not inherited (MADV_DONTFORK), and in the child, right after fork, every lock-file
+// descriptor is pointed at /dev/null and the fork generation is bumped: handles opened before
+// the fork refuse all use in the child (`Error::Forked`).
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+static DEVNULL: AtomicI32 = AtomicI32::new(-1);
+const FORK_TABLE: usize = 1024;
+static LOCK_FDS: [AtomicI32; FORK_TABLE] = [const { AtomicI32::new(-1) }; FORK_TABLE];
+
+/// Counts the forks this process descends from; a handle opened under another value was
+/// inherited through `fork`.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GEN.load(Ordering::SeqCst)
+}
+
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::SeqCst);
+    let null = DEVNULL.load(Ordering::SeqCst);
+    if null < 0 {
+        return;
+    }
+    for fd in &LOCK_FDS {
+        let fd = fd.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: dup3 is async-signal-safe, as a fork handler requires; `fd` is a lock-file
+            // descriptor (entries are cleared before their descriptor closes) and `null` a
+            // descriptor of /dev/null that stays open for the life of the process.
+            unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
+        }
+    }
+}
+
+fn install_fork_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok(null) = OpenOptions::new().read(true).open("/dev/null") {
+            DEVNULL.store(null.into_raw_fd(), Ordering::SeqCst);
+        }
+        // SAFETY: registers a handler that only does async-signal-safe work (atomics, dup3).
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// Enter `fd` in the table the fork handler walks; `None` if the table is full (a child then
+/// keeps that handle's locks referenced until it exits or execs).
+fn register_fd(fd: c_int) -> Option<usize> {
+    LOCK_FDS
+        .iter()
+        .position(|e| e.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
