@@ -8,7 +8,7 @@
 //! threads of one process share a handle's description, each handle serialises its own threads
 //! with an in-process mutex before it takes a byte lock.
 //!
-//! The protocol that keeps reused space out of every reader's sight (DESIGN.md §6):
+//! The protocol that keeps reused space out of every reader's sight (DESIGN.md §5):
 //! a reader stores its snapshot's id in its slot, issues a full fence, and re-reads the meta
 //! slots, starting over if a newer commit has appeared; the writer, after the previous commit's
 //! meta-slot store and a full fence, scans the slots. Either the writer sees the pin, or the
