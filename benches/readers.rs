@@ -145,7 +145,10 @@ fn main() {
         "{n} entries, read transactions of 100 random lookups, median of {} alternating runs of {secs} s",
         env("PHEAP_BENCH_ROUNDS", 3)
     );
-    println!("{:>8} {:>16} {:>16} {:>18}", "readers", "threads M/s", "processes M/s", "processes/threads");
+    println!(
+        "{:>8} {:>16} {:>16} {:>18}",
+        "readers", "threads M/s", "processes M/s", "processes/threads"
+    );
     // The machine is shared and noisy: alternate the two kinds, take each one's median.
     let rounds = env("PHEAP_BENCH_ROUNDS", 3) as usize;
     let median = |mut v: Vec<f64>| {

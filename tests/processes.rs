@@ -133,6 +133,13 @@ fn lock_child() {
             println!("result wrote");
         }
     }
+    std::fs::write(format!("{path}.waiting"), b"").unwrap();
+    let t = Instant::now();
+    let mut tx = heap.begin_write().unwrap();
+    let waited = t.elapsed() >= Duration::from_millis(200);
+    tx.insert(b"waited", b"").unwrap();
+    tx.commit().unwrap();
+    println!("result waited {waited}");
     let n = heap.begin_read().unwrap().len();
     println!("result entries {n}");
     let ro = Heap::options().read_only(true).open(&path).unwrap();
@@ -160,13 +167,28 @@ fn one_writer_across_processes() {
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     tx.insert(b"parent", b"1").unwrap();
+    // The child's blocking begin_write waits until this transaction ends, 300 ms after the
+    // child says it is about to wait.
+    let marker = path.with_extension("pheap.waiting");
+    let ender = std::thread::spawn(move || {
+        while !marker.exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::remove_file(&marker).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        tx.commit().unwrap();
+    });
     assert_eq!(
         run_child(),
-        ["busy", "entries 0", "ro entries 0"],
-        "a write transaction excludes other processes' writers; readers go on"
+        ["busy", "waited true", "entries 2", "ro entries 2"],
+        "a write transaction excludes other processes' writers; a waiting one goes on after it"
     );
-    tx.commit().unwrap();
-    assert_eq!(run_child(), ["wrote", "entries 2", "ro entries 2"], "the lock goes with the txn");
+    ender.join().unwrap();
+    assert_eq!(
+        run_child(),
+        ["wrote", "waited false", "entries 3", "ro entries 3"],
+        "the lock goes with the txn"
+    );
     let rx = heap.begin_read().unwrap();
     assert_eq!(rx.get(b"child").unwrap(), Some(&b"was here"[..]), "the child's commit is seen");
     heap.check().unwrap();

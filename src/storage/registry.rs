@@ -54,6 +54,7 @@ pub(crate) enum Pin {
 
 /// A live reader as the registry shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReaderInfo {
     /// Registry slot.
     pub slot: u32,
@@ -404,7 +405,8 @@ impl Registry {
         Ok(true)
     }
 
-    /// Live readers of every process, for diagnostics.
+    /// Live readers of every process, for diagnostics. A slot in transition (being claimed, or
+    /// reclaimed by the writer) may show its previous owner for an instant.
     pub(crate) fn readers(&self) -> Result<Vec<ReaderInfo>> {
         if self.mode != Mode::Registered {
             return Ok(Vec::new());
@@ -414,7 +416,9 @@ impl Registry {
         for i in 0..hwm {
             let pin = self.slot_word(i, 0).load(Ordering::SeqCst);
             let live = pin != 0 && (self.pool.lock().owns(i) || !self.owner_gone(i, false)?);
-            if !live {
+            // A writer reclaiming a dead pin holds its byte for a moment: a pin that changed
+            // meanwhile was not live.
+            if !live || self.slot_word(i, 0).load(Ordering::SeqCst) != pin {
                 continue;
             }
             out.push(ReaderInfo {
