@@ -11,6 +11,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::alloc::AllocSummary;
 use crate::check::{CheckReport, check};
+use crate::copy::CopyStats;
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::file::FileStorage;
@@ -202,6 +203,19 @@ impl Heap {
         self.shared.registry.readers()
     }
 
+    /// Write a consistent, compacted copy of the latest commit to `path`, which must not exist.
+    /// Runs beside readers and the writer of every process (it holds one read snapshot). The
+    /// copy is a normal heap holding only live data; it appears at `path` only once complete
+    /// and durable: a crash during the copy leaves nothing there.
+    pub fn copy_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
+        crate::copy::copy_to(self, path.as_ref(), false)
+    }
+
+    /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
+    pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
+        crate::copy::copy_to(self, path.as_ref(), true)
+    }
+
     /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps.
     pub fn lock_file(&self) -> &Path {
         self.shared.registry.path()
@@ -289,9 +303,8 @@ pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
     Ok(img)
 }
 
-/// Create a heap file atomically: write a temporary file, sync it, link it into place (failing
-/// harmlessly if another creator won), sync the directory.
-fn create_file(path: &Path) -> Result<()> {
+/// A temporary path in the directory of `path`, hidden, unique to this process and call.
+pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -305,11 +318,18 @@ fn create_file(path: &Path) -> Result<()> {
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
     let tmp = dir.join(format!(
-        ".{}.{}-{:x}.tmp",
+        ".{}.{}-{:x}.{what}",
         name.to_string_lossy(),
         std::process::id(),
         u64::from_le_bytes(rnd)
     ));
+    Ok((dir, tmp))
+}
+
+/// Create a heap file atomically: write a temporary file, sync it, link it into place (failing
+/// harmlessly if another creator won), sync the directory.
+fn create_file(path: &Path) -> Result<()> {
+    let (dir, tmp) = temp_beside(path, "tmp")?;
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(&new_heap_image(&boot_id())?)?;

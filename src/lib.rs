@@ -17,6 +17,7 @@
 
 mod alloc;
 mod check;
+mod copy;
 mod error;
 mod format;
 mod heap;
@@ -28,6 +29,7 @@ mod txn;
 mod tests;
 
 pub use check::CheckReport;
+pub use copy::CopyStats;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapOptions, Stats};
 pub use storage::registry::ReaderInfo;

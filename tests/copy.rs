@@ -1,0 +1,208 @@
+//! `Heap::copy_to`: a consistent copy of one commit, taken while the writer works; atomic
+//! publication, even when the copying process is killed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pheap::{Durability, Error, Heap};
+
+fn contents(heap: &Heap) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let rx = heap.begin_read().unwrap();
+    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+}
+
+/// Commit `i` sets `seq` to `i` and slot `i % 50` to a value made from `i`.
+fn value(i: u64) -> Vec<u8> {
+    let len = if i.is_multiple_of(13) { 70_000 } else { (i % 300) as usize };
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+fn commit(heap: &Heap, i: u64) {
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(format!("slot{}", i % 50).as_bytes(), &value(i)).unwrap();
+    tx.insert(b"seq", &i.to_le_bytes()).unwrap();
+    tx.set_durability(if i.is_multiple_of(5) { Durability::Immediate } else { Durability::None });
+    tx.commit().unwrap();
+}
+
+/// The state after commit `s`.
+fn state(s: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for i in 1..=s {
+        m.insert(format!("slot{}", i % 50).into_bytes(), value(i));
+    }
+    m.insert(b"seq".to_vec(), s.to_le_bytes().to_vec());
+    m
+}
+
+#[test]
+fn a_copy_taken_while_the_writer_commits_is_exactly_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("src.pheap")).unwrap();
+    commit(&heap, 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 1;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                commit(&heap, i);
+            }
+            i
+        })
+    };
+    let mut seen = Vec::new();
+    for round in 0..8 {
+        let dest = dir.path().join(format!("copy{round}.pheap"));
+        let stats = heap.copy_to(&dest).unwrap();
+        let copy = Heap::open(&dest).unwrap();
+        let got = contents(&copy);
+        let s = u64::from_le_bytes(got[&b"seq"[..]].clone().try_into().unwrap());
+        assert_eq!(got, state(s), "round {round}: the copy is not the state of commit {s}");
+        assert_eq!(stats.entries, got.len() as u64);
+        assert_eq!(stats.file_size, std::fs::metadata(&dest).unwrap().len());
+        copy.check().unwrap();
+        seen.push(s);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let last = writer.join().unwrap();
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]) && *seen.last().unwrap() <= last);
+    assert!(seen.first() < seen.last(), "the writer made no progress during the copies");
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_copy_of_a_copy_is_identical_compact_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("a.pheap")).unwrap();
+    for i in 1..=400 {
+        commit(&heap, i);
+    }
+    // Remove most of it, so the source holds far more file than data.
+    let mut tx = heap.begin_write().unwrap();
+    for j in 0..45 {
+        tx.remove(format!("slot{j}").as_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+    let (b, c) = (dir.path().join("b.pheap"), dir.path().join("c.pheap"));
+    heap.copy_to(&b).unwrap();
+    let hb = Heap::open(&b).unwrap();
+    hb.copy_to(&c).unwrap();
+    let hc = Heap::open(&c).unwrap();
+    assert_eq!(contents(&heap), contents(&hb));
+    assert_eq!(contents(&hb), contents(&hc));
+    hc.check().unwrap();
+    let (src, copy) = (heap.stats().unwrap(), hc.stats().unwrap());
+    assert!(copy.file_size < src.file_size, "the copy holds only live data");
+    assert!(
+        copy.file_size <= copy.live_bytes * 11 / 10 + (1 << 20),
+        "copy: {} bytes for {} live",
+        copy.file_size,
+        copy.live_bytes
+    );
+    // An existing destination is refused and left alone, unless overwriting is asked.
+    let err = heap.copy_to(&c).unwrap_err();
+    assert!(matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists));
+    assert_eq!(contents(&hc), contents(&heap));
+    commit(&heap, 401);
+    drop(hc);
+    heap.copy_to_overwriting(&c).unwrap();
+    assert_eq!(contents(&Heap::open(&c).unwrap()), contents(&heap));
+    // Nothing but the heaps and their lock files is left in the directory.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["a.pheap", "a.pheap-lock", "b.pheap", "b.pheap-lock", "c.pheap", "c.pheap-lock"]
+    );
+}
+
+const KILL_ENV: &str = "PHEAP_COPY_CHILD";
+
+/// Child of `a_killed_copy_leaves_nothing_at_the_destination`: copy the heap to d0, d1, ...
+#[test]
+fn copy_child() {
+    let Ok(src) = std::env::var(KILL_ENV) else { return };
+    let heap = Heap::options().read_only(true).open(&src).unwrap();
+    let dir = Path::new(&src).parent().unwrap();
+    for i in 0.. {
+        heap.copy_to(dir.join(format!("d{i}.pheap"))).unwrap();
+        println!("done {i}");
+    }
+}
+
+#[test]
+fn a_killed_copy_leaves_nothing_at_the_destination() {
+    if std::env::var(KILL_ENV).is_ok() {
+        return;
+    }
+    let rounds: u64 =
+        std::env::var("PHEAP_COPY_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.pheap");
+    let heap = Heap::open(&src).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..60_000u64 {
+        tx.insert(&i.to_be_bytes(), &vec![i as u8; (i % 200) as usize]).unwrap();
+    }
+    tx.commit().unwrap();
+    let expected = contents(&heap);
+    let mut seed = 0x5eed_u64;
+    let (mut complete, mut absent) = (0, 0);
+    for round in 0..rounds {
+        let out = dir.path().join(format!("round{round}"));
+        std::fs::create_dir(&out).unwrap();
+        let src_link = out.join("src.pheap");
+        std::fs::hard_link(&src, &src_link).unwrap_or_else(|_| panic!("link"));
+        // (A hard link shares the heap but not the lock file: fine for a read-only copier while
+        // this process does not write.)
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["copy_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(KILL_ENV, &src_link)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let done = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+                .filter(|l| l.contains("done "))
+                .count()
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 400));
+        child.kill().unwrap(); // SIGKILL
+
+        child.wait().unwrap();
+        let finished = done.join().unwrap();
+        for i in 0..=finished {
+            let d = out.join(format!("d{i}.pheap"));
+            if !d.exists() {
+                assert_eq!(i, finished, "round {round}: a finished copy is missing");
+                absent += 1;
+                continue;
+            }
+            // Present: complete, whether or not the child lived to say so.
+            let copy = Heap::open(&d).unwrap();
+            assert_eq!(contents(&copy), expected, "round {round}: copy {i} incomplete");
+            copy.check().unwrap();
+            complete += 1;
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    eprintln!("{rounds} kills: {complete} complete copies checked, {absent} interrupted");
+    assert!(absent > 0, "no copy was interrupted");
+}
