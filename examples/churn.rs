@@ -1,16 +1,14 @@
 //! Size under churn: a fixed live set overwritten and removed at random, reported over time.
 //!
 //! ```text
-//! cargo run --release --example churn [-- KEYS ROUNDS]
+//! cargo run --release --example churn [-- KEYS ROUNDS DURABLE_EVERY]
 //! ```
 
 use pheap::{Durability, Heap};
 
-const DURABLE_EVERY: u64 = 1;
-
 fn main() {
     let arg = |i: usize, d: u64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let (keys, rounds) = (arg(1, 100_000), arg(2, 200));
+    let (keys, rounds, durable_every) = (arg(1, 100_000), arg(2, 200), arg(3, 1).max(1));
     let dir =
         tempfile::tempdir_in(std::env::var("PHEAP_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let heap = Heap::open(dir.path().join("churn.pheap")).unwrap();
@@ -40,7 +38,7 @@ fn main() {
                 tx.insert(&k.to_be_bytes(), &value(rnd())).unwrap();
             }
         }
-        tx.set_durability(if round % DURABLE_EVERY == 0 {
+        tx.set_durability(if round % durable_every == 0 {
             Durability::Immediate
         } else {
             Durability::None

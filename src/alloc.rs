@@ -200,6 +200,9 @@ pub(crate) fn verify_one_phase(view: &View, s: &AllocSummary) -> bool {
     hasher.digest() == s.data_checksum
 }
 
+/// Free runs examined in address order before falling back to the best fit.
+const FIRST_FIT_SCAN: usize = 16;
+
 /// The writer's view of space. Loaded from a commit's blob; mutated by one write transaction at
 /// a time; discarded on abort (the next writer reloads from the last commit).
 #[derive(Debug)]
@@ -237,6 +240,16 @@ pub(crate) struct Allocator {
     dirty: bool,
     /// Per transaction: the blob written lists its extents, checksummed so.
     one_phase: Option<u64>,
+    /// Bytes made reusable (released) since the last sweep (in memory only; a reload starts
+    /// at zero).
+    freed_since_sweep: u64,
+}
+
+/// What a sweep gave back.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SweepStats {
+    pub spans: u64,
+    pub bytes: u64,
 }
 
 impl Allocator {
@@ -263,6 +276,7 @@ impl Allocator {
             since_durable: OffsetSet::default(),
             dirty: false,
             one_phase: None,
+            freed_since_sweep: 0,
         }
     }
 
@@ -415,6 +429,24 @@ impl Allocator {
             .collect()
     }
 
+    /// Bytes of each pending batch (freed, not yet reusable), with the commit that freed it.
+    pub(crate) fn pending_bytes(&self) -> Result<Vec<(TxnId, u64)>> {
+        let mut out = Vec::new();
+        for p in self.pending.iter().chain(&self.pending_ro) {
+            let mut entries = p.inline.clone();
+            for (_, more) in self.read_chain(p.chain)? {
+                entries.extend_from_slice(&more);
+            }
+            let freed = self.decode_freed(&entries)?;
+            let bytes = freed.iter().map(|f| match *f {
+                Freed::Slot { class, .. } => CLASS_SIZES[class] as u64,
+                Freed::Run { pages, .. } => pages * PAGE_SIZE,
+            });
+            out.push((p.txn, bytes.sum()));
+        }
+        Ok(out)
+    }
+
     fn check_record(&self, o: u64) -> Result<()> {
         if o < DATA_START || !o.is_multiple_of(8) || o >= self.end {
             return Err(corrupt(o, "free record offset out of range"));
@@ -505,6 +537,9 @@ impl Allocator {
             let p = self.pending_ro.pop_front().expect("checked");
             self.release(p)?;
         }
+        if self.sweep_due() {
+            self.sweep()?;
+        }
         // Space released above may have lowered `end`: bump allocations there are fresh too.
         self.floor = self.end;
         Ok(())
@@ -520,8 +555,14 @@ impl Allocator {
         }
         for freed in self.decode_freed(&entries)? {
             match freed {
-                Freed::Slot { off, class } => self.classes[class].top.push(off),
-                Freed::Run { start, pages } => self.add_run(start, pages),
+                Freed::Slot { off, class } => {
+                    self.freed_since_sweep += CLASS_SIZES[class] as u64;
+                    self.classes[class].top.push(off)
+                }
+                Freed::Run { start, pages } => {
+                    self.freed_since_sweep += pages * PAGE_SIZE;
+                    self.add_run(start, pages)
+                }
             }
         }
         Ok(())
@@ -637,10 +678,13 @@ impl Allocator {
         Ok(start)
     }
 
+    /// Pages for a run: the lowest-addressed fitting free run among the first
+    /// [`FIRST_FIT_SCAN`] by address (so the file's tail drains and can be given back), else
+    /// the best fit, else the end.
     fn take_pages(&mut self, pages: u64) -> Result<u64> {
         self.dirty = true;
         assert!(pages <= u32::MAX as u64, "run too long");
-        if let Some(&(have, start)) = self.runs_by_size.range((pages, 0)..).next() {
+        if let Some((start, have)) = self.find_run(pages) {
             self.remove_run(start, have);
             if have > pages {
                 self.insert_run(start + pages * PAGE_SIZE, have - pages);
@@ -653,6 +697,14 @@ impl Allocator {
         self.pager.ensure_len(end)?;
         self.end = end;
         Ok(start)
+    }
+
+    /// The free run `take_pages` would cut `pages` from: (start, its pages).
+    fn find_run(&self, pages: u64) -> Option<(u64, u64)> {
+        let low = self.runs.iter().take(FIRST_FIT_SCAN).find(|r| *r.1 >= pages);
+        let best =
+            || self.runs_by_size.range((pages, 0)..).next().map(|&(have, start)| (start, have));
+        low.map(|(&s, &h)| (s, h)).or_else(best)
     }
 
     fn insert_run(&mut self, start: u64, pages: u64) {
@@ -685,6 +737,184 @@ impl Allocator {
         } else {
             self.insert_run(start, pages);
         }
+    }
+
+    /// Allocate `size` bytes only if the place lies below `limit` (compaction moves a record
+    /// only downwards); `None` leaves the allocator as it was, up to the order of free slots.
+    pub(crate) fn alloc_below(&mut self, size: u64, limit: u64) -> Result<Option<Offset>> {
+        if size > MAX_SLAB_SIZE {
+            let bytes = record_run_pages(size) * PAGE_SIZE;
+            if self.find_run(record_run_pages(size)).is_none_or(|r| r.0 + bytes > limit) {
+                return Ok(None);
+            }
+        } else {
+            let c = class_of(size);
+            let s = CLASS_SIZES[c] as u64;
+            // The lowest free slot on top of the stack (frees of this transaction and a retired
+            // span's slots sit unordered above the swept, ordered part).
+            let top = &self.classes[c].top;
+            if let Some((i, &o)) = top.iter().enumerate().min_by_key(|e| *e.1)
+                && o + s <= limit
+            {
+                self.dirty = true;
+                self.classes[c].top.swap_remove(i);
+                self.free_bytes -= s;
+                self.live_bytes += s;
+                self.note_fresh(o);
+                return Ok(Some(Offset(o)));
+            }
+            let st = &self.classes[c];
+            let carve_at = (st.span != 0 && st.next_slot < span_slots(c))
+                .then(|| st.span + RUN_HEADER_SIZE + st.next_slot as u64 * s);
+            if st.top.is_empty() && st.below == 0 && carve_at.is_none_or(|o| o + s > limit) {
+                // Nothing free in the class below the limit: a new span from a low free run,
+                // if there is one; the old span's uncarved slots become free slots.
+                let pages = span_pages(c) as u64;
+                if self.find_run(pages).is_none_or(|r| r.0 + pages * PAGE_SIZE > limit) {
+                    return Ok(None);
+                }
+                self.retire_cursor(c);
+            }
+        }
+        let off = self.alloc(size)?;
+        let end =
+            off.0 + if size > MAX_SLAB_SIZE { size } else { CLASS_SIZES[class_of(size)] as u64 };
+        if end <= limit {
+            return Ok(Some(off));
+        }
+        self.free(off, size); // fresh: straight back to the free slots or runs
+        Ok(None)
+    }
+
+    /// Stop carving class `c`'s current span: its never-used slots become free slots.
+    fn retire_cursor(&mut self, c: usize) {
+        let st = &mut self.classes[c];
+        if st.span == 0 {
+            return;
+        }
+        let s = CLASS_SIZES[c] as u64;
+        let rest: Vec<u64> = (st.next_slot..span_slots(c))
+            .rev()
+            .map(|i| st.span + RUN_HEADER_SIZE + i as u64 * s)
+            .collect();
+        self.free_bytes += rest.len() as u64 * s;
+        st.top.extend(rest);
+        (st.span, st.next_slot) = (0, 0);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sweeping: empty spans back to free runs
+
+    /// Rebuild the free stacks: slots of spans whose every carved slot is free go back to the
+    /// free runs as whole spans (any class may use them, and a free tail lowers `end`), and the
+    /// remaining slots are ordered so that the lowest addresses are allocated first. O(runs +
+    /// free slots); run when much space sits in free slots (see [`Allocator::sweep_due`]) and by
+    /// compaction.
+    pub(crate) fn sweep(&mut self) -> Result<SweepStats> {
+        self.dirty = true;
+        self.freed_since_sweep = 0;
+        // Spans by start, from a walk of the runs (as the integrity walk does, I5).
+        let mut pending_runs = HashMap::new();
+        for p in self.pending.iter().chain(&self.pending_ro) {
+            let mut entries = p.inline.clone();
+            for (_, more) in self.read_chain(p.chain)? {
+                entries.extend_from_slice(&more);
+            }
+            for f in self.decode_freed(&entries)? {
+                if let Freed::Run { start, pages } = f {
+                    pending_runs.insert(start, pages);
+                }
+            }
+        }
+        let mut spans: Vec<(u64, usize)> = Vec::new();
+        let mut page = DATA_START;
+        while page < self.end {
+            if let Some(&pages) = self.runs.get(&page).or(pending_runs.get(&page)) {
+                page += pages * PAGE_SIZE;
+                continue;
+            }
+            let h = self.run_header(page)?;
+            if h.kind.get() == RUN_SLAB {
+                spans.push((page, h.class.get() as usize));
+            }
+            page += h.pages.get() as u64 * PAGE_SIZE;
+        }
+        let mut stats = SweepStats::default();
+        #[allow(clippy::needless_range_loop)] // `c` indexes the classes and names the class
+        for c in 0..NUM_CLASSES {
+            let st = std::mem::take(&mut self.classes[c]);
+            let mut slots = st.top.clone();
+            let mut chunks = Vec::new();
+            for (page, entries) in self.read_chain(st.below)? {
+                chunks.push(page);
+                slots.extend(entries);
+            }
+            if slots.is_empty() && st.span == 0 {
+                self.classes[c] = st;
+                continue;
+            }
+            let s = CLASS_SIZES[c] as u64;
+            let mut free_in: HashMap<u64, u32> = HashMap::new();
+            for &o in &slots {
+                let i = spans.partition_point(|sp| sp.0 <= o);
+                let span = i.checked_sub(1).map(|i| spans[i]);
+                match span {
+                    Some((start, sc))
+                        if sc == c && o < start + span_pages(c) as u64 * PAGE_SIZE =>
+                    {
+                        *free_in.entry(start).or_default() += 1;
+                    }
+                    _ => return Err(corrupt(o, "free slot outside a span of its class")),
+                }
+            }
+            // The span being carved counts as empty when every slot carved so far is free.
+            let carved = |span: u64| if span == st.span { st.next_slot } else { span_slots(c) };
+            let mut empty: HashSet<u64> = free_in
+                .iter()
+                .filter(|&(&span, &n)| n == carved(span))
+                .map(|(&span, _)| span)
+                .collect();
+            if st.span != 0 && st.next_slot == 0 {
+                empty.insert(st.span);
+            }
+            let (mut span, mut next_slot) = (st.span, st.next_slot);
+            if empty.contains(&span) {
+                (span, next_slot) = (0, 0);
+            }
+            for page in chunks {
+                self.free_run(page, 1);
+            }
+            let mut keep: Vec<u64> = Vec::with_capacity(slots.len());
+            for o in slots {
+                let i = spans.partition_point(|sp| sp.0 <= o) - 1;
+                if !empty.contains(&spans[i].0) {
+                    keep.push(o);
+                }
+            }
+            for &e in &empty {
+                let pages = span_pages(c) as u64;
+                // The slots were counted free; the span becomes a freed run of its pages.
+                self.free_bytes -= carved(e) as u64 * s;
+                self.live_bytes += pages * PAGE_SIZE;
+                self.free_run(e, pages);
+                stats.spans += 1;
+                stats.bytes += pages * PAGE_SIZE;
+            }
+            // Highest first: the stack pops its last entry, so the lowest goes first.
+            keep.sort_unstable_by(|a, b| b.cmp(a));
+            let mut top = keep;
+            let (mut below, mut below_len) = (0, 0);
+            self.spill(&mut top, &mut below, &mut below_len)?;
+            self.classes[c] = ClassState { top, below, below_len, span, next_slot };
+        }
+        Ok(stats)
+    }
+
+    /// Is a sweep worth its cost? When much of the space is free and enough has become
+    /// reusable since the last sweep that its O(runs) walk is paid for.
+    pub(crate) fn sweep_due(&self) -> bool {
+        let used = self.end - DATA_START;
+        self.free_bytes > (used / 4).max(1 << 20) && self.freed_since_sweep > used / 8
     }
 
     // -----------------------------------------------------------------------------------------

@@ -41,6 +41,21 @@ impl Default for HeapOptions {
     }
 }
 
+/// Compaction passes at most (each bounded in steps; the last usually moves nothing).
+const MAX_COMPACT_PASSES: usize = 8;
+
+/// What [`Heap::compact`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactStats {
+    pub file_size_before: u64,
+    pub file_size_after: u64,
+    /// Bytes of records moved (nodes included).
+    pub moved_bytes: u64,
+    /// Write transactions it took.
+    pub steps: u64,
+}
+
 /// Space and content figures of the latest commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -51,8 +66,15 @@ pub struct Stats {
     pub used_size: u64,
     /// Bytes in records reachable from the latest commit (allocator metadata included).
     pub live_bytes: u64,
-    /// Bytes free or awaiting reuse.
+    /// Bytes free or awaiting reuse (below `used_size`).
     pub free_bytes: u64,
+    /// Part of `free_bytes` freed but not yet reusable: held for snapshots still pinned, or for
+    /// the last durable commit (until the next durable commit).
+    pub pending_bytes: u64,
+    /// Part of `pending_bytes` held only for pinned snapshots: freed after the oldest one, so
+    /// released once readers move on (and, for space the last durable commit uses, once a newer
+    /// commit is durable).
+    pub held_by_readers: u64,
     /// Entries in the map.
     pub entries: u64,
     /// Transaction id of the latest commit.
@@ -177,17 +199,26 @@ impl Heap {
         tx.commit()
     }
 
-    /// Figures of the latest commit.
+    /// Figures of the latest commit. Pins it for a moment, like a read transaction (so it
+    /// fails with [`Error::ReadersFull`] when every reader slot is taken).
     pub fn stats(&self) -> Result<Stats> {
         self.shared.check()?;
         let file_size = self.shared.storage.refresh()?;
-        let (snap, _) = self.shared.latest()?;
-        let pins = self.shared.live_pins()?;
+        let pins = self.shared.live_pins()?; // before our own pin below
+        let rx = self.begin_read()?; // pins the allocator state read below
+        let snap = *rx.snapshot();
+        let oldest = pins.first().map(|p| p.txn).filter(|&t| t < snap.txn);
+        let batches = crate::txn::load_snapshot_alloc(&self.shared, &snap)?.pending_bytes()?;
+        let pending_bytes = batches.iter().map(|b| b.1).sum();
+        let held_by_readers =
+            oldest.map_or(0, |o| batches.iter().filter(|b| b.0 > o).map(|b| b.1).sum());
         Ok(Stats {
             file_size,
             used_size: snap.alloc.end,
             live_bytes: snap.alloc.live_bytes,
             free_bytes: snap.alloc.free_bytes,
+            pending_bytes,
+            held_by_readers,
             entries: snap.entries,
             txn_id: snap.txn.0,
             oldest_reader: pins.first().map(|p| p.txn.0),
@@ -214,6 +245,69 @@ impl Heap {
     /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
     pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
         crate::copy::copy_to(self, path.as_ref(), true)
+    }
+
+    /// Move live records out of the file's tail and give the tail back, online: readers of
+    /// every process keep their snapshots (their slices stay valid), and the writer lock is
+    /// taken in bounded steps (each moves about `max(32 MiB, used / 16)` bytes), so other
+    /// writers interleave. Space that pinned snapshots still reach is given back once they
+    /// end, by later commits. See DESIGN.md §3.3.
+    pub fn compact(&self) -> Result<CompactStats> {
+        let before = self.stats()?;
+        let budget = (before.used_size / 16).max(32 << 20);
+        let mut moved = 0;
+        let mut steps = 0;
+        let sweep = |heap: &Heap| -> Result<()> {
+            let mut tx = heap.begin_write()?;
+            tx.set_durability(Durability::Immediate);
+            tx.sweep()?;
+            tx.commit()
+        };
+        sweep(self)?;
+        // Records lying above `limit` move below it. The limit starts just above what the
+        // live data needs and rises by an eighth whenever a pass leaves the used space well
+        // above it (the free places below it did not suit the records above).
+        let mut limit =
+            (DATA_START + before.live_bytes + before.live_bytes / 16).next_multiple_of(PAGE_SIZE);
+        for _pass in 0..MAX_COMPACT_PASSES {
+            let mut pass = 0;
+            let mut at = Some(0);
+            while let Some(from) = at {
+                let mut tx = self.begin_write()?;
+                tx.set_durability(Durability::None);
+                let (m, next) = tx.lower_step(from, limit, budget)?;
+                tx.commit()?;
+                (pass, at, steps) = (pass + m, next, steps + 1);
+            }
+            moved += pass;
+            // Durable, so that what the moved records left behind can be reused; then empty
+            // spans go back to the free runs.
+            self.checkpoint()?;
+            sweep(self)?;
+            sweep(self)?;
+            let used = self.stats()?.used_size;
+            if used <= limit + limit / 32 {
+                break;
+            }
+            limit += limit / 8;
+        }
+        // The emptied tail is released by the next durable commits, then given back once no
+        // meta slot (and no pinned snapshot) reaches it.
+        for i in 0..3 {
+            let mut tx = self.begin_write()?;
+            tx.set_durability(Durability::Immediate);
+            tx.sweep()?;
+            // The last one gives back all the slack, not only a large one.
+            tx.shrink_fully = i == 2;
+            tx.commit()?;
+        }
+        let after = self.stats()?;
+        Ok(CompactStats {
+            file_size_before: before.file_size,
+            file_size_after: after.file_size,
+            moved_bytes: moved,
+            steps,
+        })
     }
 
     /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps.

@@ -31,7 +31,7 @@ mod tests;
 pub use check::CheckReport;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
-pub use heap::{Heap, HeapOptions, Stats};
+pub use heap::{CompactStats, Heap, HeapOptions, Stats};
 pub use storage::registry::ReaderInfo;
 pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
 

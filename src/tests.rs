@@ -81,6 +81,8 @@ enum Op {
     Pin,
     /// Drop the i-th held read transaction (modulo their number).
     Unpin(usize),
+    /// `Heap::compact` (sweeps, moves records down, gives back the tail; content unchanged).
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -96,6 +98,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Check),
         3 => Just(Op::Pin),
         2 => any::<usize>().prop_map(Op::Unpin),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -177,6 +180,22 @@ impl Harness {
             }
             Op::Check => {
                 self.heap.check().unwrap();
+            }
+            Op::Compact => {
+                if self.tx.is_none() {
+                    self.heap.compact().unwrap();
+                    self.durable = self.history.len() - 1;
+                    assert_eq!(contents(&self.heap), *self.history.last().unwrap());
+                    for (rx, want) in &self.readers {
+                        let got: Model = rx
+                            .iter()
+                            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                            .collect::<crate::Result<_>>()
+                            .unwrap();
+                        assert_eq!(&got, want, "a pinned snapshot changed under compaction");
+                    }
+                    self.heap.check().unwrap();
+                }
             }
             Op::Pin => {
                 let rx = self.heap.begin_read().unwrap();

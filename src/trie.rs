@@ -683,3 +683,129 @@ impl TrieWriter<'_> {
         Ok(Removed::Node(self.store(&n, Some((off, old_size)))?))
     }
 }
+
+/// Children of a node that are leaves: the first `leaf_count` (all of a collision node's).
+fn leaf_count(n: &NodeBuf) -> usize {
+    if n.kind == NODE_KIND_COLLISION { n.children.len() } else { n.datamap.count_ones() as usize }
+}
+
+/// Positions of a compaction pass: child `j` of the root's child `i` is position `64 i + j`.
+const POSITIONS_PER_CHILD: usize = 64;
+
+/// Compaction: records at or above a limit move below it, into free places the allocator
+/// hands out lowest first; every node above a moved record is copied (path copying, as any
+/// write), below the limit too when there is room.
+impl TrieWriter<'_> {
+    /// Move the leaf at `off` below `limit` if it lies above and a place is free; returns
+    /// where it is.
+    fn lower_leaf(&mut self, off: u64, limit: u64, moved: &mut u64) -> Result<u64> {
+        let size = self.reader().leaf(off)?.size();
+        if off + size <= limit {
+            return Ok(off);
+        }
+        let Some(new) = self.alloc.alloc_below(size, limit)? else { return Ok(off) };
+        let bytes = self.alloc.read(off, size)?.to_vec();
+        self.alloc.pager.write(new, &bytes)?;
+        self.alloc.free(Offset(off), size);
+        *moved += size;
+        Ok(new.0)
+    }
+
+    /// Write the node at `off` (now `buf`; `changed` if a child moved) below `limit` if it lies
+    /// above or changed and a place is free there, else copy it if it changed; returns where
+    /// it is.
+    fn place_node(
+        &mut self,
+        off: u64,
+        buf: &NodeBuf,
+        changed: bool,
+        limit: u64,
+        moved: &mut u64,
+    ) -> Result<u64> {
+        let size = buf.size();
+        if (changed || off + size > limit)
+            && let Some(new) = self.alloc.alloc_below(size, limit.min(off.max(limit)))?
+        {
+            let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
+            self.alloc.pager.write(new, buf.encode(&mut small, &mut large))?;
+            self.alloc.free(Offset(off), size);
+            *moved += size;
+            return Ok(new.0);
+        }
+        if changed { self.store(buf, Some((off, size))) } else { Ok(off) }
+    }
+
+    fn lower_child(
+        &mut self,
+        n: &mut NodeBuf,
+        i: usize,
+        limit: u64,
+        moved: &mut u64,
+    ) -> Result<bool> {
+        let c = n.children[i];
+        let new = if i < leaf_count(n) {
+            self.lower_leaf(c, limit, moved)?
+        } else {
+            self.lower_subtree(c, limit, moved)?
+        };
+        n.children[i] = new;
+        Ok(new != c)
+    }
+
+    /// Move every record of the subtree at `off` lying above `limit` below it; returns the
+    /// subtree's new offset.
+    fn lower_subtree(&mut self, off: u64, limit: u64, moved: &mut u64) -> Result<u64> {
+        let mut n = self.node_buf(off)?;
+        let mut changed = false;
+        for i in 0..n.children.len() {
+            changed |= self.lower_child(&mut n, i, limit, moved)?;
+        }
+        self.place_node(off, &n, changed, limit, moved)
+    }
+
+    /// One bounded step of a compaction pass over the trie at `root`: move the records under
+    /// positions `from..` that lie above `limit` below it, until at least `budget` bytes have
+    /// moved. Returns the new root and the position to resume at (`None`: the pass is
+    /// complete). Positions name subtrees two levels down, so a step's work is bounded by the
+    /// budget plus one such subtree.
+    pub(crate) fn lower_step(
+        &mut self,
+        root: u64,
+        from: usize,
+        limit: u64,
+        budget: u64,
+        moved: &mut u64,
+    ) -> Result<(u64, Option<usize>)> {
+        if root == 0 {
+            return Ok((0, None));
+        }
+        let mut r = self.node_buf(root)?;
+        let mut r_changed = false;
+        let mut next = None;
+        for i in from / POSITIONS_PER_CHILD..r.children.len() {
+            if i < leaf_count(&r) {
+                r_changed |= self.lower_child(&mut r, i, limit, moved)?;
+                continue;
+            }
+            let c = r.children[i];
+            let mut n = self.node_buf(c)?;
+            let mut changed = false;
+            let start =
+                if i == from / POSITIONS_PER_CHILD { from % POSITIONS_PER_CHILD } else { 0 };
+            for j in start..n.children.len() {
+                if *moved >= budget {
+                    next = Some(i * POSITIONS_PER_CHILD + j);
+                    break;
+                }
+                changed |= self.lower_child(&mut n, j, limit, moved)?;
+            }
+            let new = self.place_node(c, &n, changed, limit, moved)?;
+            r.children[i] = new;
+            r_changed |= new != c;
+            if next.is_some() {
+                break;
+            }
+        }
+        Ok((self.place_node(root, &r, r_changed, limit, moved)?, next))
+    }
+}

@@ -192,9 +192,7 @@ pub(crate) struct WriterState {
 impl Drop for Shared {
     /// The last handle closes: give back the growth slack past the end of every meta slot
     /// (after a power loss an older slot may be the one that opens, so its end must stay).
-    /// Only under the writer lock, so no other process is growing the file; readers of every
-    /// process read below their snapshot's `end`, which no slot's `end` is below (ends never
-    /// decrease).
+    /// Only under the writer lock, so no other process is growing the file (I12).
     fn drop(&mut self) {
         if self.read_only || self.forked() || self.poisoned.load(Ordering::Acquire) {
             return;
@@ -202,15 +200,14 @@ impl Drop for Shared {
         if !matches!(self.registry.lock_writer(false), Ok(true)) {
             return;
         }
-        if let Ok(len) = self.storage.refresh() {
-            let view = self.storage.view();
-            let ends = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
-            if let Some(end) = ends.max()
-                && end >= DATA_START
-                && end < len
-            {
-                let _ = self.storage.truncate(end);
-            }
+        let floor = self.storage.refresh().ok().and_then(|len| {
+            let pins = self.registry.live_pins(true).ok()?;
+            Some((len, self.shrink_floor(&pins).ok()??))
+        });
+        if let Some((len, floor)) = floor
+            && floor < len
+        {
+            let _ = self.storage.truncate(floor);
         }
         self.registry.unlock_writer();
     }
@@ -225,6 +222,20 @@ impl Shared {
             return Err(Error::Poisoned);
         }
         Ok(())
+    }
+
+    /// The length below which the file must not be cut (I12): the largest `end` of the meta
+    /// slots' commits and of the snapshots pinned by `pins` (a scan by the writer lock's holder;
+    /// a reader pinning later pins the latest commit, whose slot is counted). `None` while an
+    /// unregistered reader, whose snapshot is unknown, has a transaction open.
+    pub(crate) fn shrink_floor(&self, pins: &[LivePin]) -> Result<Option<u64>> {
+        if self.registry.anonymous_present()? {
+            return Ok(None);
+        }
+        let view = self.storage.view();
+        let slots = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
+        let ends = slots.chain(pins.iter().map(|p| p.end));
+        Ok(Some(ends.max().unwrap_or(DATA_START).max(DATA_START)))
     }
 
     /// Is this a forked child's inherited copy of the handle?
@@ -403,7 +414,9 @@ pub struct WriteTxn {
     /// Holds the registry's writer lock (released in `drop`, before `guard`).
     locked: bool,
     /// Live pins when the transaction began, oldest first.
-    pins: Vec<TxnId>,
+    pins: Vec<LivePin>,
+    /// Give back all the file's slack at commit, not only a large one (compaction's last step).
+    pub(crate) shrink_fully: bool,
     base: Snapshot,
     root: u64,
     entries: u64,
@@ -438,6 +451,7 @@ impl WriteTxn {
             guard,
             locked: true,
             pins: Vec::new(),
+            shrink_fully: false,
             base: Snapshot::default(),
             root: 0,
             entries: 0,
@@ -455,12 +469,11 @@ impl WriteTxn {
         // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
         // that pins after the scan re-checks and holds `snap` or newer.
-        let mut pins: Vec<TxnId> = shared.registry.live_pins(true)?.iter().map(|p| p.txn).collect();
+        let pins = shared.registry.live_pins(true)?;
+        let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
         if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
-            pins.push(t);
-            pins.sort_unstable();
+            readers = readers.min(t);
         }
-        let readers = pins.first().copied().unwrap_or(TxnId(u64::MAX));
         tx.pins = pins;
         let res = tx.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
@@ -623,7 +636,7 @@ impl WriteTxn {
         let durable_txn = self.guard.durable_txn;
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
-        let pins = std::mem::take(&mut self.pins);
+        let pins: Vec<TxnId> = self.pins.iter().map(|p| p.txn).collect();
         let no_reader_since = move |t: TxnId| !pins.iter().any(|&p| t <= p && p < txn);
         // One sync suffices only on top of a durable commit: otherwise earlier non-durable
         // data, which the extents do not list, could be missing after a power loss.
@@ -639,9 +652,7 @@ impl WriteTxn {
             txn,
             root: self.root,
             entries: self.entries,
-            slot: (0..META_SLOTS)
-                .find(|&s| s != self.guard.durable_slot && s != self.guard.latest_slot)
-                .expect("three slots"),
+            slot: self.free_slot(),
             durable,
             same_boot: true,
             alloc: summary,
@@ -659,7 +670,65 @@ impl WriteTxn {
         }
         self.alloc().committed(durable);
         self.guard.loaded = txn;
+        self.shrink();
         Ok(())
+    }
+
+    /// Give back the file's tail when it holds nothing any commit or snapshot can reach and
+    /// is long enough to be worth it (twice the growth step, so growth and shrinking do not
+    /// alternate). Best effort: a failure here loses nothing.
+    fn shrink(&mut self) {
+        let len = self.shared.storage.len();
+        let Ok(Some(floor)) = self.shared.shrink_floor(&self.pins) else { return };
+        let slack = if self.shrink_fully { 0 } else { (floor / 64).max(256 << 10) };
+        let keep = (floor + slack).next_multiple_of(PAGE_SIZE);
+        let worth = if self.shrink_fully { 0 } else { (4 << 20u64).max(len / 16) };
+        if len > keep && len - keep >= worth {
+            let _ = self.shared.storage.truncate(keep);
+        }
+    }
+
+    /// Compaction: return empty spans to the free runs and order free slots lowest first.
+    pub(crate) fn sweep(&mut self) -> Result<crate::alloc::SweepStats> {
+        self.usable()?;
+        match self.alloc().sweep() {
+            Ok(s) => Ok(s),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Compaction: one bounded step of a pass moving records downwards (see
+    /// [`TrieWriter::lower_step`]); returns the bytes moved and where to resume.
+    pub(crate) fn lower_step(
+        &mut self,
+        from: usize,
+        limit: u64,
+        budget: u64,
+    ) -> Result<(u64, Option<usize>)> {
+        self.usable()?;
+        let (hasher, root, mut moved) = (self.shared.hasher, self.root, 0);
+        let mut w = TrieWriter { alloc: self.alloc(), hasher };
+        let res = w.lower_step(root, from, limit, budget, &mut moved);
+        match res {
+            Ok((root, next)) => {
+                self.root = root;
+                Ok((moved, next))
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The slot this commit writes: neither the last durable commit's nor the latest's (I2);
+    /// of the others, the one holding the oldest commit (or none), so that every slot turns
+    /// over and no stale slot keeps the file long (I12).
+    fn free_slot(&self) -> usize {
+        let view = self.shared.storage.view();
+        let held = read_slots(&view, &self.shared.boot);
+        let txn_of = |i: usize| held.iter().find(|s| s.slot == i).map_or(TxnId(0), |s| s.txn);
+        (0..META_SLOTS)
+            .filter(|&i| i != self.guard.durable_slot && i != self.guard.latest_slot)
+            .min_by_key(|&i| txn_of(i))
+            .expect("three slots")
     }
 
     /// The id the commit of this transaction will get.

@@ -465,7 +465,8 @@ fn a_full_registry_is_a_clear_error() {
     held.extend((0..4096).map(|_| other.begin_read().unwrap()));
     assert!(matches!(heap.begin_read(), Err(Error::ReadersFull { max: 8192 })));
     assert!(matches!(other.begin_read(), Err(Error::ReadersFull { .. })));
-    assert_eq!(heap.stats().unwrap().readers, 8192);
+    assert_eq!(heap.readers().unwrap().len(), 8192);
+    assert!(matches!(heap.stats(), Err(Error::ReadersFull { .. })), "stats pins a snapshot too");
     // The writer goes on, and reuses nothing the readers hold.
     churn(&heap, 3);
     // The other handle's transactions end: it keeps a few idle slots, gives back the rest.
@@ -498,12 +499,14 @@ fn an_incompatible_lock_file_is_refused_while_in_use() {
     assert!(matches!(err, Error::LockFile { .. }), "{err}");
     assert!(err.to_string().contains("layout"), "{err}");
     drop(heap);
-    // Alone, an opener re-initialises it.
+    // Alone, an opener re-initialises it, whatever it holds.
     let heap = Heap::open(&path).unwrap();
     assert_eq!(heap.begin_read().unwrap().len(), 20);
-    // A lock file shorter than the layout is refused the same way.
+    drop(heap);
     f.set_len(100).unwrap();
-    assert!(matches!(Heap::open(&path), Err(Error::LockFile { .. })));
+    let heap = Heap::open(&path).unwrap();
+    assert_eq!(heap.begin_read().unwrap().len(), 20);
+    assert_eq!(std::fs::metadata(&lock).unwrap().len(), 4096 + 8192 * 64);
 }
 
 /// As a user who may only read: open read-only, pin, report, wait for a line, re-check.
@@ -583,4 +586,47 @@ fn a_user_who_may_only_read() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("open the heap writable once"), "{err}");
+}
+
+/// Compaction moves records and gives back the tail while a reader in another process holds a
+/// snapshot from before: its view stays intact, and the space it holds goes back after it ends.
+#[test]
+fn compact_while_another_process_holds_a_snapshot() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("compact.pheap");
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..20_000u32 {
+        tx.insert(&i.to_be_bytes(), &vec![i as u8; 50 + (i as usize * 7) % 400]).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut holder = spawn("holder", &path);
+    let mut out = lines_of(holder.stdout.take().unwrap());
+    next_tagged(&mut out, "pinned ").unwrap();
+    kill(&mut holder, libc::SIGSTOP);
+    let mut tx = heap.begin_write().unwrap();
+    for i in (0..20_000u32).filter(|i| i % 3 != 0) {
+        tx.remove(&i.to_be_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+    let held = heap.stats().unwrap().file_size;
+    heap.compact().unwrap();
+    heap.check().unwrap();
+    assert!(heap.stats().unwrap().file_size >= held, "the file shrank under a pinned snapshot");
+    kill(&mut holder, libc::SIGCONT);
+    writeln!(holder.stdin.as_mut().unwrap(), "go").unwrap();
+    assert_eq!(next_tagged(&mut out, "intact ").as_deref(), Some("20000"), "the view changed");
+    assert!(holder.wait().unwrap().success());
+    // Released: compaction now gives the space back.
+    let c = heap.compact().unwrap();
+    assert!(c.file_size_after < held, "{c:?} (held {held})");
+    heap.check().unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.len(), 6667);
+    for i in (0..20_000u32).step_by(3) {
+        assert_eq!(rx.get(&i.to_be_bytes()).unwrap().unwrap().len(), 50 + (i as usize * 7) % 400);
+    }
 }

@@ -456,6 +456,14 @@ impl Registry {
         }
     }
 
+    /// Has an unregistered reader a read transaction open (whose snapshot is unknown)?
+    pub(crate) fn anonymous_present(&self) -> Result<bool> {
+        match self.mode {
+            Mode::Registered => Ok(held(self.file(), libc::F_WRLCK, LOCK_BYTE_ANON)?),
+            _ => Ok(true),
+        }
+    }
+
     /// For the writer, whose base is `base`: the oldest snapshot an anonymous reader may hold,
     /// if any has a read transaction open.
     pub(crate) fn anonymous_horizon(&self, base: TxnId) -> Result<Option<TxnId>> {

@@ -1,0 +1,186 @@
+//! Space: reuse under churn, and the file's tail given back once nothing can reach it.
+
+use pheap::{Durability, Heap};
+
+fn rng(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("t.pheap")).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"small", b"stays").unwrap();
+    tx.commit().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..300u32 {
+        tx.insert(&i.to_be_bytes(), &vec![i as u8; 100_000]).unwrap();
+    }
+    tx.commit().unwrap();
+    let big = heap.stats().unwrap().file_size;
+    assert!(big > 25 << 20);
+    let rx = heap.begin_read().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..300u32 {
+        tx.remove(&i.to_be_bytes()).unwrap();
+    }
+    tx.commit().unwrap();
+    let bump = |n: u32| {
+        for i in 0..n {
+            let mut tx = heap.begin_write().unwrap();
+            tx.insert(b"small", &i.to_le_bytes()).unwrap();
+            tx.commit().unwrap();
+        }
+    };
+    bump(5);
+    // A pinned snapshot still reaches the tail: nothing is given back, its data is intact.
+    let s = heap.stats().unwrap();
+    assert_eq!(s.file_size, big, "the file shrank under a pinned snapshot");
+    assert!(s.held_by_readers >= 300 * 100_000, "{s:?}");
+    assert_eq!(s.oldest_reader, Some(rx.txn_id()));
+    for i in (0..300u32).step_by(37) {
+        assert_eq!(rx.get(&i.to_be_bytes()).unwrap(), Some(&vec![i as u8; 100_000][..]));
+    }
+    drop(rx);
+    // Released: the next commit frees the runs, the ones after give the file back.
+    bump(5);
+    let s = heap.stats().unwrap();
+    assert!(s.file_size < 2 << 20, "file still {} bytes: {s:?}", s.file_size);
+    assert_eq!((s.pending_bytes, s.held_by_readers), (s.pending_bytes, 0));
+    heap.check().unwrap();
+    assert_eq!(heap.begin_read().unwrap().len(), 1);
+}
+
+#[test]
+fn non_durable_commits_keep_the_durable_commits_tail_until_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("d.pheap")).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..100u32 {
+        tx.insert(&i.to_be_bytes(), &vec![1; 100_000]).unwrap();
+    }
+    tx.commit().unwrap(); // durable
+    let big = heap.stats().unwrap().file_size;
+    for i in 0..100u32 {
+        let mut tx = heap.begin_write().unwrap();
+        tx.set_durability(Durability::None);
+        tx.remove(&i.to_be_bytes()).unwrap();
+        tx.commit().unwrap();
+    }
+    // A power loss would bring back the durable commit: its records must stay.
+    let s = heap.stats().unwrap();
+    assert_eq!(s.file_size, big);
+    assert!(s.pending_bytes >= 100 * 100_000 && s.held_by_readers == 0, "{s:?}");
+    heap.checkpoint().unwrap();
+    heap.checkpoint().unwrap();
+    // The next commit releases the space, the one after merges the tail, and the file is cut
+    // once none of the three meta slots holds a commit that reached it.
+    for _ in 0..5 {
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"x", b"y").unwrap();
+        tx.commit().unwrap();
+    }
+    let s = heap.stats().unwrap();
+    assert!(s.file_size < 2 << 20, "{s:?}");
+    heap.check().unwrap();
+}
+
+/// A fixed live set overwritten and removed at random, durable commits, no call from the user:
+/// the file stays within 1.5x of the live bytes plus a constant.
+#[test]
+fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("c.pheap")).unwrap();
+    let keys = 20_000u64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let value = |r: u64| vec![r as u8; 20 + (r % 400) as usize];
+    let mut tx = heap.begin_write().unwrap();
+    for k in 0..keys {
+        tx.insert(&k.to_be_bytes(), &value(rng(&mut x))).unwrap();
+    }
+    tx.commit().unwrap();
+    let mut worst = 0f64;
+    for round in 0..150 {
+        let mut tx = heap.begin_write().unwrap();
+        for _ in 0..keys / 20 {
+            let k = rng(&mut x) % keys;
+            if rng(&mut x).is_multiple_of(4) {
+                tx.remove(&k.to_be_bytes()).unwrap();
+                let k2 = rng(&mut x) % keys;
+                tx.insert(&k2.to_be_bytes(), &value(rng(&mut x))).unwrap();
+            } else {
+                tx.insert(&k.to_be_bytes(), &value(rng(&mut x))).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let s = heap.stats().unwrap();
+        assert!(
+            s.file_size <= s.live_bytes * 3 / 2 + (4 << 20),
+            "round {round}: file {} for {} live bytes",
+            s.file_size,
+            s.live_bytes
+        );
+        worst = worst.max(s.file_size as f64 / s.live_bytes as f64);
+        if round % 50 == 0 {
+            heap.check().unwrap();
+        }
+    }
+    eprintln!("churn: worst file / live = {worst:.3}");
+}
+
+#[test]
+fn compact_gives_back_the_tail_of_a_fragmented_heap_and_keeps_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let heap = Heap::open(dir.path().join("k.pheap")).unwrap();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut model = std::collections::HashMap::new();
+    let mut tx = heap.begin_write().unwrap();
+    for k in 0..60_000u64 {
+        let v =
+            vec![k as u8; (rng(&mut x) % 600) as usize + if k % 1000 == 0 { 70_000 } else { 0 }];
+        tx.insert(&k.to_be_bytes(), &v).unwrap();
+        model.insert(k, v);
+    }
+    tx.commit().unwrap();
+    // Remove two keys in three, in batches: holes everywhere, most of the tail included.
+    for chunk in (0..60_000u64).filter(|k| k % 3 != 0).collect::<Vec<_>>().chunks(5000) {
+        let mut tx = heap.begin_write().unwrap();
+        for k in chunk {
+            assert!(tx.remove(&k.to_be_bytes()).unwrap());
+            model.remove(k);
+        }
+        tx.commit().unwrap();
+    }
+    let before = heap.stats().unwrap();
+    let c = heap.compact().unwrap();
+    let s = heap.stats().unwrap();
+    eprintln!(
+        "compact: file {} -> {} bytes for {} live ({:.2}x), {:?}",
+        before.file_size,
+        s.file_size,
+        s.live_bytes,
+        s.file_size as f64 / s.live_bytes as f64,
+        c
+    );
+    // Two thirds removed at random: every span keeps some live records, so the tail empties
+    // only by moving them. (How much comes back varies with the layout, 1.4x-2.9x of the live
+    // bytes on this heap; the target of 1.1x is not reached yet.)
+    assert!(
+        s.file_size < before.file_size,
+        "after compact: file {} for {} live bytes (was {})",
+        s.file_size,
+        s.live_bytes,
+        before.file_size
+    );
+    assert_eq!(c.file_size_after, s.file_size);
+    heap.check().unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.len(), model.len() as u64);
+    for (k, v) in &model {
+        assert_eq!(rx.get(&k.to_be_bytes()).unwrap(), Some(&v[..]));
+    }
+}
