@@ -41,8 +41,9 @@ impl Default for HeapOptions {
     }
 }
 
-/// Compaction passes at most (each bounded in steps; the last usually moves nothing).
-const MAX_COMPACT_PASSES: usize = 8;
+/// Compaction rounds at most: each plans the spans to empty and empties them in bounded steps;
+/// the large records a round moves into runs it freed may let a next one do more.
+const MAX_COMPACT_ROUNDS: usize = 4;
 
 /// What [`Heap::compact`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,51 +256,45 @@ impl Heap {
     pub fn compact(&self) -> Result<CompactStats> {
         let before = self.stats()?;
         let budget = (before.used_size / 16).max(32 << 20);
-        let mut moved = 0;
-        let mut steps = 0;
-        let sweep = |heap: &Heap| -> Result<()> {
-            let mut tx = heap.begin_write()?;
+        let (mut moved, mut steps) = (0, 0);
+        // A durable commit that sweeps (and, with `plan`, chooses the spans to empty).
+        let sweep = |plan: Option<u64>, shrink_fully: bool| -> Result<crate::alloc::Evacuation> {
+            let mut tx = self.begin_write()?;
             tx.set_durability(Durability::Immediate);
-            tx.sweep()?;
-            tx.commit()
+            let e = tx.sweep(plan)?;
+            tx.shrink_fully = shrink_fully;
+            tx.commit()?;
+            Ok(e)
         };
-        sweep(self)?;
-        // Records lying above `limit` move below it. The limit starts just above what the
-        // live data needs and rises by an eighth whenever a pass leaves the used space well
-        // above it (the free places below it did not suit the records above).
-        let mut limit =
-            (DATA_START + before.live_bytes + before.live_bytes / 16).next_multiple_of(PAGE_SIZE);
-        for _pass in 0..MAX_COMPACT_PASSES {
-            let mut pass = 0;
+        sweep(None, false)?;
+        // Where the file could end: the live bytes and a tenth for span headers, partly filled
+        // spans and the allocator's own pages.
+        let limit =
+            (DATA_START + before.live_bytes + before.live_bytes / 10).next_multiple_of(PAGE_SIZE);
+        for _round in 0..MAX_COMPACT_ROUNDS {
+            let plan = sweep(Some(limit), false)?;
+            let mut round = 0;
             let mut at = Some(0);
             while let Some(from) = at {
                 let mut tx = self.begin_write()?;
                 tx.set_durability(Durability::None);
-                let (m, next) = tx.lower_step(from, limit, budget)?;
+                let (m, next) = tx.lower_step(from, &plan, budget)?;
                 tx.commit()?;
-                (pass, at, steps) = (pass + m, next, steps + 1);
+                (round, at, steps) = (round + m, next, steps + 1);
             }
-            moved += pass;
-            // Durable, so that what the moved records left behind can be reused; then empty
-            // spans go back to the free runs.
+            moved += round;
+            // Durable, so that what the moved records left behind can be reused; the next
+            // sweeps find the emptied spans and return them to the free runs.
             self.checkpoint()?;
-            sweep(self)?;
-            sweep(self)?;
-            let used = self.stats()?.used_size;
-            if used <= limit + limit / 32 {
+            sweep(None, false)?;
+            if round == 0 {
                 break;
             }
-            limit += limit / 8;
         }
         // The emptied tail is released by the next durable commits, then given back once no
         // meta slot (and no pinned snapshot) reaches it.
         for i in 0..3 {
-            let mut tx = self.begin_write()?;
-            tx.set_durability(Durability::Immediate);
-            tx.sweep()?;
-            // The last one gives back all the slack, not only a large one.
-            tx.shrink_fully = i == 2;
-            tx.commit()?;
+            sweep(None, i == 2)?;
         }
         let after = self.stats()?;
         Ok(CompactStats {

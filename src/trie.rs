@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use zerocopy::FromBytes;
 use zerocopy::little_endian::U64;
 
-use crate::alloc::Allocator;
+use crate::alloc::{Allocator, Evacuation};
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::View;
@@ -692,18 +692,25 @@ fn leaf_count(n: &NodeBuf) -> usize {
 /// Positions of a compaction pass: child `j` of the root's child `i` is position `64 i + j`.
 const POSITIONS_PER_CHILD: usize = 64;
 
-/// Compaction: records at or above a limit move below it, into free places the allocator
-/// hands out lowest first; every node above a moved record is copied (path copying, as any
-/// write), below the limit too when there is room.
+/// Compaction: records in the spans an [`Evacuation`] empties move to free places of the kept
+/// spans (the lowest first), large records into lower free runs; every node above a moved
+/// record is copied (path copying, as any write).
 impl TrieWriter<'_> {
-    /// Move the leaf at `off` below `limit` if it lies above and a place is free; returns
-    /// where it is.
-    fn lower_leaf(&mut self, off: u64, limit: u64, moved: &mut u64) -> Result<u64> {
-        let size = self.reader().leaf(off)?.size();
-        if off + size <= limit {
-            return Ok(off);
+    /// A new place for the record at `off` of `size` bytes, if compaction moves it.
+    fn evacuate(&mut self, off: u64, size: u64, plan: &Evacuation) -> Result<Option<Offset>> {
+        if size > MAX_SLAB_SIZE {
+            self.alloc.alloc_below(size, off)
+        } else if plan.contains(off) {
+            self.alloc.alloc_evacuate(size, plan)
+        } else {
+            Ok(None)
         }
-        let Some(new) = self.alloc.alloc_below(size, limit)? else { return Ok(off) };
+    }
+
+    /// Move the leaf at `off` if compaction moves it; returns where it is.
+    fn lower_leaf(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
+        let size = self.reader().leaf(off)?.size();
+        let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
         let bytes = self.alloc.read(off, size)?.to_vec();
         self.alloc.pager.write(new, &bytes)?;
         self.alloc.free(Offset(off), size);
@@ -711,21 +718,18 @@ impl TrieWriter<'_> {
         Ok(new.0)
     }
 
-    /// Write the node at `off` (now `buf`; `changed` if a child moved) below `limit` if it lies
-    /// above or changed and a place is free there, else copy it if it changed; returns where
-    /// it is.
+    /// Write the node at `off` (now `buf`; `changed` if a child moved) to its new place if
+    /// compaction moves it, else copy it if it changed; returns where it is.
     fn place_node(
         &mut self,
         off: u64,
         buf: &NodeBuf,
         changed: bool,
-        limit: u64,
+        plan: &Evacuation,
         moved: &mut u64,
     ) -> Result<u64> {
         let size = buf.size();
-        if (changed || off + size > limit)
-            && let Some(new) = self.alloc.alloc_below(size, limit.min(off.max(limit)))?
-        {
+        if let Some(new) = self.evacuate(off, size, plan)? {
             let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
             self.alloc.pager.write(new, buf.encode(&mut small, &mut large))?;
             self.alloc.free(Offset(off), size);
@@ -739,40 +743,39 @@ impl TrieWriter<'_> {
         &mut self,
         n: &mut NodeBuf,
         i: usize,
-        limit: u64,
+        plan: &Evacuation,
         moved: &mut u64,
     ) -> Result<bool> {
         let c = n.children[i];
         let new = if i < leaf_count(n) {
-            self.lower_leaf(c, limit, moved)?
+            self.lower_leaf(c, plan, moved)?
         } else {
-            self.lower_subtree(c, limit, moved)?
+            self.lower_subtree(c, plan, moved)?
         };
         n.children[i] = new;
         Ok(new != c)
     }
 
-    /// Move every record of the subtree at `off` lying above `limit` below it; returns the
-    /// subtree's new offset.
-    fn lower_subtree(&mut self, off: u64, limit: u64, moved: &mut u64) -> Result<u64> {
+    /// Move every record of the subtree at `off` that compaction moves; returns the subtree's
+    /// new offset.
+    fn lower_subtree(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
         let mut n = self.node_buf(off)?;
         let mut changed = false;
         for i in 0..n.children.len() {
-            changed |= self.lower_child(&mut n, i, limit, moved)?;
+            changed |= self.lower_child(&mut n, i, plan, moved)?;
         }
-        self.place_node(off, &n, changed, limit, moved)
+        self.place_node(off, &n, changed, plan, moved)
     }
 
     /// One bounded step of a compaction pass over the trie at `root`: move the records under
-    /// positions `from..` that lie above `limit` below it, until at least `budget` bytes have
-    /// moved. Returns the new root and the position to resume at (`None`: the pass is
+    /// positions `from..` that `plan` moves, until at least `budget` bytes have moved. Returns the new root and the position to resume at (`None`: the pass is
     /// complete). Positions name subtrees two levels down, so a step's work is bounded by the
     /// budget plus one such subtree.
     pub(crate) fn lower_step(
         &mut self,
         root: u64,
         from: usize,
-        limit: u64,
+        plan: &Evacuation,
         budget: u64,
         moved: &mut u64,
     ) -> Result<(u64, Option<usize>)> {
@@ -784,7 +787,7 @@ impl TrieWriter<'_> {
         let mut next = None;
         for i in from / POSITIONS_PER_CHILD..r.children.len() {
             if i < leaf_count(&r) {
-                r_changed |= self.lower_child(&mut r, i, limit, moved)?;
+                r_changed |= self.lower_child(&mut r, i, plan, moved)?;
                 continue;
             }
             let c = r.children[i];
@@ -797,15 +800,15 @@ impl TrieWriter<'_> {
                     next = Some(i * POSITIONS_PER_CHILD + j);
                     break;
                 }
-                changed |= self.lower_child(&mut n, j, limit, moved)?;
+                changed |= self.lower_child(&mut n, j, plan, moved)?;
             }
-            let new = self.place_node(c, &n, changed, limit, moved)?;
+            let new = self.place_node(c, &n, changed, plan, moved)?;
             r.children[i] = new;
             r_changed |= new != c;
             if next.is_some() {
                 break;
             }
         }
-        Ok((self.place_node(root, &r, r_changed, limit, moved)?, next))
+        Ok((self.place_node(root, &r, r_changed, plan, moved)?, next))
     }
 }

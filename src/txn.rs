@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::alloc::{AllocSummary, Allocator, Pager};
+use crate::alloc::{AllocSummary, Allocator, Evacuation, Pager};
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::registry::{LivePin, Pin, Registry, fork_generation};
@@ -688,11 +688,12 @@ impl WriteTxn {
         }
     }
 
-    /// Compaction: return empty spans to the free runs and order free slots lowest first.
-    pub(crate) fn sweep(&mut self) -> Result<crate::alloc::SweepStats> {
+    /// Compaction: return empty spans to the free runs, order free slots lowest first, and
+    /// with a `plan` limit choose the spans to empty.
+    pub(crate) fn sweep(&mut self, plan: Option<u64>) -> Result<Evacuation> {
         self.usable()?;
-        match self.alloc().sweep() {
-            Ok(s) => Ok(s),
+        match self.alloc().sweep_and_plan(plan) {
+            Ok((_, e)) => Ok(e),
             Err(e) => self.fail(e),
         }
     }
@@ -702,13 +703,13 @@ impl WriteTxn {
     pub(crate) fn lower_step(
         &mut self,
         from: usize,
-        limit: u64,
+        plan: &Evacuation,
         budget: u64,
     ) -> Result<(u64, Option<usize>)> {
         self.usable()?;
         let (hasher, root, mut moved) = (self.shared.hasher, self.root, 0);
         let mut w = TrieWriter { alloc: self.alloc(), hasher };
-        let res = w.lower_step(root, from, limit, budget, &mut moved);
+        let res = w.lower_step(root, from, plan, budget, &mut moved);
         match res {
             Ok((root, next)) => {
                 self.root = root;

@@ -133,7 +133,7 @@ fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
 }
 
 #[test]
-fn compact_gives_back_the_tail_of_a_fragmented_heap_and_keeps_every_entry() {
+fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let heap = Heap::open(dir.path().join("k.pheap")).unwrap();
     let mut x = 0x1234_5678_9abc_def1u64;
@@ -167,10 +167,9 @@ fn compact_gives_back_the_tail_of_a_fragmented_heap_and_keeps_every_entry() {
         c
     );
     // Two thirds removed at random: every span keeps some live records, so the tail empties
-    // only by moving them. (How much comes back varies with the layout, 1.4x-2.9x of the live
-    // bytes on this heap; the target of 1.1x is not reached yet.)
+    // only by moving them.
     assert!(
-        s.file_size < before.file_size,
+        s.file_size <= s.live_bytes * 11 / 10 + (2 << 20),
         "after compact: file {} for {} live bytes (was {})",
         s.file_size,
         s.live_bytes,
