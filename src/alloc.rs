@@ -753,51 +753,15 @@ impl Allocator {
         }
     }
 
-    /// Allocate `size` bytes only if the place lies below `limit` (compaction moves a record
-    /// only downwards); `None` leaves the allocator as it was, up to the order of free slots.
+    /// Compaction: a run for a record of `size` bytes (larger than a slab record) if the free
+    /// run it would get lies below `limit`; `None` changes nothing.
     pub(crate) fn alloc_below(&mut self, size: u64, limit: u64) -> Result<Option<Offset>> {
-        if size > MAX_SLAB_SIZE {
-            let bytes = record_run_pages(size) * PAGE_SIZE;
-            if self.find_run(record_run_pages(size)).is_none_or(|r| r.0 + bytes > limit) {
-                return Ok(None);
-            }
-        } else {
-            let c = class_of(size);
-            let s = CLASS_SIZES[c] as u64;
-            // The lowest free slot on top of the stack (frees of this transaction and a retired
-            // span's slots sit unordered above the swept, ordered part).
-            let top = &self.classes[c].top;
-            if let Some((i, &o)) = top.iter().enumerate().min_by_key(|e| *e.1)
-                && o + s <= limit
-            {
-                self.dirty = true;
-                self.classes[c].top.swap_remove(i);
-                self.free_bytes -= s;
-                self.live_bytes += s;
-                self.note_fresh(o);
-                return Ok(Some(Offset(o)));
-            }
-            let st = &self.classes[c];
-            let carve_at = (st.span != 0 && st.next_slot < span_slots(c))
-                .then(|| st.span + RUN_HEADER_SIZE + st.next_slot as u64 * s);
-            if st.top.is_empty() && st.below == 0 && carve_at.is_none_or(|o| o + s > limit) {
-                // Nothing free in the class below the limit: a new span from a low free run,
-                // if there is one; the old span's uncarved slots become free slots.
-                let pages = span_pages(c) as u64;
-                if self.find_run(pages).is_none_or(|r| r.0 + pages * PAGE_SIZE > limit) {
-                    return Ok(None);
-                }
-                self.retire_cursor(c);
-            }
+        debug_assert!(size > MAX_SLAB_SIZE);
+        let pages = record_run_pages(size);
+        if self.find_run(pages).is_none_or(|r| r.0 + pages * PAGE_SIZE > limit) {
+            return Ok(None);
         }
-        let off = self.alloc(size)?;
-        let end =
-            off.0 + if size > MAX_SLAB_SIZE { size } else { CLASS_SIZES[class_of(size)] as u64 };
-        if end <= limit {
-            return Ok(Some(off));
-        }
-        self.free(off, size); // fresh: straight back to the free slots or runs
-        Ok(None)
+        Ok(Some(self.alloc(size)?))
     }
 
     /// Stop carving class `c`'s current span: its never-used slots become free slots.
@@ -1007,6 +971,7 @@ impl Allocator {
                 self.classes[c].top.push(o);
                 continue;
             }
+            // The lowest slot of a kept span (frees of this transaction sit unordered on top).
             if let Some((i, &o)) =
                 st.top.iter().enumerate().min_by_key(|e| (evac.contains(*e.1), *e.1))
                 && !evac.contains(o)

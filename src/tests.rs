@@ -186,14 +186,7 @@ impl Harness {
                     self.heap.compact().unwrap();
                     self.durable = self.history.len() - 1;
                     assert_eq!(contents(&self.heap), *self.history.last().unwrap());
-                    for (rx, want) in &self.readers {
-                        let got: Model = rx
-                            .iter()
-                            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                            .collect::<crate::Result<_>>()
-                            .unwrap();
-                        assert_eq!(&got, want, "a pinned snapshot changed under compaction");
-                    }
+                    self.verify_readers();
                     self.heap.check().unwrap();
                 }
             }

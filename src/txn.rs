@@ -249,15 +249,18 @@ impl Shared {
 
     /// The latest trusted commit and a view that covers it.
     pub(crate) fn latest(&self) -> Result<(Snapshot, Arc<View>)> {
-        let mut refreshed = false;
+        // The newest commit past the length this handle knows: another process grew the file
+        // (or a commit newer than the one we saw grew it again after it was shortened). The
+        // file is truncated only if the same newest commit still ends past its fresh length.
+        let mut refreshed_for = None;
         loop {
             let mut view = self.storage.view();
             let len = self.storage.len();
+            let newest = read_slots(&view, &self.boot).iter().map(|s| s.txn).max();
             let snap = match choose(&view, len, &self.boot, &mut |s| self.verify(&view, s)) {
-                // Another process may have grown the file since we last looked.
-                Err(Error::Truncated { .. }) if !refreshed => {
+                Err(Error::Truncated { .. }) if refreshed_for != Some(newest) => {
                     self.storage.refresh()?;
-                    refreshed = true;
+                    refreshed_for = Some(newest);
                     continue;
                 }
                 r => r?,
