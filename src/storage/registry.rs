@@ -216,27 +216,36 @@ impl Registry {
     /// Then join the openers (shared lock on the open byte, held until close).
     fn init(path: &Path, file: &File, mode: Mode) -> Result<()> {
         let alone = mode == Mode::Registered && lock(file, libc::F_WRLCK, LOCK_BYTE_OPEN, false)?;
+        let mut buf = [0u8; size_of::<LockHeader>()];
+        let len = file.metadata()?.len();
+        let found = (len == LOCK_FILE_LEN && file.read_exact_at(&mut buf, 0).is_ok())
+            .then(|| LockHeader::read_from_bytes(&buf).expect("64 bytes"))
+            .filter(|h| {
+                h.magic == LOCK_MAGIC
+                    && h.signature.get() == lock_signature()
+                    && h.slot_count.get() == READER_SLOTS
+                    && h.slot_size.get() as usize == size_of::<ReaderSlot>()
+            });
         if alone {
             let mut h = LockHeader::new_zeroed();
             h.magic = LOCK_MAGIC;
             h.signature = lock_signature().into();
             h.slot_count = READER_SLOTS.into();
             h.slot_size = (size_of::<ReaderSlot>() as u32).into();
-            file.set_len(0)?;
-            file.set_len(LOCK_FILE_LEN)?;
+            match found {
+                // Our own layout: clear the slots ever claimed (cheaper than a new file).
+                Some(old) => {
+                    let used = old.hwm.get().min(READER_SLOTS) as usize * size_of::<ReaderSlot>();
+                    file.write_all_at(&vec![0u8; used], READER_SLOTS_OFFSET)?;
+                }
+                None => {
+                    file.set_len(0)?;
+                    file.set_len(LOCK_FILE_LEN)?;
+                }
+            }
             file.write_all_at(h.as_bytes(), 0)?;
         } else {
-            let mut buf = [0u8; size_of::<LockHeader>()];
-            let len = file.metadata()?.len();
-            let h = (len >= LOCK_FILE_LEN && file.read_exact_at(&mut buf, 0).is_ok())
-                .then(|| LockHeader::read_from_bytes(&buf).expect("64 bytes"));
-            let ok = h.is_some_and(|h| {
-                h.magic == LOCK_MAGIC
-                    && h.signature.get() == lock_signature()
-                    && h.slot_count.get() == READER_SLOTS
-                    && h.slot_size.get() as usize == size_of::<ReaderSlot>()
-            });
-            if !ok {
+            if found.is_none() {
                 return Err(lock_file_error(
                     path,
                     "it is in use with a layout this build does not share (a different pheap version, or not a pheap lock file); close every process using the heap, or use the same pheap build".into(),
