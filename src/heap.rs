@@ -80,6 +80,8 @@ pub struct Stats {
     pub entries: u64,
     /// Transaction id of the latest commit.
     pub txn_id: u64,
+    /// Transaction id of the last durable commit (where a power loss would reopen the heap).
+    pub durable_txn_id: u64,
     /// Oldest snapshot pinned by a live read transaction of any process.
     pub oldest_reader: Option<u64>,
     /// Live read transactions of every process (registered ones; see [`Heap::readers`]).
@@ -213,6 +215,7 @@ impl Heap {
         let pending_bytes = batches.iter().map(|b| b.1).sum();
         let held_by_readers =
             oldest.map_or(0, |o| batches.iter().filter(|b| b.0 > o).map(|b| b.1).sum());
+        let durable = self.shared.trusted()?.into_iter().find(|s| s.durable && s.txn <= snap.txn);
         Ok(Stats {
             file_size,
             used_size: snap.alloc.end,
@@ -222,6 +225,7 @@ impl Heap {
             held_by_readers,
             entries: snap.entries,
             txn_id: snap.txn.0,
+            durable_txn_id: durable.map_or(0, |d| d.txn.0),
             oldest_reader: pins.first().map(|p| p.txn.0),
             readers: pins.len() as u64,
         })
@@ -232,7 +236,27 @@ impl Heap {
     /// README).
     pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
         self.shared.check()?;
-        self.shared.registry.readers()
+        let mut readers = self.shared.registry.readers()?;
+        if readers.is_empty() {
+            return Ok(readers);
+        }
+        let rx = match self.begin_read() {
+            Ok(rx) => rx, // pins the allocator state read below
+            Err(Error::ReadersFull { .. }) => return Ok(readers),
+            Err(e) => return Err(e),
+        };
+        let batches =
+            crate::txn::load_snapshot_alloc(&self.shared, rx.snapshot())?.pending_bytes()?;
+        for r in &mut readers {
+            r.holds_bytes = Some(batches.iter().filter(|b| b.0.0 > r.txn_id).map(|b| b.1).sum());
+        }
+        Ok(readers)
+    }
+
+    /// Pid of the process that last began a write transaction: while a write transaction is
+    /// open (`try_begin_write` fails with [`Error::WriteInProgress`]), the one holding it.
+    pub fn last_writer_pid(&self) -> Option<u32> {
+        self.shared.registry.last_writer_pid()
     }
 
     /// Write a consistent, compacted copy of the latest commit to `path`, which must not exist.
@@ -252,9 +276,24 @@ impl Heap {
     /// every process keep their snapshots (their slices stay valid), and the writer lock is
     /// taken in bounded steps (each moves about `max(32 MiB, used / 16)` bytes), so other
     /// writers interleave. Space that pinned snapshots still reach is given back once they
-    /// end, by later commits. See DESIGN.md §3.3.
+    /// end, by later commits. A heap already within a tenth (plus 1 MiB) of its live bytes is
+    /// left as it is. See DESIGN.md §3.3.
     pub fn compact(&self) -> Result<CompactStats> {
+        self.compact_with(false)
+    }
+
+    /// `compact`; with `always`, even a heap already small enough (tests use it on tiny heaps).
+    pub(crate) fn compact_with(&self, always: bool) -> Result<CompactStats> {
         let before = self.stats()?;
+        if !always && before.file_size <= before.live_bytes + before.live_bytes / 10 + (1 << 20) {
+            // Already within what compaction aims for: nothing to win.
+            return Ok(CompactStats {
+                file_size_before: before.file_size,
+                file_size_after: before.file_size,
+                moved_bytes: 0,
+                steps: 0,
+            });
+        }
         let budget = (before.used_size / 16).max(32 << 20);
         let (mut moved, mut steps) = (0, 0);
         // A durable commit that sweeps (and, with `plan`, chooses the spans to empty).

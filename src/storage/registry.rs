@@ -64,6 +64,9 @@ pub struct ReaderInfo {
     pub pid: u32,
     /// When it was pinned, in nanoseconds since the Unix epoch.
     pub since_ns: u64,
+    /// Bytes freed by commits after this snapshot and not yet reusable: what this reader holds
+    /// back (shared with any older reader). `None` when no reader slot was free to measure it.
+    pub holds_bytes: Option<u64>,
 }
 
 /// A pinned snapshot found by a scan.
@@ -435,6 +438,7 @@ impl Registry {
                 txn_id: pin - 1,
                 pid: self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16).load(Ordering::Relaxed),
                 since_ns: self.slot_word(i, 24).load(Ordering::Relaxed),
+                holds_bytes: None,
             });
         }
         out.sort_by_key(|r| r.txn_id);
@@ -462,6 +466,15 @@ impl Registry {
     pub(crate) fn unlock_writer(&self) {
         if self.mode == Mode::Registered {
             unlock(self.file(), LOCK_BYTE_WRITER);
+        }
+    }
+
+    /// Pid of the process that last began a write transaction (it holds the writer lock while
+    /// one is open), if any did since the lock file was initialised.
+    pub(crate) fn last_writer_pid(&self) -> Option<u32> {
+        match self.mode {
+            Mode::Registered => Some(self.word32(28).load(Ordering::Relaxed)).filter(|&p| p != 0),
+            _ => None,
         }
     }
 
