@@ -142,6 +142,15 @@ fn benches(c: &mut Criterion) {
         })
     };
     g.bench_function("random_get_all/hashmap", |b| b.iter(|| map_gets(1)));
+    // A read transaction per lookup: the registry's pin, fence and re-check on every one.
+    g.bench_function("1000_read_txns_of_one_get/pheap", |b| {
+        b.iter(|| {
+            for &i in &d.shuffled[..1000] {
+                let rx = heap.begin_read().unwrap();
+                assert_eq!(rx.get(&d.keys[i]).unwrap().unwrap().len(), 150);
+            }
+        })
+    });
     g.bench_function("random_get_all_2_threads/hashmap", |b| b.iter(|| map_gets(2)));
     g.bench_function("random_get_all_2_threads/pheap", |b| b.iter(|| gets(2)));
     drop(map);

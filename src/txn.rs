@@ -256,9 +256,12 @@ impl Shared {
         loop {
             let mut view = self.storage.view();
             let len = self.storage.len();
-            let newest = read_slots(&view, &self.boot).iter().map(|s| s.txn).max();
             let snap = match choose(&view, len, &self.boot, &mut |s| self.verify(&view, s)) {
-                Err(Error::Truncated { .. }) if refreshed_for != Some(newest) => {
+                Err(e @ Error::Truncated { .. }) => {
+                    let newest = read_slots(&view, &self.boot).iter().map(|s| s.txn).max();
+                    if refreshed_for == Some(newest) {
+                        return Err(e);
+                    }
                     self.storage.refresh()?;
                     refreshed_for = Some(newest);
                     continue;
