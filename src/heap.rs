@@ -405,6 +405,11 @@ fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHeader> {
 pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
     let mut seed = [0u8; 16];
     getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok(new_heap_image_seeded(boot, seed))
+}
+
+/// As `new_heap_image`, with the key-hash seed given (tests need runs to repeat exactly).
+pub(crate) fn new_heap_image_seeded(boot: &[u8; 16], seed: [u8; 16]) -> Vec<u8> {
     let mut h = FileHeader::read_from_bytes(&[0u8; 64][..]).expect("64 bytes");
     h.magic = MAGIC;
     h.version = FORMAT_VERSION.into();
@@ -428,7 +433,7 @@ pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
     let meta = encode_meta(&snap, boot);
     let at = META_OFFSETS[0] as usize;
     img[at..at + META_SIZE].copy_from_slice(&meta);
-    Ok(img)
+    img
 }
 
 /// A temporary path in the directory of `path`, hidden, unique to this process and call.

@@ -26,6 +26,11 @@ mod trie;
 mod txn;
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(test)]
 mod tests;
 
 pub use check::CheckReport;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::heap::new_heap_image;
-use crate::storage::mem::{FailPlan, MemStorage};
+use crate::storage::mem::{FailKind, FailPlan, MemStorage};
 use crate::{Durability, Error, Heap, HeapOptions};
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
@@ -21,11 +21,7 @@ fn boot(n: u32) -> [u8; 16] {
 }
 
 fn open_mem(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
-    let registry = crate::storage::registry::Registry::from_file(
-        "mem-lock".into(),
-        tempfile::tempfile().unwrap(),
-        crate::storage::registry::Mode::Registered,
-    )?;
+    let registry = crate::storage::registry::Registry::private()?;
     Heap::from_storage_with_boot(
         storage.clone(),
         registry,
@@ -320,7 +316,7 @@ fn every_io_failure_is_an_error_and_loses_nothing_acknowledged() {
         for persistent in [false, true] {
             let (s, heap) = new_mem(boot(0));
             let at = s.ops() + k;
-            s.set_fail(Some(FailPlan { at, persistent, syncs_only: false }));
+            s.set_fail(Some(FailPlan { at, persistent, syncs_only: false, kind: FailKind::Eio }));
             let mut acked = vec![(Model::new(), true)];
             let mut in_flight = None;
             let Err(err) = workload(&heap, &mut acked, &mut in_flight) else {
@@ -342,9 +338,11 @@ fn every_io_failure_is_an_error_and_loses_nothing_acknowledged() {
             let crashed = Arc::new(s.crash_clone());
             let reopened = open_mem(&crashed, boot(0)).unwrap();
             let got = contents(&reopened);
+            // After a failed sync the heap forgets what was not known synced (I13).
+            let last_durable = acked.iter().rposition(|a| a.1).unwrap();
             assert!(
-                acceptable(&got, acked.len() - 1),
-                "k={k}: reopened state is neither the last acknowledged nor the in-flight commit"
+                acceptable(&got, acked.len() - 1) || acceptable(&got, last_durable),
+                "k={k}: reopened state is neither the last acknowledged nor the in-flight commit, nor the last durable one"
             );
             reopened.check().unwrap();
             // Or the machine loses power: synced data survives, and any subset of the rest.
@@ -415,7 +413,12 @@ fn one_phase_commit_torn_by_power_loss_is_detected() {
         }
         let syncs = s.syncs();
         // Fail the commit's one sync: its writes and its meta slot are all unsynced.
-        s.set_fail(Some(FailPlan { at: syncs, persistent: false, syncs_only: true }));
+        s.set_fail(Some(FailPlan {
+            at: syncs,
+            persistent: false,
+            syncs_only: true,
+            kind: FailKind::Eio,
+        }));
         assert!(tx.commit().is_err());
         assert_eq!(s.syncs() - syncs, 1, "a one-phase commit");
         let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -449,7 +452,12 @@ fn failed_sync_poisons_until_reopen() {
     let mut tx = heap.begin_write().unwrap();
     tx.insert(b"b", b"2").unwrap();
     // The next op is the data sync of the durable commit.
-    s.set_fail(Some(FailPlan { at: s.ops() + 2, persistent: false, syncs_only: false }));
+    s.set_fail(Some(FailPlan {
+        at: s.ops() + 2,
+        persistent: false,
+        syncs_only: false,
+        kind: FailKind::Eio,
+    }));
     let ops_before = s.ops();
     let err = tx.commit().unwrap_err();
     assert!(matches!(err, Error::Io(_)), "{err:?}");
@@ -514,4 +522,23 @@ fn a_reader_that_pins_late_moves_to_the_latest_commit() {
     assert_eq!((rx.txn_id(), rx.get(b"k").unwrap()), (3, Some(&[b'b'; 100][..])));
     drop(rx);
     heap.check().unwrap();
+}
+
+/// Regression (found by the `ops_crash` fuzz target): a sync after a write that a later
+/// truncation cut must apply the operations in order, not index past the new length.
+#[test]
+fn the_simulated_disk_syncs_a_write_then_a_truncation() {
+    use crate::storage::Storage;
+    use crate::storage::mem::CrashKind;
+    let s = MemStorage::new(1 << 20);
+    s.grow(3 * 4096).unwrap();
+    s.write(2 * 4096, &[7; 100]).unwrap();
+    s.truncate(4096).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.crash_image(CrashKind::DurableOnly, 0).len(), 4096);
+    s.grow(2 * 4096).unwrap();
+    s.sync().unwrap();
+    let img = s.crash_image(CrashKind::DurableOnly, 0);
+    assert_eq!(img.len(), 2 * 4096);
+    assert!(img[4096..].iter().all(|&b| b == 0), "the cut write came back");
 }

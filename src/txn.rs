@@ -518,7 +518,25 @@ impl WriteTxn {
     }
 
     fn sync(&self) -> Result<()> {
-        self.shared.storage.sync().inspect_err(|_| self.shared.poison())
+        self.shared.storage.sync().inspect_err(|_| {
+            self.shared.poison();
+            self.forget_unsynced();
+        })
+    }
+
+    /// After a failed sync: the kernel may have dropped the unsynced pages while keeping them
+    /// readable (Linux marks them clean), so a later process would trust commits whose data never
+    /// reaches the disk, and build durable commits on them. Invalidate, in the page cache, every
+    /// meta slot newer than the last commit known synced: every later opener starts from it
+    /// (I13). Best effort: if these writes fail too, nothing more can be done.
+    fn forget_unsynced(&self) {
+        let durable = self.guard.durable_txn;
+        let view = self.shared.storage.view();
+        for s in read_slots(&view, &self.shared.boot) {
+            if s.txn > durable {
+                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
+            }
+        }
     }
 
     fn alloc(&mut self) -> &mut Allocator {

@@ -86,6 +86,27 @@ fn next_tagged(lines: &mut impl Iterator<Item = String>, tag: &str) -> Option<St
     lines.find_map(|l| l.find(tag).map(|at| l[at + tag.len()..].to_owned()))
 }
 
+/// Kills the children it was told about when dropped, so a failing test (which unwinds) leaves
+/// no process behind.
+#[derive(Default)]
+struct Reaper(std::cell::RefCell<Vec<i32>>);
+
+impl Reaper {
+    fn watch(&self, child: Child) -> Child {
+        self.0.borrow_mut().push(child.id() as i32);
+        child
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for &pid in self.0.borrow().iter() {
+            // SAFETY: kill(2) on a child of ours (at worst already reaped: ESRCH).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 fn kill(child: &mut Child, sig: i32) {
     // SAFETY: kill(2) with a pid we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, sig) };
@@ -235,8 +256,9 @@ fn one_writer_four_readers_killed_at_random() {
         });
         w
     };
-    let mut writer = start_writer(&acked);
-    let mut readers: Vec<Child> = (0..4).map(|_| spawn("reader", &path)).collect();
+    let reaper = Reaper::default();
+    let mut writer = reaper.watch(start_writer(&acked));
+    let mut readers: Vec<Child> = (0..4).map(|_| reaper.watch(spawn("reader", &path))).collect();
     let mut seed = 0x1234_5678_9abc_def1u64;
     let (mut writer_kills, mut reader_kills) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -258,7 +280,7 @@ fn one_writer_four_readers_killed_at_random() {
             writer.wait().unwrap();
             writer_kills += 1;
             audit(&heap, acked.load(Ordering::SeqCst), &format!("writer kill {writer_kills}"));
-            writer = start_writer(&acked);
+            writer = reaper.watch(start_writer(&acked));
         } else {
             let i = (rng(&mut seed) % 4) as usize;
             let dead = readers[i].id();
@@ -272,7 +294,7 @@ fn one_writer_four_readers_killed_at_random() {
                 heap.readers().unwrap().iter().all(|r| r.pid != dead)
             });
             assert!(gone, "a dead reader's pin counts as live");
-            readers[i] = spawn("reader", &path);
+            readers[i] = reaper.watch(spawn("reader", &path));
         }
     }
     kill(&mut writer, libc::SIGKILL);

@@ -3,7 +3,7 @@
 //! recovering), reopens the heap and checks that every acknowledged commit is there. The machine
 //! keeps running, so non-durable commits must survive too.
 //!
-//! `PHEAP_KILL_ROUNDS=500 cargo test --release --test processes` for a longer run.
+//! `PHEAP_KILL_ROUNDS=5000 cargo test --release --test processes` for a longer run (500 by default).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -52,7 +52,7 @@ fn killed_processes_lose_no_acknowledged_commit() {
         return;
     }
     let rounds: u64 =
-        std::env::var("PHEAP_KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+        std::env::var("PHEAP_KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.pheap");
     let mut acked = 0u64;

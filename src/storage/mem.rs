@@ -36,12 +36,44 @@ pub(crate) enum Op {
 /// Which operations fail.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FailPlan {
-    /// Index (0-based, counting writes, meta writes, grows and syncs) of the first failing op.
+    /// Index (0-based, counting writes, meta writes, grows, truncates and syncs) of the first
+    /// failing op.
     pub at: u64,
     /// Fail every op from `at` on, not just that one.
     pub persistent: bool,
     /// Count syncs only: `at` is the index of a sync.
     pub syncs_only: bool,
+    /// How the failing operation fails.
+    pub kind: FailKind,
+}
+
+/// The ways an operation can fail, as a kernel reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum FailKind {
+    /// EIO, nothing done.
+    #[default]
+    Eio,
+    /// ENOSPC, nothing done.
+    NoSpace,
+    /// A write that stores its first half, then reports EIO.
+    Short,
+    /// An fsync that fails and loses the unsynced writes for good (Linux marks the pages clean:
+    /// readers of the page cache still see them, a power loss does not keep them).
+    SyncLost,
+}
+
+/// The crash images of §6 of DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CrashKind {
+    /// Only what was synced.
+    DurableOnly,
+    /// Synced data plus a random subset of the unsynced operations.
+    RandomSubset,
+    /// Everything, but the last write torn: a random subset of its 512-byte sectors lost.
+    TornLast,
+    /// Everything written, but no growth since the last sync (the file keeps its synced length;
+    /// writes past it are lost).
+    GrowthLost,
 }
 
 #[derive(Debug, Default)]
@@ -158,12 +190,63 @@ impl MemStorage {
         img
     }
 
-    /// Count the op and decide whether it fails.
-    fn tick(st: &mut MemState) -> Result<()> {
-        Self::tick_kind(st, false)
+    /// A crash image of `kind`; `seed` drives the random choices.
+    pub(crate) fn crash_image(&self, kind: CrashKind, seed: u64) -> Vec<u8> {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let st = self.state.lock();
+        let last_write = st.unsynced.iter().rposition(|op| matches!(op, Op::Write { .. }));
+        let synced_len = st.durable.len();
+        let mut img = st.durable.clone();
+        for (i, op) in st.unsynced.iter().enumerate() {
+            let keep = match kind {
+                CrashKind::DurableOnly => false,
+                CrashKind::RandomSubset => next() % 2 == 0,
+                CrashKind::TornLast | CrashKind::GrowthLost => true,
+            };
+            if !keep {
+                continue;
+            }
+            match op {
+                Op::Grow { len } if kind != CrashKind::GrowthLost => {
+                    img.resize(img.len().max(*len as usize), 0)
+                }
+                Op::Grow { .. } => {}
+                Op::Truncate { len } => img.truncate(*len as usize),
+                Op::Write { off, data } => {
+                    let off = *off as usize;
+                    let limit = if kind == CrashKind::GrowthLost { synced_len } else { usize::MAX };
+                    for (j, sector) in data.chunks(512).enumerate() {
+                        let at = off + j * 512;
+                        let torn = kind == CrashKind::TornLast && Some(i) == last_write;
+                        if (torn && next() % 2 == 0) || at + sector.len() > limit {
+                            continue;
+                        }
+                        if at + sector.len() > img.len() {
+                            img.resize(at + sector.len(), 0);
+                        }
+                        img[at..at + sector.len()].copy_from_slice(sector);
+                    }
+                }
+            }
+        }
+        img
     }
 
-    fn tick_kind(st: &mut MemState, sync: bool) -> Result<()> {
+    /// Count the op and decide whether (and how) it fails.
+    fn tick(st: &mut MemState) -> Result<()> {
+        Self::tick_kind(st, false).map_err(|(e, _)| e)
+    }
+
+    fn tick_kind(
+        st: &mut MemState,
+        sync: bool,
+    ) -> std::result::Result<(), (crate::Error, FailKind)> {
         let i = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
         st.ops += 1;
         if st.fail.is_some_and(|p| p.syncs_only) && !sync {
@@ -172,7 +255,8 @@ impl MemStorage {
         if let Some(p) = st.fail
             && (i == p.at || (p.persistent && i > p.at))
         {
-            return Err(std::io::Error::other("injected I/O failure").into());
+            let code = if p.kind == FailKind::NoSpace { libc::ENOSPC } else { libc::EIO };
+            return Err((std::io::Error::from_raw_os_error(code).into(), p.kind));
         }
         Ok(())
     }
@@ -220,8 +304,15 @@ impl Storage for MemStorage {
 
     fn write(&self, off: u64, data: &[u8]) -> Result<()> {
         let mut st = self.state.lock();
-        Self::tick(&mut st)?;
         assert!(off + data.len() as u64 <= st.len, "write past the end");
+        if let Err((e, kind)) = Self::tick_kind(&mut st, false) {
+            if kind == FailKind::Short {
+                let half = &data[..data.len() / 2];
+                self.copy_in(off, half);
+                st.unsynced.push(Op::Write { off, data: half.to_vec() });
+            }
+            return Err(e);
+        }
         self.copy_in(off, data);
         st.unsynced.push(Op::Write { off, data: data.to_vec() });
         Ok(())
@@ -243,15 +334,31 @@ impl Storage for MemStorage {
         let mut st = self.state.lock();
         let res = Self::tick_kind(&mut st, true);
         st.syncs += 1;
-        res?;
+        if let Err((e, kind)) = res {
+            if kind == FailKind::SyncLost {
+                st.unsynced.clear();
+            }
+            return Err(e);
+        }
         let len = st.len as usize;
-        let ops = std::mem::take(&mut st.unsynced);
-        st.durable.resize(len, 0);
-        for op in ops {
-            if let Op::Write { off, data } = op {
-                st.durable[off as usize..off as usize + data.len()].copy_from_slice(&data);
+        // In order: a write may precede a truncation that cuts it.
+        for op in std::mem::take(&mut st.unsynced) {
+            match op {
+                Op::Grow { len } => {
+                    let n = st.durable.len().max(len as usize);
+                    st.durable.resize(n, 0);
+                }
+                Op::Truncate { len } => st.durable.truncate(len as usize),
+                Op::Write { off, data } => {
+                    let end = off as usize + data.len();
+                    if end > st.durable.len() {
+                        st.durable.resize(end, 0);
+                    }
+                    st.durable[off as usize..end].copy_from_slice(&data);
+                }
             }
         }
+        st.durable.resize(len, 0);
         Ok(())
     }
 }

@@ -167,6 +167,18 @@ impl Registry {
         Registry::from_file(path, file, mode)
     }
 
+    /// A registry of its own, over an unnamed temporary file: for heaps on the simulated disk.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    pub(crate) fn private() -> Result<Registry> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(std::env::temp_dir())?;
+        Registry::from_file("(private)".into(), file, Mode::Registered)
+    }
+
     /// A registry over an already open lock file (tests use a private temporary file).
     pub(crate) fn from_file(path: PathBuf, file: File, mode: Mode) -> Result<Registry> {
         if !file.metadata()?.is_file() {

@@ -1,0 +1,73 @@
+//! Build a heap from the input's first part (operations), corrupt it with the input's second
+//! part (offset/xor edits), reopen, and read, walk and write. Any outcome but a panic, a hang or
+//! an unbounded allocation is fine; a heap that was not corrupted must hold exactly the model.
+#![no_main]
+
+use std::collections::BTreeMap;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (ops, edits) =
+        data.split_at(data.len().min(data.first().copied().unwrap_or(0) as usize * 4));
+    let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("temp dir");
+    let path = dir.path().join("c.pheap");
+    let mut model = BTreeMap::new();
+    {
+        let heap =
+            pheap::Heap::options().durability(pheap::Durability::None).open(&path).expect("create");
+        let mut tx = heap.begin_write().expect("writer");
+        for op in ops.chunks(4) {
+            let k = vec![op[0] % 64];
+            match op.get(1).copied().unwrap_or(0) % 8 {
+                0 => {
+                    tx.remove(&k).expect("remove");
+                    model.remove(&k);
+                }
+                7 => {
+                    tx.commit().expect("commit");
+                    tx = heap.begin_write().expect("writer");
+                }
+                n => {
+                    let len = op.get(2).copied().unwrap_or(0) as usize * n as usize * 40;
+                    let v = vec![op.get(3).copied().unwrap_or(0); len];
+                    tx.insert(&k, &v).expect("insert");
+                    model.insert(k, v);
+                }
+            }
+        }
+        tx.commit().expect("commit");
+        heap.checkpoint().expect("checkpoint");
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    let pristine = edits.len() < 5;
+    for e in edits.chunks(5) {
+        if e.len() < 5 || bytes.is_empty() {
+            break;
+        }
+        let at = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize % bytes.len();
+        bytes[at] ^= e[4] | 1;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let Ok(heap) = pheap::Heap::options().create(false).open(&path) else {
+        assert!(!pristine, "an intact heap failed to open");
+        return;
+    };
+    if let Ok(rx) = heap.begin_read() {
+        let got: Result<BTreeMap<Vec<u8>, Vec<u8>>, _> =
+            rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect();
+        if pristine {
+            assert_eq!(got.expect("an intact heap reads"), model, "contents differ from the model");
+        }
+        for k in 0..64u8 {
+            let _ = rx.get(&[k]);
+        }
+    }
+    let sound = heap.check().is_ok();
+    assert!(sound || !pristine, "an intact heap failed its integrity walk");
+    if let Ok(mut tx) = heap.begin_write() {
+        let _ = tx.insert(b"after", &[7; 300]).and_then(|_| tx.remove(&[1]).map(|_| ()));
+        let _ = tx.commit();
+    }
+    let _ = heap.check();
+});

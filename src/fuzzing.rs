@@ -1,0 +1,79 @@
+//! The simulated disk for fuzz targets (feature `fuzzing`; not part of the API): a heap on
+//! memory that tracks what was synced, fails chosen operations, and produces crash images.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
+use crate::storage::registry::Registry;
+use crate::{Heap, HeapOptions, Result};
+
+const CAP: u64 = 64 << 20;
+
+/// A simulated disk holding one heap.
+#[derive(Debug)]
+pub struct SimDisk(Arc<MemStorage>);
+
+impl SimDisk {
+    /// A new, empty heap (fixed hash seed, so runs repeat).
+    pub fn new() -> SimDisk {
+        let img = crate::heap::new_heap_image_seeded(&boot(0), [7; 16]);
+        SimDisk(Arc::new(MemStorage::from_image(&img, CAP)))
+    }
+
+    /// Open the heap as a process of boot `n` would (a new `n` is a reboot).
+    pub fn open(&self, n: u8) -> Result<Heap> {
+        Heap::from_storage_with_boot(
+            self.0.clone(),
+            Registry::private()?,
+            &HeapOptions::default(),
+            Path::new("sim"),
+            boot(n),
+        )
+    }
+
+    /// Fail operation `op` (counted from now) with `kind` (0 EIO, 1 ENOSPC, 2 short write,
+    /// 3 fsync losing the unsynced writes), and every later one if `persistent`.
+    pub fn fail(&self, op: u64, kind: u8, persistent: bool) {
+        let kind = [FailKind::Eio, FailKind::NoSpace, FailKind::Short, FailKind::SyncLost]
+            [kind as usize % 4];
+        self.0.set_fail(Some(FailPlan {
+            at: self.0.ops() + op,
+            persistent,
+            syncs_only: false,
+            kind,
+        }));
+    }
+
+    /// No more failures.
+    pub fn heal(&self) {
+        self.0.set_fail(None);
+    }
+
+    /// The disk a new process finds after this one died (the page cache survives).
+    pub fn process_crash(&self) -> SimDisk {
+        SimDisk(Arc::new(self.0.crash_clone()))
+    }
+
+    /// The disk after a power loss: `kind` 0 durable only, 1 random subset of unsynced writes,
+    /// 2 last write torn, 3 growth lost.
+    pub fn power_loss(&self, kind: u8, seed: u64) -> SimDisk {
+        let kind = [
+            CrashKind::DurableOnly,
+            CrashKind::RandomSubset,
+            CrashKind::TornLast,
+            CrashKind::GrowthLost,
+        ][kind as usize % 4];
+        SimDisk(Arc::new(MemStorage::from_image(&self.0.crash_image(kind, seed), CAP)))
+    }
+}
+
+impl Default for SimDisk {
+    fn default() -> Self {
+        SimDisk::new()
+    }
+}
+
+fn boot(n: u8) -> [u8; 16] {
+    [0xb0u8.wrapping_add(n); 16]
+}
