@@ -9,13 +9,12 @@
 //! `PHEAP_CRASH_WORKLOADS=2000 cargo test --release --lib enumerated` for the long mode.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::heap::new_heap_image_seeded;
 use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
-use crate::storage::registry::Registry;
-use crate::{Durability, Error, Heap, HeapOptions};
+use crate::tests::open_mem as open;
+use crate::{Durability, Error, Heap};
 
 type Model = HashMap<Vec<u8>, Vec<u8>>;
 
@@ -26,17 +25,6 @@ const CAP: u64 = 64 << 20;
 /// Boot ids (never all zeros, which means "unknown").
 fn boot(n: u8) -> [u8; 16] {
     [0xb0 + n; 16]
-}
-
-fn open(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
-    let registry = Registry::private()?;
-    Heap::from_storage_with_boot(
-        storage.clone(),
-        registry,
-        &HeapOptions::default(),
-        Path::new("crash"),
-        boot_id,
-    )
 }
 
 fn contents(heap: &Heap) -> Model {

@@ -20,7 +20,8 @@ fn boot(n: u32) -> [u8; 16] {
     b
 }
 
-fn open_mem(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
+/// A heap on the simulated disk, opened as a process of boot `boot_id` would.
+pub(crate) fn open_mem(storage: &Arc<MemStorage>, boot_id: [u8; 16]) -> crate::Result<Heap> {
     let registry = crate::storage::registry::Registry::private()?;
     Heap::from_storage_with_boot(
         storage.clone(),
