@@ -330,3 +330,59 @@ fn a_lost_fsync_does_not_let_the_next_process_build_on_lost_pages() {
         assert!(got.contains_key(&b"durable"[..]), "{kind:?}: a durable commit was lost");
     }
 }
+
+/// After a failed sync discarded a commit (I13) that a reader of another handle still pins, no
+/// writer may reuse the space that commit's records occupy until the reader ends.
+#[test]
+fn a_pin_on_a_discarded_commit_holds_writers_back() {
+    use crate::storage::registry::{Mode, Registry};
+    let lock = tempfile::NamedTempFile::new().unwrap();
+    let registry = || {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(lock.path()).unwrap();
+        Registry::from_file(lock.path().into(), f, Mode::Registered).unwrap()
+    };
+    let on = |s: &Arc<MemStorage>| {
+        let opts = crate::HeapOptions::default();
+        Heap::from_storage_with_boot(
+            s.clone(),
+            registry(),
+            &opts,
+            std::path::Path::new("p"),
+            boot(0),
+        )
+        .unwrap()
+    };
+    let (s, _) = fresh(2);
+    let a = on(&s);
+    let mut t = a.begin_write().unwrap();
+    t.insert(b"k1", &[1; 500]).unwrap();
+    t.commit().unwrap();
+    let mut t = a.begin_write().unwrap();
+    t.insert(b"k2", &[2; 500]).unwrap();
+    t.set_durability(Durability::None);
+    t.commit().unwrap();
+    // A reader of another handle (as of another process) pins the non-durable commit.
+    let c = on(&s);
+    let rx = c.begin_read().unwrap();
+    let held = rx.txn_id();
+    s.set_fail(Some(FailPlan {
+        at: s.syncs(),
+        persistent: false,
+        syncs_only: true,
+        kind: FailKind::SyncLost,
+    }));
+    assert!(a.checkpoint().is_err());
+    s.set_fail(None);
+    let b = on(&s);
+    assert_eq!(b.begin_read().unwrap().get(b"k2").unwrap(), None, "the commit was discarded");
+    let err = b.begin_write().unwrap_err();
+    assert!(err.to_string().contains("discarded"), "{err}");
+    assert_eq!(rx.get(b"k2").unwrap(), Some(&[2u8; 500][..]), "the pinned view is intact");
+    drop(rx);
+    // Once no reader holds it, the discarded commit is gone for everyone (its id may be given
+    // again: nothing refers to it any more).
+    let mut t = b.begin_write().unwrap();
+    t.insert(b"k3", &[3; 500]).unwrap();
+    t.commit().unwrap();
+    b.check().unwrap();
+}

@@ -476,6 +476,15 @@ impl WriteTxn {
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
         // that pins after the scan re-checks and holds `snap` or newer.
         let pins = shared.registry.live_pins(true)?;
+        if let Some(p) = pins.iter().find(|p| p.txn > snap.txn) {
+            // A reader holds a commit newer than every valid slot: one a failed sync made the
+            // heap forget (I13). Its records lie in space the latest commit counts as free, so
+            // nothing may be written until it ends.
+            return Err(Error::Io(std::io::Error::other(format!(
+                "a read transaction still holds commit {}, which a failed sync discarded; retry once it ends",
+                p.txn.0
+            ))));
+        }
         let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
         if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
             readers = readers.min(t);
