@@ -377,10 +377,10 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
     assert_eq!(b.begin_read().unwrap().get(b"k2").unwrap(), None, "the commit was discarded");
     let err = b.begin_write().unwrap_err();
     assert!(err.to_string().contains("discarded"), "{err}");
+    assert!(err.to_string().contains(&format!("commit {held}")), "{err}");
     assert_eq!(rx.get(b"k2").unwrap(), Some(&[2u8; 500][..]), "the pinned view is intact");
     drop(rx);
-    // Once no reader holds it, the discarded commit is gone for everyone (its id may be given
-    // again: nothing refers to it any more).
+    // Once no reader holds it, the discarded commit is gone for everyone.
     let mut t = b.begin_write().unwrap();
     t.insert(b"k3", &[3; 500]).unwrap();
     t.commit().unwrap();
