@@ -386,3 +386,33 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
     t.commit().unwrap();
     b.check().unwrap();
 }
+
+/// Regression (found by a longer `ops_crash` run): a sync that fails while a new process settles
+/// an earlier one's commits (at its first write transaction) must not discard durable commits.
+#[test]
+fn a_failed_settling_sync_keeps_durable_commits() {
+    let (s, heap) = fresh(3);
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"durable", &[1; 700]).unwrap();
+    t.commit().unwrap();
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"fast", &[2; 700]).unwrap();
+    t.set_durability(Durability::None);
+    t.commit().unwrap();
+    drop(heap);
+    let s2 = Arc::new(s.crash_clone());
+    let heap = open(&s2, boot(0)).unwrap();
+    s2.set_fail(Some(FailPlan {
+        at: s2.syncs(),
+        persistent: false,
+        syncs_only: true,
+        kind: FailKind::SyncLost,
+    }));
+    assert!(heap.begin_write().is_err(), "the settling sync fails");
+    drop(heap);
+    s2.set_fail(None);
+    let s3 = Arc::new(s2.crash_clone());
+    let heap = open(&s3, boot(0)).unwrap();
+    heap.check().unwrap();
+    assert!(contents(&heap).contains_key(&b"durable"[..]), "a durable commit was discarded");
+}

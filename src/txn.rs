@@ -526,7 +526,14 @@ impl WriteTxn {
         Ok(())
     }
 
+    /// A sync outside a commit (settling an earlier process's commits at load): a failure only
+    /// poisons, as the durable commit is not known yet.
     fn sync(&self) -> Result<()> {
+        self.shared.storage.sync().inspect_err(|_| self.shared.poison())
+    }
+
+    /// A sync of this commit: a failure also forgets what was not known synced (I13).
+    fn sync_commit(&self) -> Result<()> {
         self.shared.storage.sync().inspect_err(|_| {
             self.shared.poison();
             self.forget_unsynced();
@@ -679,7 +686,7 @@ impl WriteTxn {
             Err(e) => return self.fail(e),
         };
         if durable && !summary.one_phase {
-            self.sync()?;
+            self.sync_commit()?;
         }
         let snap = Snapshot {
             txn,
@@ -697,7 +704,7 @@ impl WriteTxn {
             .inspect_err(|_| self.shared.poison())?;
         self.guard.latest_slot = snap.slot;
         if durable {
-            self.sync()?;
+            self.sync_commit()?;
             self.guard.durable_slot = snap.slot;
             self.guard.durable_txn = txn;
         }
