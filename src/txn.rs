@@ -202,7 +202,8 @@ impl Drop for Shared {
         }
         let floor = self.storage.refresh().ok().and_then(|len| {
             let pins = self.registry.live_pins(true).ok()?;
-            Some((len, self.shrink_floor(&pins).ok()??))
+            let anonymous = self.registry.anonymous_present().ok()?;
+            Some((len, self.shrink_floor(&pins, anonymous).ok()??))
         });
         if let Some((len, floor)) = floor
             && floor < len
@@ -228,8 +229,8 @@ impl Shared {
     /// slots' commits and of the snapshots pinned by `pins` (a scan by the writer lock's holder;
     /// a reader pinning later pins the latest commit, whose slot is counted). `None` while an
     /// unregistered reader, whose snapshot is unknown, has a transaction open.
-    pub(crate) fn shrink_floor(&self, pins: &[LivePin]) -> Result<Option<u64>> {
-        if self.registry.anonymous_present()? {
+    pub(crate) fn shrink_floor(&self, pins: &[LivePin], anonymous: bool) -> Result<Option<u64>> {
+        if anonymous {
             return Ok(None);
         }
         let view = self.storage.view();
@@ -423,6 +424,9 @@ pub struct WriteTxn {
     pins: Vec<LivePin>,
     /// Give back all the file's slack at commit, not only a large one (compaction's last step).
     pub(crate) shrink_fully: bool,
+    /// An unregistered reader had a transaction open when this one began: nothing is cut at
+    /// commit. (One arriving later reads the base or this commit, whose slots bound the cut.)
+    anonymous: bool,
     base: Snapshot,
     root: u64,
     entries: u64,
@@ -458,6 +462,7 @@ impl WriteTxn {
             locked: true,
             pins: Vec::new(),
             shrink_fully: false,
+            anonymous: false,
             base: Snapshot::default(),
             root: 0,
             entries: 0,
@@ -488,6 +493,7 @@ impl WriteTxn {
         let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
         if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
             readers = readers.min(t);
+            tx.anonymous = true;
         }
         tx.pins = pins;
         let res = tx.alloc().begin_txn(readers, readers.min(durable));
@@ -719,7 +725,7 @@ impl WriteTxn {
     /// alternate). Best effort: a failure here loses nothing.
     fn shrink(&mut self) {
         let len = self.shared.storage.len();
-        let Ok(Some(floor)) = self.shared.shrink_floor(&self.pins) else { return };
+        let Ok(Some(floor)) = self.shared.shrink_floor(&self.pins, self.anonymous) else { return };
         let slack = if self.shrink_fully { 0 } else { (floor / 64).max(256 << 10) };
         let keep = (floor + slack).next_multiple_of(PAGE_SIZE);
         let worth = if self.shrink_fully { 0 } else { (4 << 20u64).max(len / 16) };
