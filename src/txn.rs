@@ -515,7 +515,10 @@ impl WriteTxn {
             // Commits of this boot may sit only in the page cache, durable-flagged ones among
             // them (a process died before its sync finished): settle them before trusting any
             // as the last durable commit (I2).
-            self.sync()?;
+            if let Err(e) = self.sync() {
+                self.forget_unsettled();
+                return Err(e);
+            }
         }
         let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
         // The newest durable-flagged slot not newer than the latest is what a power loss would
@@ -536,6 +539,21 @@ impl WriteTxn {
     /// poisons, as the durable commit is not known yet.
     fn sync(&self) -> Result<()> {
         self.shared.storage.sync().inspect_err(|_| self.shared.poison())
+    }
+
+    /// After a failed settling sync: pages of earlier processes may be lost, so keep only the
+    /// slots a reboot would trust (durable, and verified if one-phase); invalidate the other
+    /// slots of this boot (I13). A two-phase durable slot's data was synced before it was written.
+    fn forget_unsettled(&self) {
+        let view = self.shared.storage.view();
+        for s in read_slots(&view, &self.shared.boot) {
+            let kept = !s.same_boot
+                || (s.durable
+                    && (!s.alloc.one_phase || crate::alloc::verify_one_phase(&view, &s.alloc)));
+            if !kept {
+                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
+            }
+        }
     }
 
     /// A sync of this commit: a failure also forgets what was not known synced (I13).
