@@ -259,13 +259,6 @@ impl Evacuation {
     }
 }
 
-/// What a sweep gave back.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct SweepStats {
-    pub spans: u64,
-    pub bytes: u64,
-}
-
 impl Allocator {
     /// The allocator of an empty heap.
     pub(crate) fn empty(pager: Pager) -> Allocator {
@@ -788,8 +781,8 @@ impl Allocator {
     /// remaining slots are ordered so that the lowest addresses are allocated first. O(runs +
     /// free slots); run when much space sits in free slots (see [`Allocator::sweep_due`]) and by
     /// compaction.
-    pub(crate) fn sweep(&mut self) -> Result<SweepStats> {
-        Ok(self.sweep_and_plan(None)?.0)
+    pub(crate) fn sweep(&mut self) -> Result<()> {
+        self.sweep_and_plan(None).map(drop)
     }
 
     /// As [`Allocator::sweep`]; with a `plan` limit, also choose the spans compaction empties:
@@ -797,7 +790,7 @@ impl Allocator {
     /// lowest ones whose free slots can take the live records of the others; free slots are
     /// then ordered kept spans first. Records that find no kept slot go to new spans cut from
     /// free runs below the limit.
-    pub(crate) fn sweep_and_plan(&mut self, plan: Option<u64>) -> Result<(SweepStats, Evacuation)> {
+    pub(crate) fn sweep_and_plan(&mut self, plan: Option<u64>) -> Result<Evacuation> {
         let limit = plan.unwrap_or(u64::MAX);
         let plan = plan.is_some();
         self.dirty = true;
@@ -841,7 +834,6 @@ impl Allocator {
                 *pending_in.entry(start).or_default() += 1;
             }
         }
-        let mut stats = SweepStats::default();
         #[allow(clippy::needless_range_loop)] // `c` indexes the classes and names the class
         for c in 0..NUM_CLASSES {
             let st = std::mem::take(&mut self.classes[c]);
@@ -899,8 +891,6 @@ impl Allocator {
                 self.free_bytes -= carved(e) as u64 * s;
                 self.live_bytes += pages * PAGE_SIZE;
                 self.free_run(e, pages);
-                stats.spans += 1;
-                stats.bytes += pages * PAGE_SIZE;
             }
             let mut evacuated: HashSet<u64> = HashSet::new();
             if plan {
@@ -950,7 +940,7 @@ impl Allocator {
             self.classes[c] = ClassState { top, below, below_len, span, next_slot };
         }
         evacuation.spans.sort_unstable();
-        Ok((stats, evacuation))
+        Ok(evacuation)
     }
 
     /// Compaction: a place for a slab record of `size` bytes outside every span `evac`

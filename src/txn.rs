@@ -757,7 +757,7 @@ impl WriteTxn {
     pub(crate) fn sweep(&mut self, plan: Option<u64>) -> Result<Evacuation> {
         self.usable()?;
         match self.alloc().sweep_and_plan(plan) {
-            Ok((_, e)) => Ok(e),
+            Ok(e) => Ok(e),
             Err(e) => self.fail(e),
         }
     }
