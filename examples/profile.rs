@@ -1,4 +1,4 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|get PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|get PATH`
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
@@ -37,6 +37,20 @@ fn main() -> pheap::Result<()> {
                 }
             }
         }
+        "durable" | "single" => {
+            // Single-key commits on a loaded heap: durable ones, or no-sync ones without a
+            // checkpoint (the compare benchmark's two modes).
+            let heap = Heap::open(path)?;
+            let commits = std::env::var("COMMITS").map_or(2_000, |c| c.parse().expect("COMMITS"));
+            for i in 0..commits {
+                let mut tx = heap.begin_write()?;
+                if what == "single" {
+                    tx.set_durability(Durability::None);
+                }
+                tx.insert(&key(n + i), &[5u8; 150])?;
+                tx.commit()?;
+            }
+        }
         "get" => {
             let heap = Heap::open(path)?;
             let rx = heap.begin_read()?;
@@ -46,7 +60,7 @@ fn main() -> pheap::Result<()> {
             }
             assert!(sum > 0);
         }
-        _ => panic!("load | nosync | get"),
+        _ => panic!("load | nosync | durable | single | get"),
     }
     println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
     Ok(())

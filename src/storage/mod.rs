@@ -122,8 +122,12 @@ pub(crate) fn boot_id() -> [u8; 16] {
     static BOOT: OnceLock<[u8; 16]> = OnceLock::new();
     *BOOT.get_or_init(|| {
         let mut out = [0u8; 16];
-        if let Ok(s) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
-            let hex: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
+        // One read of the 37-byte file (open, read, close: this is on every open's path).
+        let mut buf = [0u8; 64];
+        let read = std::fs::File::open("/proc/sys/kernel/random/boot_id")
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut buf));
+        if let Ok(n) = read {
+            let hex: Vec<u8> = buf[..n].iter().copied().filter(u8::is_ascii_hexdigit).collect();
             if hex.len() == 32 {
                 for (i, pair) in hex.chunks(2).enumerate() {
                     let s = std::str::from_utf8(pair).unwrap_or("00");

@@ -92,6 +92,8 @@ pub(crate) struct Registry {
     fork_entry: Option<usize>,
     /// [`fork_generation`] at open.
     fork_gen: u64,
+    /// This process (a forked child cannot use the handle, so it stays right).
+    pid: u32,
 }
 
 /// The slots this handle owns (holds the lock byte of), and which of them are idle.
@@ -210,6 +212,7 @@ impl Registry {
             anonymous: Mutex::new(0),
             fork_entry,
             fork_gen: fork_generation(),
+            pid: std::process::id(),
         })
     }
 
@@ -223,6 +226,7 @@ impl Registry {
             anonymous: Mutex::new(0),
             fork_entry: None,
             fork_gen: fork_generation(),
+            pid: std::process::id(),
         }
     }
 
@@ -338,7 +342,7 @@ impl Registry {
                         // A dead owner's pin may linger: clear it before the slot counts.
                         self.slot_word(i, 0).store(0, Ordering::SeqCst);
                         self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16)
-                            .store(std::process::id(), Ordering::Relaxed);
+                            .store(self.pid, Ordering::Relaxed);
                         self.hwm().fetch_max(i + 1, Ordering::SeqCst);
                         return Ok(Pin::Slot(i));
                     }
@@ -468,7 +472,7 @@ impl Registry {
         }
         let got = lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)?;
         if got {
-            self.word32(28).store(std::process::id(), Ordering::Relaxed);
+            self.word32(28).store(self.pid, Ordering::Relaxed);
         }
         Ok(got)
     }
