@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::data::Data;
 
@@ -295,15 +296,18 @@ impl Store for StdHashMap {
 }
 
 /// Opens the store in `dir` read-only where the store allows it and gets one key: the resume
-/// child. Returns the time to open and whether the value is right (None: key missing).
+/// child. Calls `report` with the time to open, the time to open and get, and whether the value
+/// is right (None: key missing), before any handle is dropped, so that no store's teardown
+/// counts.
 pub fn open_and_get(
     store: &str,
     dir: &Path,
     key: &[u8],
     value_len: usize,
-) -> (std::time::Duration, Option<bool>) {
+    report: impl FnOnce(Duration, Duration, Option<bool>),
+) {
     let ok = |v: &[u8]| crate::data::check(key, v, value_len);
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     match store {
         "pheap" => {
             let heap = pheap::Heap::options()
@@ -313,7 +317,8 @@ pub fn open_and_get(
                 .expect("open pheap");
             let opened = t.elapsed();
             let tx = heap.begin_read().unwrap();
-            (opened, tx.get(key).unwrap().map(ok))
+            let found = tx.get(key).unwrap().map(ok);
+            report(opened, t.elapsed(), found);
         }
         "LMDB" => {
             let mut options = heed::EnvOpenOptions::new();
@@ -325,19 +330,22 @@ pub fn open_and_get(
             let db: heed::Database<Bytes, Bytes> =
                 env.open_database(&tx, None).unwrap().expect("no db");
             let opened = t.elapsed();
-            (opened, db.get(&tx, key).unwrap().map(ok))
+            let found = db.get(&tx, key).unwrap().map(ok);
+            report(opened, t.elapsed(), found);
         }
         "redb" => {
             let db = redb::ReadOnlyDatabase::open(dir.join("data.redb")).expect("open redb");
             let opened = t.elapsed();
             let tx = db.begin_read().unwrap();
             let table = tx.open_table(TABLE).unwrap();
-            (opened, table.get(key).unwrap().map(|v| ok(v.value())))
+            let found = table.get(key).unwrap().map(|v| ok(v.value()));
+            report(opened, t.elapsed(), found);
         }
         "sled" => {
             let db = sled::Config::new().path(dir).open().expect("open sled");
             let opened = t.elapsed();
-            (opened, db.get(key).unwrap().map(|v| ok(&v)))
+            let found = db.get(key).unwrap().map(|v| ok(&v));
+            report(opened, t.elapsed(), found);
         }
         other => panic!("no resume for {other}"),
     }
