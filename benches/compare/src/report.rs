@@ -213,6 +213,9 @@ fn resume_table(r: &Results, out: &mut String) {
             out.push('\n');
         }
     }
+    for note in &r.notes {
+        let _ = writeln!(out, "\n{note}");
+    }
     if let Some(f) = resume_stat(r, "floor", |s| s.total) {
         let _ = writeln!(
             out,
