@@ -97,6 +97,28 @@ impl View {
         Some(unsafe { std::slice::from_raw_parts(self.ptr.add(off as usize), len as usize) })
     }
 
+    /// Hint that `off..off + len` will be read soon: the cache lines are requested at once, in
+    /// parallel, instead of one after another as dependent loads reach them. Never faults
+    /// (prefetches of unmapped or out-of-range addresses are dropped), so the range is only
+    /// clamped to the mapping.
+    #[inline]
+    pub(crate) fn prefetch(&self, off: u64, len: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let end = off.saturating_add(len).min(self.mapped);
+            let mut line = off & !63;
+            while line < end {
+                // SAFETY: a prefetch neither reads into the program nor faults; the address is
+                // inside the mapping (clamped above).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.add(line as usize).cast()) };
+                line += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (off, len);
+    }
+
     /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
     /// which case the checksum of the copy fails and the caller uses another slot (I2 keeps the
     /// latest commit's slot untouched while a new one is written).
