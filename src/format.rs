@@ -518,8 +518,11 @@ pub struct LockHeader {
     /// 32..40: the latest commit when the writer last found no unregistered reader (atomic;
     /// written by the writer only): unregistered readers hold no snapshot older than it.
     pub anon_clear_txn: U64,
-    /// 40..64: reserved, zero.
-    pub reserved: [u8; 24],
+    /// 40..48: token of the handle that last took the writer lock (atomic; written under it):
+    /// a handle finding its own token knows the heap file's length has not changed since.
+    pub writer_token: U64,
+    /// 48..64: reserved, zero.
+    pub reserved: [u8; 16],
 }
 const _: () = assert!(size_of::<LockHeader>() == 64);
 
@@ -548,7 +551,7 @@ const _: () = assert!(size_of::<ReaderSlot>() == 64);
 /// if they agree on all of it.
 pub fn lock_signature() -> u64 {
     let desc = format!(
-        "pheap-lock/1 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} page{}",
+        "pheap-lock/2 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} page{}",
         cfg!(target_endian = "little"),
         size_of::<LockHeader>(),
         size_of::<ReaderSlot>(),

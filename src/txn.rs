@@ -197,7 +197,7 @@ impl Drop for Shared {
         if self.read_only || self.forked() || self.poisoned.load(Ordering::Acquire) {
             return;
         }
-        if !matches!(self.registry.lock_writer(false), Ok(true)) {
+        if !matches!(self.registry.lock_writer(false), Ok(Some(_))) {
             return;
         }
         let floor = self.storage.refresh().ok().and_then(|len| {
@@ -453,9 +453,9 @@ impl WriteTxn {
         } else {
             shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
         };
-        if !shared.registry.lock_writer(wait)? {
+        let Some(length_known) = shared.registry.lock_writer(wait)? else {
             return Err(Error::WriteInProgress);
-        }
+        };
         let mut tx = WriteTxn {
             shared: shared.clone(),
             guard,
@@ -470,8 +470,11 @@ impl WriteTxn {
             failed: false,
             done: false,
         };
-        // Another process may have grown the file, or trimmed its slack at close.
-        shared.storage.refresh()?;
+        // Another process or handle may have grown the file, or trimmed its slack at close,
+        // unless this handle held the writer lock last.
+        if !length_known {
+            shared.storage.refresh()?;
+        }
         let (snap, _) = shared.latest()?;
         if tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn {
             tx.load(&snap)?;

@@ -183,3 +183,48 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
         assert_eq!(rx.get(&k.to_be_bytes()).unwrap(), Some(&v[..]));
     }
 }
+
+/// Two handles of one file in one process: each must learn the length the other left, grown or
+/// shortened, before writing (a writer that kept a length longer than the file would write
+/// through the mapping past its end and die of SIGBUS).
+#[test]
+fn a_writer_learns_the_length_another_handle_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pheap");
+    let (a, b) = (Heap::open(&path).unwrap(), Heap::open(&path).unwrap());
+    let fill = |heap: &Heap, tag: u8| {
+        let mut tx = heap.begin_write().unwrap();
+        for i in 0..300u32 {
+            tx.insert(&i.to_be_bytes(), &vec![tag; 100_000]).unwrap();
+        }
+        tx.commit().unwrap();
+    };
+    let small = |heap: &Heap, i: u32| {
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"small", &i.to_le_bytes()).unwrap();
+        tx.commit().unwrap();
+    };
+    let file_len = || std::fs::metadata(&path).unwrap().len();
+    fill(&a, 1);
+    small(&b, 0); // b now knows the grown length
+    let grown = file_len();
+    assert!(grown > 25 << 20);
+    let mut tx = a.begin_write().unwrap();
+    for i in 0..300u32 {
+        assert!(tx.remove(&i.to_be_bytes()).unwrap());
+    }
+    tx.commit().unwrap();
+    for i in 1..10 {
+        small(&a, i);
+    }
+    assert!(file_len() < 4 << 20, "a gave nothing back: {} bytes", file_len());
+    // b writes last-known-length-deep: only a fresh length keeps these writes inside the file.
+    fill(&b, 2);
+    small(&a, 10);
+    for heap in [&a, &b] {
+        heap.check().unwrap();
+        let rx = heap.begin_read().unwrap();
+        assert_eq!(rx.get(&299u32.to_be_bytes()).unwrap(), Some(&[2u8; 100_000][..]));
+        assert_eq!(rx.get(b"small").unwrap(), Some(&10u32.to_le_bytes()[..]));
+    }
+}

@@ -94,6 +94,9 @@ pub(crate) struct Registry {
     fork_gen: u64,
     /// This process (a forked child cannot use the handle, so it stays right).
     pid: u32,
+    /// Names this handle in the lock header's `writer_token` (unique among live handles: the
+    /// pid and a per-process count).
+    token: u64,
 }
 
 /// The slots this handle owns (holds the lock byte of), and which of them are idle.
@@ -216,6 +219,7 @@ impl Registry {
             fork_entry,
             fork_gen: fork_generation(),
             pid: std::process::id(),
+            token: new_token(),
         })
     }
 
@@ -230,6 +234,7 @@ impl Registry {
             fork_entry: None,
             fork_gen: fork_generation(),
             pid: std::process::id(),
+            token: new_token(),
         }
     }
 
@@ -467,17 +472,20 @@ impl Registry {
     // -----------------------------------------------------------------------------------------
     // The writer
 
-    /// Take the writer lock of all processes; `Ok(false)` if another holds it and `wait` is
-    /// false. The caller holds the handle's in-process writer mutex.
-    pub(crate) fn lock_writer(&self, wait: bool) -> Result<bool> {
+    /// Take the writer lock of all processes; `Ok(None)` if another holds it and `wait` is
+    /// false. The caller holds the handle's in-process writer mutex. `Some(true)`: this handle
+    /// held the lock last, so no one has changed the heap file's length since it released it
+    /// (every length change is made under the lock, I12): its own idea of the length is exact.
+    pub(crate) fn lock_writer(&self, wait: bool) -> Result<Option<bool>> {
         if self.mode != Mode::Registered {
             return Err(Error::ReadOnly);
         }
-        let got = lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)?;
-        if got {
-            self.word32(28).store(self.pid, Ordering::Relaxed);
+        if !lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)? {
+            return Ok(None);
         }
-        Ok(got)
+        self.word32(28).store(self.pid, Ordering::Relaxed);
+        let last = self.word(40).swap(self.token, Ordering::SeqCst);
+        Ok(Some(last == self.token))
     }
 
     /// Release the writer lock (before the in-process mutex: a thread of this handle taking
@@ -530,6 +538,15 @@ impl Drop for Registry {
             LOCK_FDS[e].store(-1, Ordering::SeqCst);
         }
     }
+}
+
+/// A writer token: nonzero (zero is a fresh lock file's), distinct for every handle of this
+/// process, and for handles of different live processes (different pids). A dead process's token
+/// may come back with its pid; harmless, as its handles' length changes all precede any handle
+/// opened after it died.
+fn new_token() -> u64 {
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    (u64::from(std::process::id()) << 32) | u64::from(COUNT.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
 fn now_ns() -> u64 {
