@@ -140,6 +140,7 @@ fn main() {
 
 fn measure(o: &Options, args: &[String]) -> Results {
     let n = if o.quick { 100_000 } else { 1_000_000 };
+    std::fs::create_dir_all(&o.scratch).unwrap();
     let mut results = Results {
         command: std::iter::once("cargo run --release -p pheap-compare --")
             .chain(args.iter().map(String::as_str))
@@ -158,7 +159,6 @@ fn measure(o: &Options, args: &[String]) -> Results {
         builds: BTreeMap::new(),
         notes: Vec::new(),
     };
-    std::fs::create_dir_all(&o.scratch).unwrap();
     if o.workload {
         for sample in 0..o.samples {
             for store in &o.stores {

@@ -13,26 +13,36 @@ const END: &str = "<!-- compare:end -->";
 const PEERS: [&str; 4] = ["LMDB", "redb", "sled", "HashMap"];
 const MIB: f64 = 1048576.0;
 
-/// Median, lowest and highest of a set of samples.
+/// Median and spread of a set of samples.
 #[derive(Clone, Copy)]
 struct Stat {
     median: f64,
+    /// Bounds of the spread: the whole range for fewer than [`QUARTILES_FROM`] samples, else
+    /// the quartiles (one stall of a shared machine should not hide how tight twenty other
+    /// samples are).
     low: f64,
     high: f64,
 }
+
+const QUARTILES_FROM: usize = 8;
 
 fn stat(mut xs: Vec<f64>) -> Option<Stat> {
     if xs.is_empty() {
         return None;
     }
     xs.sort_by(f64::total_cmp);
-    let m = xs.len() / 2;
-    let median = if xs.len() % 2 == 1 { xs[m] } else { (xs[m - 1] + xs[m]) / 2.0 };
-    Some(Stat { median, low: xs[0], high: xs[xs.len() - 1] })
+    let at = |q: f64| {
+        let pos = q * (xs.len() - 1) as f64;
+        let i = pos.floor() as usize;
+        xs[i] + (xs[(i + 1).min(xs.len() - 1)] - xs[i]) * pos.fract()
+    };
+    let (low, high) =
+        if xs.len() < QUARTILES_FROM { (xs[0], xs[xs.len() - 1]) } else { (at(0.25), at(0.75)) };
+    Some(Stat { median: at(0.5), low, high })
 }
 
 impl Stat {
-    /// Half the range as a share of the median: the spread shown beside each figure.
+    /// Half the spread as a share of the median: the ± beside each figure.
     fn spread(&self) -> f64 {
         (self.high - self.low) / 2.0 / self.median.max(f64::MIN_POSITIVE) * 100.0
     }
@@ -283,8 +293,8 @@ pub fn write(r: &Results, docs: &Path) {
     let _ = writeln!(
         out,
         "Reproduce: `{}` ({}, {} sample{} per figure; each sample of each store in a fresh \
-         process, stores in turn). Median of the samples, ±half their range as a share of \
-         the median, and in bold each peer's time as a multiple of pheap's in the same run \
+         process, stores in turn). Median of the samples, ±half their range (their \
+         interquartile range from {QUARTILES_FROM} samples up) as a share of the median, and in bold each peer's time as a multiple of pheap's in the same run \
          (above 1: pheap is faster). Chart: [compare.png](compare.png); raw samples: \
          [compare.json](compare.json).\n",
         r.command,
