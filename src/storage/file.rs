@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 
 use super::{Storage, View};
 use crate::error::{Error, Result};
-use crate::format::{META_SIZE, PAGE_SIZE};
+use crate::format::{DATA_START, META_SIZE, PAGE_SIZE};
 
 /// Smallest address-space reservation: files below it never remap.
 const MIN_RESERVE: u64 = 1 << 30;
@@ -50,6 +50,9 @@ impl FileStorage {
         }
         let len = meta.len();
         let map = Self::map(&file, read_only, reserve_for(len))?;
+        // Open reads the header and the three meta slots, four pages: with the page cache cold
+        // and MADV_RANDOM they would be four reads one after another; ask for them as one.
+        let _ = map.advise_range(Advice::WillNeed, 0, len.min(DATA_START) as usize);
         let view = view_of(&map);
         Ok(FileStorage { file, read_only, state: RwLock::new(MapState { len, map, view }) })
     }
