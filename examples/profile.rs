@@ -1,4 +1,4 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|get PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get PATH`
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
@@ -51,6 +51,28 @@ fn main() -> pheap::Result<()> {
                 tx.commit()?;
             }
         }
+        "inproc" => {
+            // Load and then no-sync single-key commits in one process, as the peer benchmark
+            // does (no fresh mapping to fault in): `perf record -D 2000` skips the load.
+            let _ = std::fs::remove_file(path);
+            let heap = Heap::options().durability(Durability::None).open(path)?;
+            let mut tx = heap.begin_write()?;
+            for i in 0..n {
+                tx.insert(&key(i), &[i as u8; 150])?;
+            }
+            tx.commit()?;
+            let commits = std::env::var("COMMITS").map_or(200_000, |c| c.parse().expect("COMMITS"));
+            let t = std::time::Instant::now();
+            for i in 0..commits {
+                let mut tx = heap.begin_write()?;
+                tx.insert(&key(n + i), &[5u8; 150])?;
+                tx.commit()?;
+            }
+            println!(
+                "{:.2} us per no-sync commit",
+                t.elapsed().as_secs_f64() * 1e6 / commits as f64
+            );
+        }
         "get" => {
             let heap = Heap::open(path)?;
             let rx = heap.begin_read()?;
@@ -60,7 +82,7 @@ fn main() -> pheap::Result<()> {
             }
             assert!(sum > 0);
         }
-        _ => panic!("load | nosync | durable | single | get"),
+        _ => panic!("load | nosync | durable | single | inproc | get"),
     }
     println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
     Ok(())
