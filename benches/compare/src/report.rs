@@ -377,8 +377,8 @@ fn chart(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         ("removals|durable", ws(d, "remove")),
         ("file after|load", ws(d, "size_load")),
         ("file after|removals", ws(d, "size_removals")),
-        ("resume|warm", rs("warm")),
-        ("resume|cold", rs("cold")),
+        ("resume warm|largest size", rs("warm")),
+        ("resume cold|largest size", rs("cold")),
     ];
     let mut bars = Vec::new(); // (group, peer index, ratio)
     for (g, (_, get)) in groups.iter().enumerate() {
