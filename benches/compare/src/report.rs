@@ -493,3 +493,22 @@ pub fn versions() -> Vec<(String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_the_range_below_eight_samples_and_the_quartiles_from_eight() {
+        let s = stat(vec![3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.low, s.high), (2.0, 1.0, 3.0));
+        // One stall among eleven tight samples does not widen the spread.
+        let mut xs = vec![10.0; 10];
+        xs.push(1000.0);
+        let s = stat(xs).unwrap();
+        assert_eq!((s.median, s.low, s.high), (10.0, 10.0, 10.0));
+        let s = stat((1..=9).map(f64::from).collect()).unwrap();
+        assert_eq!((s.median, s.low, s.high), (5.0, 3.0, 7.0));
+        assert!(stat(Vec::new()).is_none());
+    }
+}

@@ -110,3 +110,35 @@ fn reset_peak_rss() -> u64 {
 fn peak_rss() -> u64 {
     status_kib("VmHWM:") * 1024
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stores::STORES;
+
+    /// Every adapter runs the whole workload (its own asserts check len() and that every read
+    /// finds the right value) and reports every figure; files shrink nowhere below the data.
+    #[test]
+    fn every_store_runs_the_workload() {
+        for store in STORES {
+            let dir = tempfile_dir(store);
+            let f = crate::with_store!(store, S => run::<S>(&dir, false, 2_000));
+            for key in ["bulk_load", "single", "batch", "len", "read_1t", "read_2t", "remove"] {
+                assert!(f[key] > 0.0, "{store}: {key} = {}", f[key]);
+            }
+            if store != "HashMap" {
+                let raw = ((2_000 + SINGLES + BATCHES * BATCH) * (KEY_LEN + VALUE_LEN)) as f64;
+                assert!(f["size_writes"] >= raw, "{store}: {} < {raw}", f["size_writes"]);
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    fn tempfile_dir(store: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("pheap-compare-test-{}-{store}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
