@@ -205,8 +205,12 @@ impl Drop for Shared {
             let anonymous = self.registry.anonymous_present().ok()?;
             Some((len, self.shrink_floor(&pins, anonymous).ok()??))
         });
+        // Synced first: the truncation must not reach the disk before earlier writes do (a meta
+        // slot invalidated only in the page cache after a failed sync, I13, would otherwise come
+        // back after a power loss and point past the shortened file; found by ops_crash).
         if let Some((len, floor)) = floor
             && floor < len
+            && self.storage.sync().is_ok()
         {
             let _ = self.storage.truncate(floor);
         }
@@ -750,7 +754,8 @@ impl WriteTxn {
         let slack = if self.shrink_fully { 0 } else { (floor / 64).max(256 << 10) };
         let keep = (floor + slack).next_multiple_of(PAGE_SIZE);
         let worth = if self.shrink_fully { 0 } else { (4 << 20u64).max(len / 16) };
-        if len > keep && len - keep >= worth {
+        // Synced first, as at close (see `Drop for Shared`).
+        if len > keep && len - keep >= worth && self.sync_commit().is_ok() {
             let _ = self.shared.storage.truncate(keep);
         }
     }
