@@ -192,33 +192,62 @@ pub(crate) struct WriterState {
 impl Drop for Shared {
     /// The last handle closes: give back the growth slack past the end of every meta slot
     /// (after a power loss an older slot may be the one that opens, so its end must stay).
-    /// Only under the writer lock, so no other process is growing the file (I12).
+    /// Only under the writer lock, so no other process is growing the file (I12), and only by
+    /// the handle that wrote last: it knows the last durable commit, which a failed sync must
+    /// fall back to (I13); any other handle leaves the slack to the next commit's shrink.
     fn drop(&mut self) {
         if self.read_only || self.forked() || self.poisoned.load(Ordering::Acquire) {
             return;
         }
-        if !matches!(self.registry.lock_writer(false), Ok(Some(_))) {
-            return;
+        let ours = match self.registry.lock_writer(false) {
+            Ok(Some(ours)) => ours,
+            _ => return,
+        };
+        let state = self.writer.lock();
+        if ours && state.alloc.is_some() && state.loaded == self.latest_txn() {
+            let len = self.storage.len();
+            let floor = (|| {
+                let pins = self.registry.live_pins(true).ok()?;
+                let anonymous = self.registry.anonymous_present().ok()?;
+                self.shrink_floor(&pins, anonymous).ok()?
+            })();
+            // Synced first: the truncation must not reach the disk before earlier writes do (a
+            // meta slot invalidated only in the page cache after a failed sync, I13, would
+            // otherwise come back after a power loss and point past the shortened file).
+            if let Some(floor) = floor
+                && floor < len
+            {
+                match self.storage.sync() {
+                    Ok(()) => {
+                        let _ = self.storage.truncate(floor);
+                    }
+                    Err(_) => self.forget_after(state.durable_txn),
+                }
+            }
         }
-        let floor = self.storage.refresh().ok().and_then(|len| {
-            let pins = self.registry.live_pins(true).ok()?;
-            let anonymous = self.registry.anonymous_present().ok()?;
-            Some((len, self.shrink_floor(&pins, anonymous).ok()??))
-        });
-        // Synced first: the truncation must not reach the disk before earlier writes do (a meta
-        // slot invalidated only in the page cache after a failed sync, I13, would otherwise come
-        // back after a power loss and point past the shortened file; found by ops_crash).
-        if let Some((len, floor)) = floor
-            && floor < len
-            && self.storage.sync().is_ok()
-        {
-            let _ = self.storage.truncate(floor);
-        }
+        drop(state);
         self.registry.unlock_writer();
     }
 }
 
 impl Shared {
+    /// Invalidate, in the page cache, every meta slot newer than `durable`, the last commit
+    /// known synced (I13). Best effort: if these writes fail too, nothing more can be done.
+    fn forget_after(&self, durable: TxnId) {
+        let view = self.storage.view();
+        for s in read_slots(&view, &self.boot) {
+            if s.txn > durable {
+                let _ = self.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
+            }
+        }
+    }
+
+    /// The newest valid slot's transaction (trusted or not; 0 if none).
+    fn latest_txn(&self) -> TxnId {
+        let view = self.storage.view();
+        read_slots(&view, &self.boot).iter().map(|s| s.txn).max().unwrap_or(TxnId(0))
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if self.forked() {
             return Err(Error::Forked);
@@ -577,13 +606,7 @@ impl WriteTxn {
     /// meta slot newer than the last commit known synced: every later opener starts from it
     /// (I13). Best effort: if these writes fail too, nothing more can be done.
     fn forget_unsynced(&self) {
-        let durable = self.guard.durable_txn;
-        let view = self.shared.storage.view();
-        for s in read_slots(&view, &self.shared.boot) {
-            if s.txn > durable {
-                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
-            }
-        }
+        self.shared.forget_after(self.guard.durable_txn);
     }
 
     fn alloc(&mut self) -> &mut Allocator {
