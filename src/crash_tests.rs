@@ -428,3 +428,165 @@ fn a_failed_settling_sync_keeps_durable_commits() {
         assert!(contents(&heap).contains_key(&b"durable"[..]), "{kind:?}");
     }
 }
+
+/// Every image a power loss can leave of `s` (each kind, `seeds` random subsets) opens, passes
+/// the integrity walk and, when `must_hold` is given, holds that key.
+fn every_power_loss_is_sound(s: &MemStorage, seeds: u64, must_hold: Option<&[u8]>) {
+    let kinds = [CrashKind::DurableOnly, CrashKind::TornLast, CrashKind::GrowthLost];
+    let images =
+        kinds.iter().map(|&k| (k, 0)).chain((0..seeds).map(|seed| (CrashKind::RandomSubset, seed)));
+    for (kind, seed) in images {
+        let img = Arc::new(MemStorage::from_image(&s.crash_image(kind, seed), CAP));
+        let what = format!("{kind:?} seed {seed}");
+        let heap = open(&img, boot(9)).unwrap_or_else(|e| panic!("{what}: does not open: {e}"));
+        heap.check().unwrap_or_else(|e| panic!("{what}: integrity walk: {e}"));
+        let got = contents(&heap);
+        if let Some(k) = must_hold {
+            assert!(got.contains_key(k), "{what}: a durable commit was lost");
+        }
+        heap.stats().unwrap_or_else(|e| panic!("{what}: stats: {e}"));
+        drop(heap.begin_write().unwrap_or_else(|e| panic!("{what}: begin_write: {e}")));
+    }
+}
+
+fn fail_next_sync(s: &MemStorage, kind: FailKind) {
+    s.set_fail(Some(FailPlan { at: s.syncs(), persistent: false, syncs_only: true, kind }));
+}
+
+/// Regression (shared/findings, `ops_crash-resurrected-slot-corrupt`): a checkpoint's final sync
+/// fails, so its slot is invalidated in the page cache only. The next process opened at the older
+/// commit (of an earlier boot, so it did not sync) and wrote into the failed checkpoint's records;
+/// a power loss kept the checkpoint's slot and dropped its invalidation: a corrupt heap.
+#[test]
+fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
+    let (s, heap) = fresh(11);
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"durable", &[1; 900]).unwrap();
+    t.commit().unwrap();
+    drop(heap);
+    // Power cycle: the durable commit is of an earlier boot now.
+    let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
+    let heap = open(&s, boot(1)).unwrap();
+    for i in 0..20u8 {
+        let mut t = heap.begin_write().unwrap();
+        t.insert(&[b'f', i], &[i; 700]).unwrap();
+        t.set_durability(Durability::None);
+        t.commit().unwrap();
+    }
+    // Two-phase (its base is not durable): the first sync passes, the slot is written, the
+    // final sync fails.
+    s.set_fail(Some(FailPlan {
+        at: s.syncs() + 1,
+        persistent: false,
+        syncs_only: true,
+        kind: FailKind::NoSpace,
+    }));
+    assert!(heap.checkpoint().is_err());
+    s.set_fail(None);
+    // The process dies; the next one writes a non-durable commit on what it finds.
+    let s2 = Arc::new(s.crash_clone());
+    drop(heap);
+    let heap = open(&s2, boot(1)).unwrap();
+    let mut t = heap.begin_write().unwrap();
+    for i in 0..20u8 {
+        t.insert(&[b'g', i], &[0xee; 700]).unwrap();
+    }
+    t.set_durability(Durability::None);
+    t.commit().unwrap();
+    every_power_loss_is_sound(&s2, 256, Some(b"durable"));
+}
+
+/// Regression (shared/findings): a durable commit of more than 256 KiB (two-phase) whose final
+/// sync fails with EIO; the heap is reopened and one write transaction, never committed, writes
+/// into the failed commit's records; a power loss must not bring that commit back over them.
+#[test]
+fn a_failed_large_commit_never_comes_back_under_a_live_writer() {
+    let (s, heap) = fresh(12);
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"durable", &[1; 900]).unwrap();
+    t.commit().unwrap();
+    drop(heap);
+    let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
+    let heap = open(&s, boot(1)).unwrap();
+    let mut t = heap.begin_write().unwrap();
+    for i in 0..80u8 {
+        t.insert(&[b'b', i], &[i; 4000]).unwrap();
+    }
+    s.set_fail(Some(FailPlan {
+        at: s.syncs() + 1,
+        persistent: false,
+        syncs_only: true,
+        kind: FailKind::Eio,
+    }));
+    assert!(t.commit().is_err());
+    s.set_fail(None);
+    drop(heap);
+    let heap = open(&s, boot(1)).unwrap();
+    let mut t = heap.begin_write().unwrap();
+    for i in 0..80u8 {
+        t.insert(&[b'c', i], &[0xee; 4000]).unwrap();
+    }
+    // The power fails with the write transaction open.
+    every_power_loss_is_sound(&s, 256, Some(b"durable"));
+    drop(t);
+}
+
+/// A non-durable commit that returned `Ok` is never discarded by its own handle (reliability
+/// issue, item 12b: the sync before the commit-time trim failed, the commit was invalidated).
+#[test]
+fn a_non_durable_commit_that_returned_ok_stays() {
+    let (s, heap) = fresh(13);
+    let commit = |t: crate::WriteTxn| {
+        let mut t = t;
+        t.set_durability(Durability::None);
+        t.commit()
+    };
+    let mut t = heap.begin_write().unwrap();
+    for i in 0..16u8 {
+        t.insert(&[b'b', i], &vec![i; 600_000]).unwrap();
+    }
+    commit(t).unwrap();
+    let mut t = heap.begin_write().unwrap();
+    for i in 0..16u8 {
+        t.remove(&[b'b', i]).unwrap();
+    }
+    commit(t).unwrap();
+    // The next commits may give the tail back; every sync among them fails.
+    for i in 0..6u8 {
+        fail_next_sync(&s, FailKind::SyncLost);
+        let mut t = heap.begin_write().unwrap();
+        t.insert(&[b's', i], b"small").unwrap();
+        if commit(t).is_err() {
+            break;
+        }
+        s.set_fail(None);
+        // Acknowledged: a reopen (the process lives on, or died) holds it.
+        let again = open(&Arc::new(s.crash_clone()), boot(0)).unwrap();
+        assert_eq!(
+            again.begin_read().unwrap().get(&[b's', i]).unwrap(),
+            Some(&b"small"[..]),
+            "commit {i} returned Ok and was discarded"
+        );
+    }
+}
+
+/// Where the boot id is unknown (all zeros), a non-durable commit cannot be told apart from one
+/// of an earlier boot: every commit is made durable, said in `Stats`, and nothing is lost.
+#[test]
+fn an_unknown_boot_id_makes_every_commit_durable() {
+    let unknown = [0u8; 16];
+    let s = Arc::new(MemStorage::from_image(&new_heap_image_seeded(&unknown, [3; 16]), CAP));
+    let heap = open(&s, unknown).unwrap();
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"k", b"v").unwrap();
+    t.set_durability(Durability::None);
+    t.commit().unwrap();
+    assert_eq!(heap.begin_read().unwrap().get(b"k").unwrap(), Some(&b"v"[..]));
+    let st = heap.stats().unwrap();
+    assert!(!st.boot_id_known);
+    assert_eq!(st.durable_txn_id, st.txn_id, "the commit was made durable");
+    drop(heap);
+    let img = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
+    let heap = open(&img, unknown).unwrap();
+    assert_eq!(heap.begin_read().unwrap().get(b"k").unwrap(), Some(&b"v"[..]));
+}

@@ -22,7 +22,7 @@ impl SimDisk {
     }
 
     /// Open the heap as a process of boot `n` would (a new `n` is a reboot).
-    pub fn open(&self, n: u8) -> Result<Heap> {
+    pub fn open(&self, n: u32) -> Result<Heap> {
         Heap::from_storage_with_boot(
             self.0.clone(),
             Registry::private()?,
@@ -74,6 +74,9 @@ impl Default for SimDisk {
     }
 }
 
-fn boot(n: u8) -> [u8; 16] {
-    [0xb0u8.wrapping_add(n); 16]
+/// Boot `n`'s id: distinct for every `n`, and never all zeros (which means "unknown").
+fn boot(n: u32) -> [u8; 16] {
+    let mut b = [0xb0u8; 16];
+    b[..4].copy_from_slice(&n.to_le_bytes());
+    b
 }

@@ -18,7 +18,9 @@ use crate::storage::file::FileStorage;
 use crate::storage::registry::{ReaderInfo, Registry, fork_generation};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
-use crate::txn::{Durability, ReadTxn, Shared, Snapshot, WriteTxn, WriterState, encode_meta};
+use crate::txn::{
+    Durability, ReadTxn, Shared, SkippedCommit, Snapshot, WriteTxn, WriterState, encode_meta,
+};
 
 /// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
 /// share one handle. `Send + Sync`.
@@ -86,6 +88,13 @@ pub struct Stats {
     pub oldest_reader: Option<u64>,
     /// Live read transactions of every process (registered ones; see [`Heap::readers`]).
     pub readers: u64,
+    /// Commits newer than the latest usable one that were passed over: a damaged newest meta
+    /// slot, or a commit that cannot be trusted after a reboot. Empty in normal operation; a
+    /// non-empty list after a crash names a commit that was torn or lost (DESIGN §4.1).
+    pub skipped_commits: Vec<SkippedCommit>,
+    /// Whether the kernel's boot id could be read. Without it every commit is made durable
+    /// ([`Durability::None`] cannot be honoured safely: DESIGN §4.1).
+    pub boot_id_known: bool,
 }
 
 impl HeapOptions {
@@ -228,6 +237,8 @@ impl Heap {
             durable_txn_id: durable.map_or(0, |d| d.txn.0),
             oldest_reader: pins.first().map(|p| p.txn.0),
             readers: pins.len() as u64,
+            skipped_commits: self.shared.skipped(&snap)?,
+            boot_id_known: self.shared.boot_known(),
         })
     }
 

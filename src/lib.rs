@@ -38,7 +38,7 @@ pub use copy::CopyStats;
 pub use error::{Error, Result};
 pub use heap::{CompactStats, Heap, HeapOptions, Stats};
 pub use storage::registry::ReaderInfo;
-pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
+pub use txn::{Durability, Iter, ReadTxn, SkippedCommit, WriteTxn};
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;

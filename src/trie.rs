@@ -47,6 +47,14 @@ pub(crate) fn leaf_checksum(kind: u16, key: &[u8], val: &[u8]) -> u32 {
     xxh3_64_with_seed(val, xxh3_64_with_seed(key, seed)) as u32
 }
 
+/// Values up to this length are checked against their leaf's checksum by every read that
+/// returns them (`get`, iteration): a damaged record is an error, never wrong bytes. Costs one
+/// xxh3 pass over key and value, which the reader is about to touch anyway (measured in
+/// docs/benchmarks.md, "Checksums on read"). Longer values are verified by `Heap::check` and
+/// `ReadTxn::verify`; hashing a multi-megabyte value on every `get` would cost more than the
+/// lookup by orders of magnitude and defeat zero-copy reads of large arrays.
+pub(crate) const VERIFY_ON_READ_MAX: usize = 16 << 10;
+
 /// A validated view of a node.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NodeRef<'a> {
@@ -82,6 +90,11 @@ pub(crate) struct LeafRef<'a> {
 impl LeafRef<'_> {
     pub(crate) fn size(&self) -> u64 {
         leaf_size(self.key.len() as u64, self.value.len() as u64)
+    }
+
+    /// Does the leaf's checksum hold?
+    pub(crate) fn intact(&self) -> bool {
+        leaf_checksum(self.kind, self.key, self.value) == self.checksum
     }
 }
 
@@ -140,8 +153,25 @@ impl<'a> Reader<'a> {
         Ok(LeafRef { key, value, kind: h.kind.get(), checksum: h.checksum.get() })
     }
 
-    /// The value of `key`, whose hash is `hash`, under `root`.
-    pub(crate) fn get(&self, root: u64, hash: u64, key: &[u8]) -> Result<Option<&'a [u8]>> {
+    /// A leaf about to be returned to the user: verified when its value is at most `verify`
+    /// bytes long.
+    pub(crate) fn leaf_for_read(&self, off: u64, verify: usize) -> Result<LeafRef<'a>> {
+        let l = self.leaf(off)?;
+        if l.value.len() <= verify && !l.intact() {
+            return Err(corrupt(off, "leaf checksum mismatch"));
+        }
+        Ok(l)
+    }
+
+    /// The value of `key`, whose hash is `hash`, under `root`; the leaves it reads are verified
+    /// when their values are at most `verify` bytes long.
+    pub(crate) fn get(
+        &self,
+        root: u64,
+        hash: u64,
+        key: &[u8],
+        verify: usize,
+    ) -> Result<Option<&'a [u8]>> {
         if root == 0 {
             return Ok(None);
         }
@@ -156,7 +186,7 @@ impl<'a> Reader<'a> {
                     return Err(corrupt(off, "collision node above the last level"));
                 }
                 for c in n.children {
-                    let l = self.leaf(c.get())?;
+                    let l = self.leaf_for_read(c.get(), verify)?;
                     if l.key == key {
                         return Ok(Some(l.value));
                     }
@@ -172,7 +202,8 @@ impl<'a> Reader<'a> {
                 let leaf = n.children[idx].get();
                 // Header, key and value: the caller reads the value next.
                 self.view.prefetch(leaf, LEAF_HEADER_SIZE + round8(key.len() as u64) + 192);
-                let l = self.leaf(leaf)?;
+                // Verified whatever its key: a damaged key must not read as "absent".
+                let l = self.leaf_for_read(leaf, verify)?;
                 return Ok(if l.key == key { Some(l.value) } else { None });
             }
             if n.nodemap & bit == 0 {
@@ -245,7 +276,7 @@ impl<'a> Iter<'a> {
                     return Err(corrupt(child, "trie holds more entries than recorded"));
                 }
                 self.remaining -= 1;
-                let l = self.reader.leaf(child)?;
+                let l = self.reader.leaf_for_read(child, VERIFY_ON_READ_MAX)?;
                 return Ok(Some((l.key, l.value)));
             }
             self.push(child)?;

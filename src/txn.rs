@@ -19,7 +19,7 @@ use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::registry::{LivePin, Pin, Registry, fork_generation};
 use crate::storage::{Storage, View};
-use crate::trie::{Iter as TrieIter, KeyHasher, Reader, TrieWriter};
+use crate::trie::{Iter as TrieIter, KeyHasher, Reader, TrieWriter, VERIFY_ON_READ_MAX};
 
 /// When a commit is safe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -122,6 +122,54 @@ pub(crate) fn trusted(
     Ok(order)
 }
 
+/// A commit newer than the one the heap opened at that could not be used: a meta slot that is
+/// damaged (a write torn by a crash, or damage to the file), or a commit that cannot be trusted
+/// after a reboot (DESIGN §4.1). Reported by [`crate::Heap::stats`] and [`crate::Heap::check`],
+/// so that a fallback to an older commit is never silent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedCommit {
+    /// Meta slot (0, 1 or 2).
+    pub slot: u32,
+    /// Transaction id the slot claims, when it can be read.
+    pub txn_id: Option<u64>,
+    /// Why it was not used.
+    pub reason: &'static str,
+}
+
+/// The slots newer than `chosen` that were passed over (see [`SkippedCommit`]). Never-written
+/// and invalidated slots (all zeros) are not listed.
+pub(crate) fn skipped(
+    view: &View,
+    boot: &[u8; 16],
+    chosen: &Snapshot,
+    trusted: &[Snapshot],
+) -> Vec<SkippedCommit> {
+    let mut out = Vec::new();
+    for (i, &at) in META_OFFSETS.iter().enumerate() {
+        let bytes = view.read_meta(at);
+        if bytes.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let m = MetaSlot::read_from_bytes(&bytes).expect("a meta slot's size");
+        let claimed = (m.magic == META_MAGIC).then(|| m.txn.get());
+        let (txn, reason) = match parse_slot(&bytes, i, boot) {
+            None => (claimed, "damaged: its checksum fails (a write torn by a crash, or damage)"),
+            Some(s) if trusted.iter().any(|t| t.slot == i) => (Some(s.txn.0), ""),
+            Some(s) if !s.durable => {
+                (Some(s.txn.0), "not durable, and written before the last reboot or power loss")
+            }
+            Some(s) => {
+                (Some(s.txn.0), "durable in one phase, but its data did not all reach the disk")
+            }
+        };
+        if !reason.is_empty() && txn.is_none_or(|t| t > chosen.txn.0) {
+            out.push(SkippedCommit { slot: i as u32, txn_id: txn, reason });
+        }
+    }
+    out
+}
+
 /// Every meta slot whose checksum holds.
 pub(crate) fn read_slots(view: &View, boot: &[u8; 16]) -> Vec<Snapshot> {
     (0..META_SLOTS).filter_map(|i| parse_slot(&view.read_meta(META_OFFSETS[i]), i, boot)).collect()
@@ -192,9 +240,10 @@ pub(crate) struct WriterState {
 impl Drop for Shared {
     /// The last handle closes: give back the growth slack past the end of every meta slot
     /// (after a power loss an older slot may be the one that opens, so its end must stay).
-    /// Only under the writer lock, so no other process is growing the file (I12), and only by
-    /// the handle that wrote last: it knows the last durable commit, which a failed sync must
-    /// fall back to (I13); any other handle leaves the slack to the next commit's shrink.
+    /// Only under the writer lock, so no other process is growing the file (I12), only by the
+    /// handle that wrote last, and only when its last commit is the latest and durable: then
+    /// everything the file's slots refer to was synced, so the truncation needs no sync of its
+    /// own (S3, DESIGN §4.6). Otherwise the slack stays for the next durable commit to give back.
     fn drop(&mut self) {
         if self.read_only || self.forked() || self.poisoned.load(Ordering::Acquire) {
             return;
@@ -204,25 +253,17 @@ impl Drop for Shared {
             _ => return,
         };
         let state = self.writer.lock();
-        if ours && state.alloc.is_some() && state.loaded == self.latest_txn() {
-            let len = self.storage.len();
+        let latest = self.latest_txn();
+        if ours && state.alloc.is_some() && state.loaded == latest && state.durable_txn == latest {
             let floor = (|| {
                 let pins = self.registry.live_pins(true).ok()?;
                 let anonymous = self.registry.anonymous_present().ok()?;
                 self.shrink_floor(&pins, anonymous).ok()?
             })();
-            // Synced first: the truncation must not reach the disk before earlier writes do (a
-            // meta slot invalidated only in the page cache after a failed sync, I13, would
-            // otherwise come back after a power loss and point past the shortened file).
             if let Some(floor) = floor
-                && floor < len
+                && floor < self.storage.len()
             {
-                match self.storage.sync() {
-                    Ok(()) => {
-                        let _ = self.storage.truncate(floor);
-                    }
-                    Err(_) => self.forget_after(state.durable_txn),
-                }
+                let _ = self.storage.truncate(floor);
             }
         }
         drop(state);
@@ -231,17 +272,6 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    /// Invalidate, in the page cache, every meta slot newer than `durable`, the last commit
-    /// known synced (I13). Best effort: if these writes fail too, nothing more can be done.
-    fn forget_after(&self, durable: TxnId) {
-        let view = self.storage.view();
-        for s in read_slots(&view, &self.boot) {
-            if s.txn > durable {
-                let _ = self.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
-            }
-        }
-    }
-
     /// The newest valid slot's transaction (trusted or not; 0 if none).
     fn latest_txn(&self) -> TxnId {
         let view = self.storage.view();
@@ -270,6 +300,12 @@ impl Shared {
         let slots = read_slots(&view, &self.boot).into_iter().map(|s| s.alloc.end);
         let ends = slots.chain(pins.iter().map(|p| p.end));
         Ok(Some(ends.max().unwrap_or(DATA_START).max(DATA_START)))
+    }
+
+    /// Is the kernel's boot id known? Without it, commits of this boot cannot be told from
+    /// commits of an earlier one.
+    pub(crate) fn boot_known(&self) -> bool {
+        self.boot != [0; 16]
     }
 
     /// Is this a forked child's inherited copy of the handle?
@@ -308,6 +344,12 @@ impl Shared {
             }
             return Ok((snap, view));
         }
+    }
+
+    /// Commits newer than `chosen` that were passed over.
+    pub(crate) fn skipped(&self, chosen: &Snapshot) -> Result<Vec<SkippedCommit>> {
+        let trusted = self.trusted()?;
+        Ok(skipped(&self.storage.view(), &self.boot, chosen, &trusted))
     }
 
     /// The trusted slots, newest first.
@@ -391,10 +433,19 @@ impl ReadTxn {
         &self.snap
     }
 
-    /// The value of `key`, borrowed from the mapped file.
+    /// The value of `key`, borrowed from the mapped file. A value of up to 16 KiB is checked
+    /// against its record's checksum first (DESIGN §2.6): damage is [`Error::Corrupt`], never
+    /// wrong bytes. Longer values are not hashed on every read; [`ReadTxn::get_verified`] does.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.shared.check()?;
-        self.reader().get(self.snap.root, self.shared.hasher.hash(key), key)
+        self.reader().get(self.snap.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
+    }
+
+    /// As [`ReadTxn::get`], with the record's checksum checked whatever the value's length (one
+    /// pass over it).
+    pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.shared.check()?;
+        self.reader().get(self.snap.root, self.shared.hasher.hash(key), key, usize::MAX)
     }
 
     /// Is `key` present?
@@ -509,7 +560,13 @@ impl WriteTxn {
             shared.storage.refresh()?;
         }
         let (snap, _) = shared.latest()?;
-        if tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn {
+        let reload = tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn;
+        // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
+        // allocator must be read anew: settle what the page cache holds before building on it.
+        if reload || !length_known {
+            tx.settle()?;
+        }
+        if reload {
             tx.load(&snap)?;
         }
         let durable = tx.guard.durable_txn;
@@ -544,18 +601,10 @@ impl WriteTxn {
     }
 
     /// Load the allocator of commit `snap` and learn which slot holds the last durable commit.
+    /// The caller has settled the file (S2).
     fn load(&mut self, snap: &Snapshot) -> Result<()> {
         self.guard.alloc = None;
         let storage = self.shared.storage.clone();
-        if snap.same_boot {
-            // Commits of this boot may sit only in the page cache, durable-flagged ones among
-            // them (a process died before its sync finished): settle them before trusting any
-            // as the last durable commit (I2).
-            if let Err(e) = self.sync() {
-                self.forget_unsettled();
-                return Err(e);
-            }
-        }
         let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
         // The newest durable-flagged slot not newer than the latest is what a power loss would
         // leave (newer ones failed verification).
@@ -571,10 +620,17 @@ impl WriteTxn {
         Ok(())
     }
 
-    /// A sync outside a commit (settling an earlier process's commits at load): a failure only
-    /// poisons, as the durable commit is not known yet.
-    fn sync(&self) -> Result<()> {
-        self.shared.storage.sync().inspect_err(|_| self.shared.poison())
+    /// Settle (S2): make durable everything the page cache holds — commits of processes that
+    /// died before their sync, and the invalidations a failed sync wrote (S1) — before this
+    /// writer writes a byte that an invalidated commit's records may occupy. If the sync fails,
+    /// the pages of earlier processes may be lost too: keep only the slots a reboot would trust
+    /// and poison the handle.
+    fn settle(&mut self) -> Result<()> {
+        self.shared.storage.sync().inspect_err(|_| {
+            self.guard.alloc = None;
+            self.shared.poison();
+            self.forget_unsettled();
+        })
     }
 
     /// After a failed settling sync: pages of earlier processes may be lost, so keep only the
@@ -606,7 +662,12 @@ impl WriteTxn {
     /// meta slot newer than the last commit known synced: every later opener starts from it
     /// (I13). Best effort: if these writes fail too, nothing more can be done.
     fn forget_unsynced(&self) {
-        self.shared.forget_after(self.guard.durable_txn);
+        let view = self.shared.storage.view();
+        for s in read_slots(&view, &self.shared.boot) {
+            if s.txn > self.guard.durable_txn {
+                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
+            }
+        }
     }
 
     fn alloc(&mut self) -> &mut Allocator {
@@ -675,7 +736,7 @@ impl WriteTxn {
     /// The value of `key` as this transaction sees it.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.usable()?;
-        self.reader().get(self.root, self.shared.hasher.hash(key), key)
+        self.reader().get(self.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
     }
 
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
@@ -726,7 +787,9 @@ impl WriteTxn {
 
     fn commit_inner(&mut self) -> Result<()> {
         let txn = TxnId(self.txn_id());
-        let durable = self.durability == Durability::Immediate;
+        // Where the boot id is unknown a non-durable commit could not be told from one of an
+        // earlier boot (it would not be trusted, even by its own handle): every commit is durable.
+        let durable = self.durability == Durability::Immediate || !self.shared.boot_known();
         let durable_txn = self.guard.durable_txn;
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
@@ -764,21 +827,24 @@ impl WriteTxn {
         }
         self.alloc().committed(durable);
         self.guard.loaded = txn;
-        self.shrink();
+        if durable {
+            self.shrink();
+        }
         Ok(())
     }
 
     /// Give back the file's tail when it holds nothing any commit or snapshot can reach and
     /// is long enough to be worth it (twice the growth step, so growth and shrinking do not
-    /// alternate). Best effort: a failure here loses nothing.
+    /// alternate). Only right after a durable commit, whose sync covered every write the slots
+    /// refer to (S3): the truncation needs no sync of its own, so no failure here can touch a
+    /// commit that was acknowledged. Best effort: a failure here loses nothing.
     fn shrink(&mut self) {
         let len = self.shared.storage.len();
         let Ok(Some(floor)) = self.shared.shrink_floor(&self.pins, self.anonymous) else { return };
         let slack = if self.shrink_fully { 0 } else { (floor / 64).max(256 << 10) };
         let keep = (floor + slack).next_multiple_of(PAGE_SIZE);
         let worth = if self.shrink_fully { 0 } else { (4 << 20u64).max(len / 16) };
-        // Synced first, as at close (see `Drop for Shared`).
-        if len > keep && len - keep >= worth && self.sync_commit().is_ok() {
+        if len > keep && len - keep >= worth {
             let _ = self.shared.storage.truncate(keep);
         }
     }

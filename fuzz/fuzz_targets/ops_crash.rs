@@ -1,8 +1,10 @@
 //! Random operation sequences on the simulated disk against a model, with process crashes,
 //! power losses of four kinds (durable only, a random subset of unsynced writes, a torn last
-//! write, lost growth) and injected I/O failures. After every crash the heap must open, pass the
-//! integrity walk and hold the state of an acknowledged commit no older than the last durable
-//! one (or the commit in flight).
+//! write, lost growth) and injected I/O failures. A crash strikes the live process: its handle
+//! and any open write transaction are dropped only after the crash image is taken, so nothing
+//! they would do on close reaches it. After every crash the heap must open, pass the integrity
+//! walk and hold the state of an acknowledged commit no older than the last durable one, or of
+//! a commit whose call failed and that no later write transaction has settled (DESIGN §4.6).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -23,17 +25,16 @@ fn contents(heap: &Heap) -> Model {
 
 fuzz_target!(|data: &[u8]| {
     let mut disk = SimDisk::new();
-    let mut boot = 0u8;
+    let mut boot = 0u32;
     let mut heap = disk.open(boot).expect("open");
     // Acknowledged states (state, durable), and the one in flight.
     let mut acked: Vec<(Model, bool)> = vec![(Model::new(), true)];
     let mut in_flight: Option<Model> = None;
+    // A commit whose call failed and that a process crash then forgot: until a write
+    // transaction settles the file (S2), a power loss may still bring it back.
+    let mut in_doubt: Option<Model> = None;
     let mut tx = None;
     let mut poisoned = false;
-    // An fsync that failed losing its pages (Linux marks them clean): a later process trusts what
-    // it finds in the page cache and its syncs have nothing to write, so what was acknowledged as
-    // durable after that may not be (DESIGN.md §7). Power losses then only check consistency.
-    let mut sync_lost = false;
     // A failure happened since the last crash: a process crash may then reopen at the last
     // durable commit.
     let mut failed = false;
@@ -47,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
                         poisoned = true;
                         continue;
                     };
+                    in_doubt = None;
                     tx = Some((t, acked.last().expect("one").0.clone()));
                 }
                 let (t, m) = tx.as_mut().expect("open");
@@ -79,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
                 let m = acked.last().expect("one").0.clone();
                 in_flight = Some(m.clone());
                 match heap.checkpoint() {
-                    Ok(()) => acked.push((m, true)),
+                    Ok(()) => {
+                        in_doubt = None;
+                        acked.push((m, true))
+                    }
                     Err(_) => poisoned = true,
                 }
             }
@@ -88,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
                 in_flight = Some(m.clone());
                 match heap.compact() {
                     Ok(_) => {
+                        in_doubt = None;
                         let s = heap.stats().expect("stats");
                         acked.push((m, s.durable_txn_id == s.txn_id));
                     }
@@ -95,35 +101,41 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             12 => {
-                sync_lost |= c % 4 == 3;
                 failed = true;
                 disk.fail(b as u64 % 16, c, c % 2 == 0)
             }
             13..=15 => {
-                // A crash: of the process (13), or of the machine (14, 15: a power loss).
+                // A crash: of the process (13), or of the machine (14, 15: a power loss), while
+                // the handle (and any write transaction) is live.
+                let power = a % 16 != 13;
+                let after = if power { disk.power_loss(b, c as u64) } else { disk.process_crash() };
                 drop(tx.take());
                 drop(heap);
-                disk.heal();
-                let power = a % 16 != 13;
-                disk = if power { disk.power_loss(b, c as u64) } else { disk.process_crash() };
+                disk = after;
                 if power {
-                    boot = boot.wrapping_add(1);
+                    boot += 1;
                 }
                 heap = disk.open(boot).expect("a crashed heap opens");
                 heap.check().expect("integrity walk after a crash");
                 let got = contents(&heap);
                 let last_durable = acked.iter().rposition(|s| s.1).expect("durable");
-                let from = match (power, sync_lost) {
-                    (true, true) => 0,
-                    (true, false) => last_durable,
-                    // After a failure the heap may forget what was not known synced (I13).
-                    (false, _) if failed => last_durable,
-                    (false, _) => acked.len() - 1,
+                let from = if power || failed {
+                    // After a failure the heap may forget what was not known synced (S1).
+                    last_durable
+                } else {
+                    acked.len() - 1
                 };
+                let doubtful = [&in_flight, &in_doubt];
                 assert!(
-                    acked[from..].iter().any(|s| s.0 == got) || in_flight.as_ref() == Some(&got),
+                    acked[from..].iter().any(|s| s.0 == got)
+                        || doubtful.iter().any(|d| d.as_ref() == Some(&got)),
                     "recovered a state never acknowledged, or lost one"
                 );
+                if !power && failed && in_flight.as_ref() != Some(&got) {
+                    in_doubt = in_flight.take().or(in_doubt.take());
+                } else if power {
+                    in_doubt = None;
+                }
                 // The history continues from the recovered state: an acknowledged one keeps its
                 // durability; the one in flight counts as not durable (its sync may not have
                 // finished) unless a power loss just proved it durable.
