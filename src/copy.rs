@@ -2,15 +2,19 @@
 //!
 //! The copy is built from one pinned snapshot into a temporary heap beside the destination, by
 //! inserting every entry in hash order (each insert extends the rightmost path of the new trie,
-//! so the new file is written front to back), made durable, then published atomically: a hard
-//! link (which fails if the destination exists) or a rename (overwriting), and a sync of the
-//! directory. A crash at any point leaves either nothing or the complete copy at the
-//! destination; the temporary files it may leave are named `.NAME.PID-RANDOM.copy[-lock]`.
+//! so the new file is written front to back), made durable, then published atomically: a rename
+//! that fails if the destination exists, or one that replaces it (refused while the destination
+//! is a heap in use, whose join lock it holds meanwhile), and a sync of the directory. A crash
+//! at any point leaves either nothing or the complete copy at the destination; the temporary
+//! files it may leave (`.NAME.PID-RANDOM.copy[-lock]`) are removed by the next copy there.
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::heap::{Heap, temp_beside};
+use crate::heap::{Heap, remove_stale_temps, temp_beside};
+use crate::storage::file::FileId;
+use crate::storage::registry::hold_for_replacing;
+use crate::storage::rename_noreplace;
 use crate::txn::Durability;
 
 /// What [`Heap::copy_to`] wrote.
@@ -23,18 +27,46 @@ pub struct CopyStats {
     pub entries: u64,
     /// Length of the copy in bytes.
     pub file_size: u64,
+    /// Temporary files of earlier copies or creations that were killed, found beside the
+    /// destination and removed.
+    pub stale_removed: u64,
 }
 
 /// Commit the copy every this many entries, bounding the work of one transaction.
 const BATCH: u64 = 1 << 20;
 
-pub(crate) fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
-    if !overwrite && dest.symlink_metadata().is_ok() {
+/// The destination as it is before the copy: absent, or (with `overwrite`) a regular file that is
+/// neither the source nor a heap in use. Symbolic links are refused, not followed: replacing one
+/// would replace the link, and following it is a surprise either way; name the file itself.
+fn check_destination(src: &Heap, dest: &Path, overwrite: bool) -> Result<()> {
+    let refuse =
+        |reason: &str| Err(Error::Refused { path: dest.to_owned(), reason: reason.into() });
+    let meta = match dest.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+        Ok(m) => m,
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("the destination is a symbolic link; give the path of the file itself");
+    }
+    if !meta.is_file() {
+        return refuse("the destination exists and is not a regular file");
+    }
+    if !overwrite {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             format!("{} exists; copy_to_overwriting replaces it", dest.display()),
         )));
     }
+    if src.file_id().is_some_and(|id| id.same(&FileId::of(&meta))) {
+        return refuse("the destination is the heap being copied");
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
+    check_destination(src, dest, overwrite)?;
+    let stale_removed = remove_stale_temps(dest);
     let rx = src.begin_read()?;
     let (dir, tmp) = temp_beside(dest, "copy")?;
     let tmp_lock = {
@@ -68,12 +100,19 @@ pub(crate) fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopySt
         file.sync_all()?;
         let file_size = file.metadata()?.len();
         if overwrite {
+            // Checked again, now for good: a heap in use is not replaced, and none joins the old
+            // file while the guard holds its join lock.
+            check_destination(src, dest, overwrite)?;
+            let _guard = match hold_for_replacing(dest) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+                r => Some(r?),
+            };
             std::fs::rename(&tmp, dest)?;
         } else {
-            std::fs::hard_link(&tmp, dest)?;
+            rename_noreplace(&tmp, dest)?;
         }
         std::fs::File::open(&dir)?.sync_all()?;
-        Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size })
+        Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed })
     })();
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(&tmp_lock);

@@ -22,6 +22,10 @@ pub enum Error {
     ValueTooLarge { len: usize, max: usize },
     /// The heap's lock file (`<heap>-lock`) cannot be used: no access, or another build's layout.
     LockFile { path: PathBuf, reason: String },
+    /// A setup that would lose or corrupt data, refused: a heap with more than one hard link, a
+    /// lock file that other handles of the heap do not share (deleted, replaced, or reached
+    /// through another name), a copy onto a heap in use or onto its own source.
+    Refused { path: PathBuf, reason: String },
     /// Every reader slot of the registry is taken by a live read transaction.
     ReadersFull { max: u32 },
     /// The handle was opened before this process was forked from its parent.
@@ -70,6 +74,7 @@ impl fmt::Display for Error {
             Error::LockFile { path, reason } => {
                 write!(f, "cannot use the heap's lock file {}: {reason}", path.display())
             }
+            Error::Refused { path, reason } => write!(f, "{}: refused: {reason}", path.display()),
             Error::ReadersFull { max } => write!(
                 f,
                 "all {max} reader slots are in use by live read transactions; end some (drop ReadTxn values) and retry"

@@ -498,6 +498,13 @@ pub const LOCK_BYTE_OPEN: u64 = 2;
 pub const LOCK_BYTE_ANON: u64 = 3;
 /// Reader slot `i` is owned by whoever holds byte `LOCK_BYTE_SLOTS + i` exclusively.
 pub const LOCK_BYTE_SLOTS: u64 = 1024;
+/// Locks on bytes of the heap file itself (through a description of its own; the bytes are
+/// never written for it). Held while a handle joins the heap (exclusive for writable handles,
+/// shared for read-only ones), and by whoever replaces the file (a copy onto it).
+pub const HEAP_LOCK_BYTE_JOIN: u64 = 0;
+/// Held shared by every open handle of the heap, in any process, whichever lock file it uses: an
+/// opener alone on its lock file who finds it held knows another handle uses another lock file.
+pub const HEAP_LOCK_BYTE_OPEN: u64 = 1;
 
 /// Lock-file bytes 0..64. Every field after `hwm` is changed only under the locks named.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
@@ -551,7 +558,7 @@ const _: () = assert!(size_of::<ReaderSlot>() == 64);
 /// if they agree on all of it.
 pub fn lock_signature() -> u64 {
     let desc = format!(
-        "pheap-lock/2 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} page{}",
+        "pheap-lock/3 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} heap{},{} page{}",
         cfg!(target_endian = "little"),
         size_of::<LockHeader>(),
         size_of::<ReaderSlot>(),
@@ -562,6 +569,8 @@ pub fn lock_signature() -> u64 {
         LOCK_BYTE_OPEN,
         LOCK_BYTE_ANON,
         LOCK_BYTE_SLOTS,
+        HEAP_LOCK_BYTE_JOIN,
+        HEAP_LOCK_BYTE_OPEN,
         PAGE_SIZE,
     );
     checksum64(desc.as_bytes())

@@ -15,7 +15,7 @@ use crate::copy::CopyStats;
 use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 use crate::storage::file::FileStorage;
-use crate::storage::registry::{ReaderInfo, Registry, fork_generation};
+use crate::storage::registry::{JoinError, ReaderInfo, Registry, fork_generation};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
 use crate::txn::{
@@ -120,20 +120,33 @@ impl HeapOptions {
         if self.create && !self.read_only && !path.exists() {
             create_file(path)?;
         }
-        let storage = FileStorage::open(path, self.read_only).map_err(|e| match e {
-            Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{}: no such heap file (open with create(true) to make one)",
-                        path.display()
-                    ),
-                ))
+        // A copy replacing the file between our open and our joining it (DESIGN §5.8) sends us
+        // round again, to the new file.
+        for _ in 0..8 {
+            let storage = FileStorage::open(path, self.read_only).map_err(|e| match e {
+                Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{}: no such heap file (open with create(true) to make one)",
+                            path.display()
+                        ),
+                    ))
+                }
+                e => e,
+            })?;
+            // Before the lock file is made: a refused open leaves nothing behind.
+            read_header(&storage, path)?;
+            match Registry::open(path, &storage.id, self.read_only) {
+                Ok(registry) => return Heap::from_storage(Arc::new(storage), registry, self, path),
+                Err(JoinError::Replaced) => continue,
+                Err(JoinError::Other(e)) => return Err(e),
             }
-            e => e,
-        })?;
-        let registry = Registry::open(path, self.read_only)?;
-        Heap::from_storage(Arc::new(storage), registry, self, path)
+        }
+        Err(Error::Refused {
+            path: path.to_owned(),
+            reason: "the file keeps being replaced while it is opened".into(),
+        })
     }
 }
 
@@ -355,6 +368,11 @@ impl Heap {
         })
     }
 
+    /// The heap file's identity (none for the simulated disk).
+    pub(crate) fn file_id(&self) -> Option<crate::storage::file::FileId> {
+        self.shared.storage.file_id()
+    }
+
     /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps.
     pub fn lock_file(&self) -> &Path {
         self.shared.registry.path()
@@ -470,15 +488,54 @@ pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)>
     Ok((dir, tmp))
 }
 
-/// Create a heap file atomically: write a temporary file, sync it, link it into place (failing
-/// harmlessly if another creator won), sync the directory.
+/// Temporary files that earlier calls for `path` left behind (a process killed while creating
+/// or copying a heap there): `.NAME.PID-RANDOM.tmp` and `.copy` (with its `-lock`) beside it,
+/// older than a minute and, for copies, open in no handle. Removes them; returns how many.
+pub(crate) fn remove_stale_temps(path: &Path) -> u64 {
+    let (Some(name), Ok((dir, _))) = (path.file_name(), temp_beside(path, "")) else { return 0 };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
+        let copy = rest.ends_with(".copy");
+        if !(copy || rest.ends_with(".tmp")) {
+            continue;
+        }
+        let p = entry.path();
+        let old = std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file()).and_then(|m| {
+            Some(m.modified().ok()?.elapsed().ok()? > std::time::Duration::from_secs(60))
+        });
+        if old != Some(true) {
+            continue;
+        }
+        if copy {
+            match std::fs::File::open(&p).map(|f| crate::storage::registry::in_use(&f)) {
+                Ok(Ok(false)) => {}
+                _ => continue,
+            }
+            let mut lock = p.clone().into_os_string();
+            lock.push("-lock");
+            let _ = std::fs::remove_file(lock);
+        }
+        if std::fs::remove_file(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Create a heap file atomically: write a temporary file, sync it, move it into place (failing
+/// harmlessly if another creator won; the file never has a second name), sync the directory.
 fn create_file(path: &Path) -> Result<()> {
+    remove_stale_temps(path);
     let (dir, tmp) = temp_beside(path, "tmp")?;
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         f.write_all(&new_heap_image(&boot_id())?)?;
         f.sync_all()?;
-        match std::fs::hard_link(&tmp, path) {
+        match crate::storage::rename_noreplace(&tmp, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),

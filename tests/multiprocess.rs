@@ -566,8 +566,13 @@ fn a_user_who_may_only_read() {
     }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    // The test binary may sit where the other user cannot reach it (a checkout in a mode-0700
+    // directory, such as root's home): run a copy of it from the test's own directory.
+    let exe = dir.path().join("child-test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let spawn_ro = || {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        let mut cmd = Command::new(&exe);
         cmd.args(["child", "--exact", "--nocapture", "--test-threads=1"])
             .env(ROLE, "ro_reader")
             .env(PATH, &path)

@@ -24,6 +24,37 @@ pub(crate) struct FileStorage {
     file: File,
     read_only: bool,
     state: RwLock<MapState>,
+    /// What the file was when opened: the registry checks that every name it uses still leads
+    /// here, and gives a lock file it creates this owner and mode.
+    pub(crate) id: FileId,
+}
+
+/// A file's identity and ownership, from `fstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl FileId {
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+        }
+    }
+
+    /// Same file (device and inode)?
+    pub(crate) fn same(&self, other: &FileId) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
 }
 
 #[derive(Debug)]
@@ -48,13 +79,25 @@ impl FileStorage {
         if !meta.is_file() {
             return Err(Error::NotAPheap { path: path.to_owned(), reason: "not a regular file" });
         }
+        // Each name of a heap has its own lock file (`<name>-lock`): handles opened through two
+        // names would not see each other's readers or writer.
+        if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            return Err(Error::Refused {
+                path: path.to_owned(),
+                reason: format!(
+                    "the heap file has {} hard links; handles opened through different names would not coordinate. Remove the other names (a copy is `pheap copy`), then open it again",
+                    std::os::unix::fs::MetadataExt::nlink(&meta)
+                ),
+            });
+        }
+        let id = FileId::of(&meta);
         let len = meta.len();
         let map = Self::map(&file, read_only, reserve_for(len))?;
         // Open reads the header and the three meta slots, four pages: with the page cache cold
         // and MADV_RANDOM they would be four reads one after another; ask for them as one.
         let _ = map.advise_range(Advice::WillNeed, 0, len.min(DATA_START) as usize);
         let view = view_of(&map);
-        Ok(FileStorage { file, read_only, state: RwLock::new(MapState { len, map, view }) })
+        Ok(FileStorage { file, read_only, state: RwLock::new(MapState { len, map, view }), id })
     }
 
     fn map(file: &File, read_only: bool, reserve: u64) -> Result<Arc<MmapRaw>> {
@@ -75,8 +118,9 @@ fn reserve_for(len: u64) -> u64 {
 fn view_of(map: &Arc<MmapRaw>) -> Arc<View> {
     let backing: Arc<dyn super::Backing> = map.clone();
     // SAFETY: the mapping stays valid while `backing` (a clone of its Arc) lives; mmap returns
-    // page-aligned addresses; callers only slice below the file length (the part of the
-    // reservation backed by the file), and the file never shrinks while views exist.
+    // page-aligned addresses; callers only slice below a snapshot's `end`, and the file is never
+    // shortened below the `end` of any pinned snapshot or meta slot (I12), so every byte sliced
+    // is backed by the file (a file cut short by another program is outside the contract, §7).
     Arc::new(unsafe { View::new(map.as_ptr(), map.len() as u64, backing) })
 }
 
@@ -193,5 +237,9 @@ impl Storage for FileStorage {
     fn sync(&self) -> Result<()> {
         self.file.sync_data()?;
         Ok(())
+    }
+
+    fn file_id(&self) -> Option<FileId> {
+        Some(self.id)
     }
 }

@@ -47,6 +47,10 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()>;
     /// Make every completed write durable.
     fn sync(&self) -> Result<()>;
+    /// The file's identity, for a backend that is a file.
+    fn file_id(&self) -> Option<file::FileId> {
+        None
+    }
 }
 
 /// Keeps a mapping (or a test buffer) alive.
@@ -136,6 +140,40 @@ impl View {
         }
         out
     }
+}
+
+/// Move `from` to `to` unless `to` exists (`renameat2(RENAME_NOREPLACE)`): the file appears at
+/// `to` whole, with one link, never beside a second name (heaps with two links are refused). On
+/// file systems without it, a hard link then an unlink.
+pub(crate) fn rename_noreplace(
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
 }
 
 /// The kernel's boot id (16 bytes), or zeros where unknown. Lets a reopened heap tell a process

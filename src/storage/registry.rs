@@ -18,7 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::raw::{c_int, c_short};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -28,6 +28,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
+use super::file::FileId;
 use crate::error::{Error, Result};
 use crate::format::*;
 
@@ -83,6 +84,11 @@ const MAX_IDLE_SLOTS: usize = 64;
 pub(crate) struct Registry {
     path: PathBuf,
     file: Option<File>,
+    /// A description of the heap file of its own, holding [`HEAP_LOCK_BYTE_OPEN`] shared for
+    /// the life of the handle (heaps on the simulated disk have none).
+    heap_lock: Option<File>,
+    /// Its entry in the table the fork handler walks.
+    heap_fork_entry: Option<usize>,
     map: Option<MmapRaw>,
     mode: Mode,
     pool: Mutex<Pool>,
@@ -125,22 +131,122 @@ pub(crate) fn lock_path(heap: &Path) -> Result<PathBuf> {
     Ok(real.with_file_name(name))
 }
 
+/// Is the heap file at `path` open in any handle of any process? (Every handle holds
+/// [`HEAP_LOCK_BYTE_OPEN`] shared.)
+pub(crate) fn in_use(file: &File) -> io::Result<bool> {
+    held(file, libc::F_WRLCK, HEAP_LOCK_BYTE_OPEN)
+}
+
+/// Before replacing the heap file at `path` (a copy onto it): hold its join lock, so no handle
+/// joins it meanwhile, and refuse if any handle has it open. The returned description holds the
+/// lock until dropped; an opener that was waiting for it finds the name leading to the new file
+/// and opens that (DESIGN §5.8).
+pub(crate) fn hold_for_replacing(path: &Path) -> Result<File> {
+    let (file, typ) = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => (f, libc::F_WRLCK),
+        // Without write access to it, a shared lock still keeps writers from joining.
+        Err(e) if denied(&e) => (File::open(path)?, libc::F_RDLCK),
+        Err(e) => return Err(e.into()),
+    };
+    lock(&file, typ, HEAP_LOCK_BYTE_JOIN, true)?;
+    if in_use(&file)? {
+        return Err(Error::Refused {
+            path: path.to_owned(),
+            reason: "the destination is a heap in use by another handle or process; replacing it would lose their commits. Close them first".into(),
+        });
+    }
+    Ok(file)
+}
+
 fn denied(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
 }
 
+/// Why [`Registry::open`] did not join.
+#[derive(Debug)]
+pub(crate) enum JoinError {
+    /// The heap's name leads to another file than the one opened (it was replaced meanwhile, by
+    /// a copy onto it): open it again.
+    Replaced,
+    Other(Error),
+}
+
+impl From<Error> for JoinError {
+    fn from(e: Error) -> Self {
+        JoinError::Other(e)
+    }
+}
+
+impl From<io::Error> for JoinError {
+    fn from(e: io::Error) -> Self {
+        JoinError::Other(e.into())
+    }
+}
+
+fn file_id(path: &Path) -> io::Result<FileId> {
+    Ok(FileId::of(&std::fs::metadata(path)?))
+}
+
+/// Open (creating with `mode` and `owner`) the lock file at `path`.
+fn open_lock_file(path: &Path, heap: &FileId) -> io::Result<File> {
+    let mode = heap.mode & 0o666;
+    match OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(path) {
+        Ok(f) => {
+            // The heap's owner and mode, whoever opened it first (root running `pheap stat` must
+            // not lock the owner out), and whatever the umask. Best effort: without the right
+            // to, the file stays the opener's.
+            let _ = std::os::unix::fs::fchown(&f, Some(heap.uid), Some(heap.gid));
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+            Ok(f)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().read(true).write(true).open(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Registry {
-    /// Open (creating or re-initialising if no other handle has it open) the lock file of the
-    /// heap at `heap`.
-    pub(crate) fn open(heap: &Path, read_only: bool) -> Result<Registry> {
+    /// Join the heap at `heap` (the file `id`, opened by the caller): open its lock file
+    /// (creating it, or re-initialising it if no other handle has it open), and check that every
+    /// handle of the heap shares it (DESIGN §5.8).
+    pub(crate) fn open(
+        heap: &Path,
+        id: &FileId,
+        read_only: bool,
+    ) -> std::result::Result<Registry, JoinError> {
+        let real = std::fs::canonicalize(heap)?;
+        // A description of the heap file of our own for its locks (the storage's must carry
+        // none: a forked child keeps that one).
+        let heap_lock = OpenOptions::new().read(true).write(!read_only).open(&real)?;
+        if !FileId::of(&heap_lock.metadata()?).same(id) {
+            return Err(JoinError::Replaced);
+        }
+        let join = if read_only { libc::F_RDLCK } else { libc::F_WRLCK };
+        lock(&heap_lock, join, HEAP_LOCK_BYTE_JOIN, true)?;
+        let res = Registry::open_joining(heap, &real, id, heap_lock, read_only);
+        // The lock went with the description if joining failed.
+        if let Ok(r) = &res {
+            unlock(r.heap_lock.as_ref().expect("a heap lock"), HEAP_LOCK_BYTE_JOIN);
+        }
+        res
+    }
+
+    /// [`Registry::open`] under the heap's join lock.
+    fn open_joining(
+        heap: &Path,
+        real: &Path,
+        id: &FileId,
+        heap_lock: File,
+        read_only: bool,
+    ) -> std::result::Result<Registry, JoinError> {
+        // Replaced (a copy onto it) after we opened it and before we held the join lock: the
+        // replacer held that lock while it checked that nobody had the heap open.
+        if !file_id(real)?.same(id) {
+            return Err(JoinError::Replaced);
+        }
         let path = lock_path(heap)?;
-        let rw = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o666)
-            .open(&path);
+        let rw = open_lock_file(&path, id);
         let (file, mode) = match rw {
             Ok(f) => (f, Mode::Registered),
             Err(e) if read_only && denied(&e) => match File::open(&path) {
@@ -149,7 +255,11 @@ impl Registry {
                     if e2.kind() == io::ErrorKind::NotFound
                         && e.raw_os_error() == Some(libc::EROFS) =>
                 {
-                    return Ok(Registry::unlocked(path));
+                    lock(&heap_lock, libc::F_RDLCK, HEAP_LOCK_BYTE_OPEN, true)?;
+                    let mut r = Registry::unlocked(path);
+                    r.heap_fork_entry = register_fd(heap_lock.as_raw_fd());
+                    r.heap_lock = Some(heap_lock);
+                    return Ok(r);
                 }
                 Err(e2) => {
                     return Err(lock_file_error(
@@ -157,7 +267,8 @@ impl Registry {
                         format!(
                             "cannot open it ({e2}); a read-only user needs read access to an existing lock file: open the heap writable once to create it"
                         ),
-                    ));
+                    )
+                    .into());
                 }
             },
             Err(e) => {
@@ -166,10 +277,13 @@ impl Registry {
                 } else {
                     "; writers need read-write access to the lock file and, to create it, to its directory"
                 };
-                return Err(lock_file_error(&path, format!("cannot open it ({e}){hint}")));
+                return Err(lock_file_error(&path, format!("cannot open it ({e}){hint}")).into());
             }
         };
-        Registry::from_file(path, file, mode)
+        let mut r = Registry::from_file_checked(path, file, mode, Some(&heap_lock))?;
+        r.heap_fork_entry = register_fd(heap_lock.as_raw_fd());
+        r.heap_lock = Some(heap_lock);
+        Ok(r)
     }
 
     /// A registry of its own, over an unnamed temporary file: for heaps on the simulated disk.
@@ -186,14 +300,48 @@ impl Registry {
 
     /// A registry over an already open lock file (tests use a private temporary file).
     pub(crate) fn from_file(path: PathBuf, file: File, mode: Mode) -> Result<Registry> {
-        if !file.metadata()?.is_file() {
+        Registry::from_file_checked(path, file, mode, None)
+    }
+
+    /// A registry over an already open lock file; with `heap_lock`, also checks that every
+    /// handle of the heap shares this lock file and joins the heap's openers.
+    fn from_file_checked(
+        path: PathBuf,
+        file: File,
+        mode: Mode,
+        heap_lock: Option<&File>,
+    ) -> Result<Registry> {
+        let meta = file.metadata()?;
+        if !meta.is_file() {
             return Err(lock_file_error(&path, "not a regular file".into()));
         }
         install_fork_handler();
         // A read-only descriptor can only take read locks: enough to wait out an initialiser.
         let init = if mode == Mode::Registered { libc::F_WRLCK } else { libc::F_RDLCK };
         lock(&file, init, LOCK_BYTE_INIT, true)?;
-        let res = Registry::init(&path, &file, mode);
+        let res = (|| {
+            let alone = Registry::init(&path, &file, mode)?;
+            let Some(heap_lock) = heap_lock else { return Ok(()) };
+            // Alone on this lock file while another handle has the heap open: that handle uses
+            // another lock file (this one replaced or deleted since, or the heap reached through
+            // another name). Sharing neither pins nor the writer lock, the two would corrupt it.
+            if alone && held(heap_lock, libc::F_WRLCK, HEAP_LOCK_BYTE_OPEN)? {
+                return Err(Error::Refused {
+                    path: path.clone(),
+                    reason: "the heap is open in another handle that uses a different lock file (this one was deleted or replaced while the heap was in use, or the heap is reached through another name); close every process using the heap, then open it again".into(),
+                });
+            }
+            // The lock file we joined must still be the one its name leads to: one deleted or
+            // replaced meanwhile would be shared with nobody who opens the heap later.
+            if !file_id(&path).is_ok_and(|now| now.same(&FileId::of(&meta))) {
+                return Err(Error::Refused {
+                    path: path.clone(),
+                    reason: "the lock file was deleted or replaced while the heap was being opened; never remove a lock file while the heap is in use".into(),
+                });
+            }
+            lock(heap_lock, libc::F_RDLCK, HEAP_LOCK_BYTE_OPEN, true)?;
+            Ok(())
+        })();
         unlock(&file, LOCK_BYTE_INIT);
         res?;
         let map = if mode == Mode::Registered {
@@ -212,6 +360,8 @@ impl Registry {
         Ok(Registry {
             path,
             file: Some(file),
+            heap_lock: None,
+            heap_fork_entry: None,
             map,
             mode,
             pool: Mutex::new(Pool { idle: Vec::new(), owned: vec![0; READER_SLOTS as usize / 64] }),
@@ -227,6 +377,8 @@ impl Registry {
         Registry {
             path,
             file: None,
+            heap_lock: None,
+            heap_fork_entry: None,
             map: None,
             mode: Mode::Unlocked,
             pool: Mutex::new(Pool { idle: Vec::new(), owned: Vec::new() }),
@@ -240,8 +392,9 @@ impl Registry {
 
     /// Under the init lock: a handle alone re-initialises the file (nothing in it can matter:
     /// every pin belongs to a dead process); otherwise the file must have this build's layout.
-    /// Then join the openers (shared lock on the open byte, held until close).
-    fn init(path: &Path, file: &File, mode: Mode) -> Result<()> {
+    /// Then join the openers (shared lock on the open byte, held until close). Returns whether
+    /// it was alone.
+    fn init(path: &Path, file: &File, mode: Mode) -> Result<bool> {
         let alone = mode == Mode::Registered && lock(file, libc::F_WRLCK, LOCK_BYTE_OPEN, false)?;
         let mut buf = [0u8; size_of::<LockHeader>()];
         let len = file.metadata()?.len();
@@ -286,7 +439,7 @@ impl Registry {
         }
         // Shared from here on (converts the exclusive lock of a lone opener atomically).
         lock(file, libc::F_RDLCK, LOCK_BYTE_OPEN, true)?;
-        Ok(())
+        Ok(alone)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -538,20 +691,26 @@ impl Drop for Registry {
             // Not inherited (MADV_DONTFORK): the range may hold another mapping of the child's.
             std::mem::forget(self.map.take());
         }
-        if let Some(e) = self.fork_entry {
-            // Before the descriptor closes, so the fork handler never touches a reused number.
+        // Before the descriptors close, so the fork handler never touches a reused number.
+        for e in [self.fork_entry, self.heap_fork_entry].into_iter().flatten() {
             LOCK_FDS[e].store(-1, Ordering::SeqCst);
         }
     }
 }
 
-/// A writer token: nonzero (zero is a fresh lock file's), distinct for every handle of this
-/// process, and for handles of different live processes (different pids). A dead process's token
-/// may come back with its pid; harmless, as its handles' length changes all precede any handle
-/// opened after it died.
+/// A writer token: 64 random bits (nonzero: zero is a fresh lock file's), so distinct for every
+/// handle of every process, whatever their pids (two containers' processes may both be pid 1).
+/// Two live handles share one with probability 2^-64 per pair.
 fn new_token() -> u64 {
-    static COUNT: AtomicU32 = AtomicU32::new(0);
-    (u64::from(std::process::id()) << 32) | u64::from(COUNT.fetch_add(1, Ordering::Relaxed) + 1)
+    let mut b = [0u8; 8];
+    // Without randomness, the clock and a per-process count still differ between handles of a
+    // process; across processes the pid joins them.
+    if getrandom::fill(&mut b).is_err() {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let n = u64::from(COUNT.fetch_add(1, Ordering::Relaxed));
+        b = (now_ns() ^ (u64::from(std::process::id()) << 40) ^ n).to_le_bytes();
+    }
+    u64::from_le_bytes(b).max(1)
 }
 
 fn now_ns() -> u64 {
@@ -661,4 +820,21 @@ fn register_fd(fd: c_int) -> Option<usize> {
     LOCK_FDS
         .iter()
         .position(|e| e.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writer tokens must differ between processes whose pids are equal (two containers' pid 1):
+    /// a token built from the pid let a writer skip its length check and die of SIGBUS
+    /// (reliability issue, item 12a). Tokens are random: none carries the pid.
+    #[test]
+    fn writer_tokens_do_not_depend_on_the_pid() {
+        let pid = u64::from(std::process::id());
+        let tokens: std::collections::HashSet<u64> = (0..1000).map(|_| new_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+        assert!(!tokens.contains(&0));
+        assert!(tokens.iter().filter(|&&t| t >> 32 == pid).count() <= 1);
+    }
 }
