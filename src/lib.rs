@@ -44,5 +44,7 @@ pub use txn::{Durability, Iter, ReadTxn, SkippedCommit, WriteTxn};
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;
 /// Longest value accepted.
 pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
+/// The first eight bytes of every heap file.
+pub const FILE_MAGIC: [u8; 8] = format::MAGIC;
 /// Format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = format::FORMAT_VERSION;

@@ -67,26 +67,33 @@ enum Cmd {
     /// for bytes that are not UTF-8.
     Dump {
         file: PathBuf,
-        /// Write to this file instead of standard output.
+        /// Write to this file instead of standard output (`-`: standard output). Never onto a
+        /// heap file.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Insert the entries of a dump (standard input, or --input) in batched commits; creates the
-    /// heap if missing.
+    /// Insert the entries of a dump (standard input, or --input); creates the heap if missing.
+    /// All or nothing: one transaction, durable at the end; a bad line leaves the heap as it was.
     Load {
         file: PathBuf,
         #[arg(short, long)]
         input: Option<PathBuf>,
+        /// Commit every N entries instead (streaming input larger than memory wants it): on an
+        /// error, what was committed before stays, and its count is printed.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        batch: Option<u64>,
         #[command(flatten)]
         lock: Lock,
     },
-    /// The full integrity walk (status 0 only when the heap is sound).
+    /// The full integrity walk (status 0 only when the heap is sound and opened at its newest
+    /// commit; 1 when it is unsound, or a newer commit was passed over).
     Check { file: PathBuf },
-    /// A consistent, compacted copy of the latest commit, taken while the heap is in use.
+    /// A consistent, compacted copy of the latest commit, taken while the heap is in use. DEST
+    /// `-` writes the copy to standard output.
     Copy {
         file: PathBuf,
         dest: PathBuf,
-        /// Replace DEST if it exists.
+        /// Replace DEST if it exists (a regular file that no process has open as a heap).
         #[arg(long)]
         force: bool,
     },
@@ -204,22 +211,11 @@ fn run(cli: Cli) -> Res {
             Ok(())
         }
         Cmd::Dump { file, output } => dump(&file, output.as_deref(), quiet),
-        Cmd::Load { file, input, lock } => load(&file, input.as_deref(), lock.wait, quiet),
-        Cmd::Check { file } => check(&file, quiet),
-        Cmd::Copy { file, dest, force } => {
-            let heap = open_read(&file)?;
-            let bar = spinner(quiet, "copying");
-            let s = if force { heap.copy_to_overwriting(&dest)? } else { heap.copy_to(&dest)? };
-            bar.finish_and_clear();
-            println!(
-                "copied {} entries (transaction {}) to {}: {}",
-                s.entries,
-                s.source_txn_id,
-                dest.display(),
-                size(s.file_size)
-            );
-            Ok(())
+        Cmd::Load { file, input, batch, lock } => {
+            load(&file, input.as_deref(), batch, lock.wait, quiet)
         }
+        Cmd::Check { file } => check(&file, quiet),
+        Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
         Cmd::Compact { file, lock } => {
             let heap = open_write(&file, false)?;
             if !lock.wait {
@@ -241,6 +237,62 @@ fn run(cli: Cli) -> Res {
         }
         Cmd::Readers { file, json } => readers(&file, json),
     }
+}
+
+fn copy(file: &Path, dest: &Path, force: bool, quiet: bool) -> Res {
+    let heap = open_read(file)?;
+    let bar = spinner(quiet, "copying");
+    if dest == Path::new("-") {
+        // Built in a private directory, then streamed: standard output may be a pipe.
+        let dir = std::env::temp_dir().join(format!(
+            "pheap-copy-{}-{}",
+            std::process::id(),
+            heap.begin_read()?.txn_id()
+        ));
+        std::fs::create_dir(&dir)?;
+        let tmp = dir.join("copy.pheap");
+        let res = (|| -> Res {
+            heap.copy_to(&tmp)?;
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut std::fs::File::open(&tmp)?, &mut out)?;
+            out.flush()?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        bar.finish_and_clear();
+        return res;
+    }
+    let s = if force { heap.copy_to_overwriting(dest) } else { heap.copy_to(dest) };
+    bar.finish_and_clear();
+    let s = s.map_err(|e| match e {
+        Error::Refused { .. } if dest.is_symlink() => {
+            Fail::Err(format!("{e} (`-` writes the copy to standard output)"))
+        }
+        e => e.into(),
+    })?;
+    if s.stale_removed > 0 && !quiet {
+        eprintln!("removed {} temporary files left by killed copies", s.stale_removed);
+    }
+    println!(
+        "copied {} entries (transaction {}) to {}: {}",
+        s.entries,
+        s.source_txn_id,
+        dest.display(),
+        size(s.file_size)
+    );
+    Ok(())
+}
+
+/// A line for each newer commit the heap passed over (empty in normal operation).
+fn skipped_lines(skipped: &[pheap::SkippedCommit]) -> Vec<String> {
+    skipped
+        .iter()
+        .map(|s| {
+            let txn =
+                s.txn_id.map_or("unreadable transaction".into(), |t| format!("transaction {t}"));
+            format!("newer commit passed over: meta slot {} ({txn}): {}", s.slot, s.reason)
+        })
+        .collect()
 }
 
 fn open_read(file: &Path) -> Res<Heap> {
@@ -367,6 +419,10 @@ fn stat(file: &Path, json: bool) -> Res {
             "durable_txn_id": s.durable_txn_id,
             "oldest_reader": s.oldest_reader,
             "readers": readers.len(),
+            "boot_id_known": s.boot_id_known,
+            "skipped_commits": s.skipped_commits.iter().map(|k| serde_json::json!({
+                "slot": k.slot, "txn_id": k.txn_id, "reason": k.reason,
+            })).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -389,6 +445,12 @@ fn stat(file: &Path, json: bool) -> Res {
             println!("readers           {} (oldest snapshot: transaction {t})", readers.len())
         }
         None => println!("readers           0"),
+    }
+    if !s.boot_id_known {
+        println!("note              the boot id is unknown: every commit is made durable");
+    }
+    for line in skipped_lines(&s.skipped_commits) {
+        println!("warning           {line}");
     }
     Ok(())
 }
@@ -438,11 +500,30 @@ fn field(out: &mut Vec<u8>, name: &str, b: &[u8]) {
     }
 }
 
+/// Refuse to write a dump over a heap file (the one being dumped, or any other): opening it for
+/// writing would truncate a file that processes may have mapped.
+fn dump_destination(p: &Path) -> Res {
+    let mut head = [0u8; 8];
+    let is_heap = std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == pheap::FILE_MAGIC);
+    if is_heap {
+        return Err(Fail::Err(format!(
+            "{}: refused: it is a heap file, and a dump would overwrite it; choose another output",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
 fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
     let heap = open_read(file)?;
     let rx = heap.begin_read()?;
-    let (sink, bar): (Box<dyn Write>, _) = match output {
-        Some(p) => (Box::new(std::fs::File::create(p)?), counter(quiet, Some(rx.len()), "dumping")),
+    let (sink, bar): (Box<dyn Write>, _) = match output.filter(|p| *p != Path::new("-")) {
+        Some(p) => {
+            dump_destination(p)?;
+            (Box::new(std::fs::File::create(p)?), counter(quiet, Some(rx.len()), "dumping"))
+        }
         None => (Box::new(std::io::stdout().lock()), ProgressBar::hidden()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
@@ -476,10 +557,7 @@ fn take(obj: &serde_json::Map<String, serde_json::Value>, name: &str, at: usize)
     B64.decode(s).map_err(|e| bad(&format!("\"{name}_base64\": {e}")))
 }
 
-/// Entries per commit of `load`.
-const LOAD_BATCH: u64 = 100_000;
-
-fn load(file: &Path, input: Option<&Path>, wait: bool, quiet: bool) -> Res {
+fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, wait: bool, quiet: bool) -> Res {
     let (source, total): (Box<dyn Read>, Option<u64>) = match input {
         Some(p) => {
             let f = std::fs::File::open(p)?;
@@ -490,40 +568,84 @@ fn load(file: &Path, input: Option<&Path>, wait: bool, quiet: bool) -> Res {
     };
     let heap = Heap::options().durability(Durability::None).open(file)?;
     let bar = counter(quiet, total, "loading");
-    let mut tx = begin_write(&heap, file, wait)?;
-    let (mut n, mut read) = (0u64, 0u64);
-    let mut reader = BufReader::with_capacity(1 << 20, source);
-    let mut line = String::new();
-    let mut at = 0;
-    loop {
-        line.clear();
-        let got = reader.read_line(&mut line)?;
-        if got == 0 {
-            break;
-        }
-        at += 1;
-        read += got as u64;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&line).map_err(|e| Fail::Err(format!("line {at}: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| Fail::Err(format!("line {at}: not an object")))?;
-        tx.insert(&take(obj, "key", at)?, &take(obj, "value", at)?)?;
-        n += 1;
-        if n.is_multiple_of(LOAD_BATCH) {
-            tx.commit()?;
-            tx = begin_write(&heap, file, wait)?;
-            bar.set_position(if total.is_some() { read } else { n });
-        }
-    }
-    tx.commit()?;
-    heap.checkpoint()?;
+    let mut load = Load { heap: &heap, file, wait, batch, tx: None, n: 0, committed: 0 };
+    let res = load.lines(source, &bar, total);
     bar.finish_and_clear();
-    if !quiet {
-        eprintln!("loaded {n} entries into {}", file.display());
+    let Load { tx, n, committed, .. } = load;
+    let res = res.and_then(|()| {
+        // One durable commit ends the load (and makes earlier batches durable with it).
+        let mut tx = match tx {
+            Some(tx) => tx,
+            None => begin_write(&heap, file, wait)?,
+        };
+        tx.set_durability(Durability::Immediate);
+        Ok(tx.commit()?)
+    });
+    match res {
+        Ok(()) => {
+            if !quiet {
+                eprintln!("loaded {n} entries into {}", file.display());
+            }
+            Ok(())
+        }
+        Err(Fail::Err(msg) | Fail::No(msg)) => {
+            let kept = if committed == 0 {
+                "nothing was loaded".to_owned()
+            } else {
+                heap.checkpoint()?;
+                format!("the {committed} entries committed before it are kept")
+            };
+            Err(Fail::Err(format!("{msg}; {kept}")))
+        }
     }
-    Ok(())
+}
+
+/// A load in progress: the open transaction, entries read, entries committed (with `--batch`).
+struct Load<'a> {
+    heap: &'a Heap,
+    file: &'a Path,
+    wait: bool,
+    batch: Option<u64>,
+    tx: Option<WriteTxn>,
+    n: u64,
+    committed: u64,
+}
+
+impl Load<'_> {
+    fn lines(&mut self, source: Box<dyn Read>, bar: &ProgressBar, total: Option<u64>) -> Res {
+        let mut reader = BufReader::with_capacity(1 << 20, source);
+        let (mut line, mut at, mut read) = (String::new(), 0, 0u64);
+        loop {
+            line.clear();
+            let got = reader.read_line(&mut line)?;
+            if got == 0 {
+                return Ok(());
+            }
+            at += 1;
+            read += got as u64;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| Fail::Err(format!("line {at}: {e}")))?;
+            let obj =
+                v.as_object().ok_or_else(|| Fail::Err(format!("line {at}: not an object")))?;
+            let (k, val) = (take(obj, "key", at)?, take(obj, "value", at)?);
+            let tx = match &mut self.tx {
+                Some(tx) => tx,
+                slot => slot.insert(begin_write(self.heap, self.file, self.wait)?),
+            };
+            tx.insert(&k, &val)?;
+            self.n += 1;
+            if self.n.is_multiple_of(4096) {
+                bar.set_position(if total.is_some() { read } else { self.n });
+            }
+            if self.batch.is_some_and(|b| self.n.is_multiple_of(b)) {
+                self.tx.take().expect("open").commit()?;
+                self.committed = self.n;
+            }
+        }
+    }
 }
 
 fn check(file: &Path, quiet: bool) -> Res {
@@ -549,5 +671,15 @@ fn check(file: &Path, quiet: bool) -> Res {
         size(r.live_bytes),
         size(r.free_bytes)
     );
+    let skipped = skipped_lines(&r.skipped_commits);
+    if !skipped.is_empty() {
+        // Sound, but not at the newest commit: an acknowledged commit may be gone.
+        return Err(Fail::No(format!(
+            "{}: opened at transaction {}, not at the newest commit: {}",
+            file.display(),
+            r.txn_id,
+            skipped.join("; ")
+        )));
+    }
     Ok(())
 }

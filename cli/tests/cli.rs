@@ -247,3 +247,225 @@ fn errors_are_one_line_and_a_failing_status() {
     drop(tx);
     pheap().arg("put").arg(&f).args(["k", "v"]).assert().success();
 }
+
+/// A heap of `n` entries `key{i}` -> 150 bytes, built through the library.
+fn build(path: &Path, n: u32) {
+    let heap = pheap::Heap::open(path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..n {
+        tx.insert(format!("key{i}").as_bytes(), &[i as u8; 150]).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// Reliability issue, item 1: a damaged record is an error with status 2, never wrong bytes.
+#[test]
+fn get_on_a_damaged_record_fails_instead_of_printing_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("d.pheap");
+    build(&f, 2000);
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .args(["needle", "0123456789abcdefghij0123456789"])
+        .assert()
+        .success();
+    let mut b = std::fs::read(&f).unwrap();
+    let at = b.windows(10).position(|w| w == b"abcdefghij").unwrap();
+    b[at + 3] ^= 0x20;
+    std::fs::write(&f, &b).unwrap();
+    pheap()
+        .arg("get")
+        .arg(&f)
+        .arg("needle")
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("leaf checksum mismatch"));
+    pheap().arg("get").arg(&f).arg("key7").assert().success();
+    pheap().arg("check").arg(&f).assert().code(1);
+    pheap().arg("dump").arg(&f).assert().code(2);
+}
+
+/// Item 2: `dump -o` onto the heap being dumped (or any heap) is refused; the heap is intact.
+#[test]
+fn dump_never_overwrites_a_heap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.pheap"), dir.path().join("b.pheap"));
+    build(&a, 100);
+    build(&b, 10);
+    for out in [&a, &b] {
+        pheap()
+            .arg("dump")
+            .arg(&a)
+            .arg("-o")
+            .arg(out)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("refused: it is a heap file"));
+    }
+    assert_eq!(contents(&a).len(), 100);
+    assert_eq!(contents(&b).len(), 10);
+    let out = pheap().arg("dump").arg(&a).args(["-o", "-"]).assert().success();
+    assert_eq!(out.get_output().stdout.iter().filter(|&&c| c == b'\n').count(), 100);
+    pheap().arg("check").arg(&a).assert().success();
+}
+
+/// Item 3: writes through two hard-linked names are refused, and the heap stays sound.
+#[test]
+fn hard_linked_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.pheap"), dir.path().join("b.pheap"));
+    build(&a, 10);
+    std::fs::hard_link(&a, &b).unwrap();
+    for f in [&a, &b] {
+        pheap()
+            .arg("put")
+            .arg(f)
+            .args(["k", "v"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("hard links"));
+    }
+    std::fs::remove_file(&b).unwrap();
+    pheap().arg("check").arg(&a).assert().success();
+    assert_eq!(contents(&a).len(), 10);
+}
+
+/// Items 4 and 5: with a writer holding the heap, a second writer after the lock file was
+/// deleted, and a `copy --force` onto it, are refused; the first writer's commit stays.
+#[test]
+fn a_deleted_lock_file_and_a_copy_onto_a_heap_in_use_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.pheap"), dir.path().join("dst.pheap"));
+    build(&src, 5);
+    build(&dst, 3);
+    let writer = pheap::Heap::open(&dst).unwrap();
+    let mut tx = writer.begin_write().unwrap();
+    tx.insert(b"acked", b"yes").unwrap();
+    std::fs::remove_file(dir.path().join("dst.pheap-lock")).unwrap();
+    pheap()
+        .arg("put")
+        .arg(&dst)
+        .args(["other", "writer"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("different lock file"));
+    pheap()
+        .arg("copy")
+        .arg("--force")
+        .arg(&src)
+        .arg(&dst)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("in use"));
+    tx.commit().unwrap();
+    drop(writer);
+    let m = contents(&dst);
+    assert_eq!(m.get(&b"acked"[..]).map(|v| &v[..]), Some(&b"yes"[..]));
+    assert!(!m.contains_key(&b"other"[..]));
+    pheap().arg("check").arg(&dst).assert().success();
+}
+
+/// Item 6: `--force` onto a symbolic link is refused (the link stays a link); `-` is standard
+/// output, for `copy` as for `dump`.
+#[test]
+fn copy_to_a_link_is_refused_and_dash_is_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, target) = (dir.path().join("src.pheap"), dir.path().join("target"));
+    build(&src, 50);
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    pheap()
+        .arg("copy")
+        .arg("--force")
+        .arg(&src)
+        .arg(&link)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("symbolic link").and(predicate::str::contains("`-`")));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    let out = pheap().current_dir(dir.path()).arg("copy").arg(&src).arg("-").assert().success();
+    assert!(!dir.path().join("-").exists(), "copy - wrote a file named -");
+    let copied = dir.path().join("copied.pheap");
+    std::fs::write(&copied, &out.get_output().stdout).unwrap();
+    assert_eq!(contents(&copied), contents(&src));
+}
+
+/// Item 7: `load` is all or nothing by default; `--batch N` keeps what it committed and says so.
+#[test]
+fn a_failed_load_loads_nothing_unless_batched() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("l.pheap");
+    build(&f, 3);
+    let mut input = String::new();
+    for i in 0..2500 {
+        input.push_str(&format!("{{\"key\":\"n{i}\",\"value\":\"v{i}\"}}\n"));
+    }
+    input.push_str("{\"key\": oops}\n");
+    pheap().arg("load").arg(&f).write_stdin(input.clone()).assert().code(2).stderr(
+        predicate::str::contains("line 2501").and(predicate::str::contains("nothing was loaded")),
+    );
+    assert_eq!(contents(&f).len(), 3);
+    pheap()
+        .arg("load")
+        .arg(&f)
+        .args(["--batch", "1000"])
+        .write_stdin(input)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("the 2000 entries committed before it are kept"));
+    assert_eq!(contents(&f).len(), 3 + 2000);
+}
+
+/// Item 8: a damaged newest meta slot is named by `stat` and `check` (status 1), not "sound".
+#[test]
+fn a_fallback_to_an_older_commit_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.pheap");
+    build(&f, 10);
+    pheap().arg("put").arg(&f).args(["last", "commit"]).assert().success();
+    let mut b = std::fs::read(&f).unwrap();
+    let txn =
+        |b: &[u8], s: usize| u64::from_le_bytes(b[4096 * s + 8..4096 * s + 16].try_into().unwrap());
+    let newest = (1..4).max_by_key(|&s| txn(&b, s)).unwrap();
+    b[4096 * newest + 40] ^= 0x01;
+    std::fs::write(&f, &b).unwrap();
+    pheap().arg("get").arg(&f).arg("last").assert().code(1);
+    pheap().arg("check").arg(&f).assert().code(1).stdout(predicate::str::contains("sound")).stderr(
+        predicate::str::contains("newer commit passed over")
+            .and(predicate::str::contains("damaged")),
+    );
+    pheap().arg("stat").arg(&f).assert().success().stdout(predicate::str::contains("passed over"));
+    let out = pheap().arg("stat").arg("--json").arg(&f).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["skipped_commits"].as_array().unwrap().len(), 1);
+}
+
+/// Item 9: a refused open leaves no lock file; a lock file made by root belongs to the heap's
+/// owner.
+#[test]
+fn refused_opens_leave_nothing_and_lock_files_keep_the_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"not a heap at all").unwrap();
+    pheap().arg("stat").arg(&junk).assert().code(2);
+    pheap().arg("get").arg(&junk).arg("k").assert().code(2);
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    pheap().arg("stat").arg(&empty).assert().code(2);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "a refused open left a file");
+    let f = dir.path().join("o.pheap");
+    build(&f, 1);
+    std::fs::remove_file(dir.path().join("o.pheap-lock")).unwrap();
+    let _ = std::os::unix::fs::chown(&f, Some(65534), Some(65534));
+    pheap().arg("stat").arg(&f).assert().success();
+    let (h, l) = (
+        std::fs::metadata(&f).unwrap(),
+        std::fs::metadata(dir.path().join("o.pheap-lock")).unwrap(),
+    );
+    assert_eq!((l.uid(), l.gid(), l.mode() & 0o777), (h.uid(), h.gid(), h.mode() & 0o666));
+}
