@@ -449,8 +449,22 @@ fn every_power_loss_is_sound(s: &MemStorage, seeds: u64, must_hold: Option<&[u8]
     }
 }
 
-fn fail_next_sync(s: &MemStorage, kind: FailKind) {
-    s.set_fail(Some(FailPlan { at: s.syncs(), persistent: false, syncs_only: true, kind }));
+/// Fail the sync `after` syncs from now (0: the next one) with `kind`.
+fn fail_sync(s: &MemStorage, after: u64, kind: FailKind) {
+    s.set_fail(Some(FailPlan { at: s.syncs() + after, persistent: false, syncs_only: true, kind }));
+}
+
+/// A heap holding one durable commit ("durable"), reopened after a power cycle: that commit is
+/// of an earlier boot, so nothing obliged the old code to sync before building on it.
+fn rebooted_with_a_durable_commit(seed: u64) -> (Arc<MemStorage>, Heap) {
+    let (s, heap) = fresh(seed);
+    let mut t = heap.begin_write().unwrap();
+    t.insert(b"durable", &[1; 900]).unwrap();
+    t.commit().unwrap();
+    drop(heap);
+    let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
+    let heap = open(&s, boot(1)).unwrap();
+    (s, heap)
 }
 
 /// Regression (shared/findings, `ops_crash-resurrected-slot-corrupt`): a checkpoint's final sync
@@ -459,14 +473,7 @@ fn fail_next_sync(s: &MemStorage, kind: FailKind) {
 /// a power loss kept the checkpoint's slot and dropped its invalidation: a corrupt heap.
 #[test]
 fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
-    let (s, heap) = fresh(11);
-    let mut t = heap.begin_write().unwrap();
-    t.insert(b"durable", &[1; 900]).unwrap();
-    t.commit().unwrap();
-    drop(heap);
-    // Power cycle: the durable commit is of an earlier boot now.
-    let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
-    let heap = open(&s, boot(1)).unwrap();
+    let (s, heap) = rebooted_with_a_durable_commit(11);
     for i in 0..20u8 {
         let mut t = heap.begin_write().unwrap();
         t.insert(&[b'f', i], &[i; 700]).unwrap();
@@ -475,12 +482,7 @@ fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
     }
     // Two-phase (its base is not durable): the first sync passes, the slot is written, the
     // final sync fails.
-    s.set_fail(Some(FailPlan {
-        at: s.syncs() + 1,
-        persistent: false,
-        syncs_only: true,
-        kind: FailKind::NoSpace,
-    }));
+    fail_sync(&s, 1, FailKind::NoSpace);
     assert!(heap.checkpoint().is_err());
     s.set_fail(None);
     // The process dies; the next one writes a non-durable commit on what it finds.
@@ -501,23 +503,12 @@ fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
 /// into the failed commit's records; a power loss must not bring that commit back over them.
 #[test]
 fn a_failed_large_commit_never_comes_back_under_a_live_writer() {
-    let (s, heap) = fresh(12);
-    let mut t = heap.begin_write().unwrap();
-    t.insert(b"durable", &[1; 900]).unwrap();
-    t.commit().unwrap();
-    drop(heap);
-    let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
-    let heap = open(&s, boot(1)).unwrap();
+    let (s, heap) = rebooted_with_a_durable_commit(12);
     let mut t = heap.begin_write().unwrap();
     for i in 0..80u8 {
         t.insert(&[b'b', i], &[i; 4000]).unwrap();
     }
-    s.set_fail(Some(FailPlan {
-        at: s.syncs() + 1,
-        persistent: false,
-        syncs_only: true,
-        kind: FailKind::Eio,
-    }));
+    fail_sync(&s, 1, FailKind::Eio);
     assert!(t.commit().is_err());
     s.set_fail(None);
     drop(heap);
@@ -553,7 +544,7 @@ fn a_non_durable_commit_that_returned_ok_stays() {
     commit(t).unwrap();
     // The next commits may give the tail back; every sync among them fails.
     for i in 0..6u8 {
-        fail_next_sync(&s, FailKind::SyncLost);
+        fail_sync(&s, 0, FailKind::SyncLost);
         let mut t = heap.begin_write().unwrap();
         t.insert(&[b's', i], b"small").unwrap();
         if commit(t).is_err() {

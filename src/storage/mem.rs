@@ -320,7 +320,18 @@ impl Storage for MemStorage {
 
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()> {
         let mut st = self.state.lock();
-        Self::tick(&mut st)?;
+        // Never failed: the file backend stores meta slots into the shared mapping, which cannot
+        // report an error (failures surface at the next sync). Failing them here would model a
+        // disk on which S1's invalidation itself fails (DESIGN §4.6), which the real backend
+        // cannot produce. A failure planned for this op moves to the next one.
+        let op = st.ops;
+        if let Some(p) = &mut st.fail
+            && !p.syncs_only
+            && p.at == op
+        {
+            p.at += 1;
+        }
+        st.ops += 1;
         assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= st.len);
         for (i, chunk) in data.chunks_exact(8).enumerate() {
             let w = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
