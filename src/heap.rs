@@ -465,12 +465,17 @@ pub(crate) fn new_heap_image_seeded(boot: &[u8; 16], seed: [u8; 16]) -> Vec<u8> 
     img
 }
 
-/// A temporary path in the directory of `path`, hidden, unique to this process and call.
-pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)> {
-    let dir = match path.parent() {
+/// The directory holding `path`.
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// A temporary path in the directory of `path`, hidden, unique to this process and call.
+pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = dir_of(path);
     let name = path.file_name().ok_or_else(|| {
         Error::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -492,9 +497,9 @@ pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)>
 /// or copying a heap there): `.NAME.PID-RANDOM.tmp` and `.copy` (with its `-lock`) beside it,
 /// older than a minute and, for copies, open in no handle. Removes them; returns how many.
 pub(crate) fn remove_stale_temps(path: &Path) -> u64 {
-    let (Some(name), Ok((dir, _))) = (path.file_name(), temp_beside(path, "")) else { return 0 };
+    let Some(name) = path.file_name() else { return 0 };
     let prefix = format!(".{}.", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir_of(path)) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();

@@ -152,6 +152,14 @@ impl MemStorage {
         self.state.lock().fail = plan;
     }
 
+    /// Is a planned failure still to come (its op not reached yet; a failure planned for a
+    /// meta-slot store moves to the op after it)?
+    pub(crate) fn fail_pending(&self) -> bool {
+        let st = self.state.lock();
+        let next = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
+        st.fail.is_some_and(|p| p.at >= next)
+    }
+
     /// Number of syncs so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.state.lock().syncs

@@ -122,13 +122,12 @@ fn lock_file_error(path: &Path, reason: String) -> Error {
     Error::LockFile { path: path.to_owned(), reason }
 }
 
-/// `<heap>-lock` beside the file the heap path resolves to, so every path to one heap (through
-/// symbolic links, relative or absolute) names one lock file.
-pub(crate) fn lock_path(heap: &Path) -> Result<PathBuf> {
-    let real = std::fs::canonicalize(heap)?;
+/// `<heap>-lock` beside `real`, the file the heap path resolves to (canonical), so every path to
+/// one heap (through symbolic links, relative or absolute) names one lock file.
+fn lock_path(real: &Path) -> PathBuf {
     let mut name = real.file_name().expect("a canonical file path has a name").to_owned();
     name.push("-lock");
-    Ok(real.with_file_name(name))
+    real.with_file_name(name)
 }
 
 /// Is the heap file at `path` open in any handle of any process? (Every handle holds
@@ -224,7 +223,7 @@ impl Registry {
         }
         let join = if read_only { libc::F_RDLCK } else { libc::F_WRLCK };
         lock(&heap_lock, join, HEAP_LOCK_BYTE_JOIN, true)?;
-        let res = Registry::open_joining(heap, &real, id, heap_lock, read_only);
+        let res = Registry::open_joining(&real, id, heap_lock, read_only);
         // The lock went with the description if joining failed.
         if let Ok(r) = &res {
             unlock(r.heap_lock.as_ref().expect("a heap lock"), HEAP_LOCK_BYTE_JOIN);
@@ -234,7 +233,6 @@ impl Registry {
 
     /// [`Registry::open`] under the heap's join lock.
     fn open_joining(
-        heap: &Path,
         real: &Path,
         id: &FileId,
         heap_lock: File,
@@ -245,7 +243,7 @@ impl Registry {
         if !file_id(real)?.same(id) {
             return Err(JoinError::Replaced);
         }
-        let path = lock_path(heap)?;
+        let path = lock_path(real);
         let rw = open_lock_file(&path, id);
         let (file, mode) = match rw {
             Ok(f) => (f, Mode::Registered),
