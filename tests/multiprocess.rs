@@ -506,6 +506,8 @@ fn forker(path: &Path) {
         let fresh = Heap::open(path).unwrap();
         report.push(fresh.begin_read().unwrap().get(b"k").unwrap() == Some(&b"v"[..]));
         report.push(matches!(fresh.try_begin_write(), Err(Error::WriteInProgress)));
+        // Only the inherited descriptors stay: they must hold no lock (see the test).
+        drop(fresh);
         let all = report.iter().all(|&x| x);
         println!("child {} {report:?}", if all { "ok" } else { "FAILED" });
         std::io::stdout().flush().unwrap();
@@ -557,6 +559,10 @@ fn fork_child_gets_a_clear_error_and_never_holds_locks() {
     // the lock must be free all the same.
     kill(&mut forker, libc::SIGKILL);
     forker.wait().unwrap();
+    // Nor may it hold the heap file's open lock: a handle opened now, alone on the lock file,
+    // would take that for a handle using another lock file, and refuse (DESIGN §5.8).
+    drop(heap);
+    let heap = Heap::open(&path).expect("a forked child keeps no lock on the heap file");
     let got = heap.try_begin_write();
     // SAFETY: kill(2) on the grandchild's pid, reported by its parent.
     unsafe { libc::kill(grandchild, libc::SIGKILL) };
