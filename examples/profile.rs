@@ -1,4 +1,9 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get|readcost|opencost PATH`
+//!
+//! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
+//! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
+//! prints the fastest pass per lookup, taking only the value's length and then summing its bytes;
+//! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds.
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
@@ -82,8 +87,50 @@ fn main() -> pheap::Result<()> {
             }
             assert!(sum > 0);
         }
-        _ => panic!("load | nosync | durable | single | inproc | get"),
+        "readcost" => {
+            let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();
+            let heap = Heap::options().create(false).open(path)?;
+            let rx = heap.begin_read()?;
+            for touch in [false, true] {
+                let best = fastest_of_5(|| {
+                    let mut sum = 0u64;
+                    for k in &keys {
+                        let v = rx.get(k)?.expect("present");
+                        sum +=
+                            if touch { v.iter().map(|&b| b as u64).sum() } else { v.len() as u64 };
+                    }
+                    std::hint::black_box(sum);
+                    Ok(())
+                })?;
+                let what = if touch { "value read" } else { "length only" };
+                println!("{what}: {:.0} ns per get", best * 1e9 / n as f64);
+            }
+            return Ok(());
+        }
+        "opencost" => {
+            let best = fastest_of_5(|| {
+                for i in 0..2000u64 {
+                    let heap = Heap::options().create(false).open(path)?;
+                    std::hint::black_box(heap.begin_read()?.get(&key(i))?.map(|v| v.len()));
+                }
+                Ok(())
+            })?;
+            println!("open, get, close: {:.1} us", best * 1e6 / 2000.0);
+            return Ok(());
+        }
+        _ => panic!("load | nosync | durable | single | inproc | get | readcost | opencost"),
     }
     println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Seconds of the fastest of five runs of `f`.
+fn fastest_of_5(mut f: impl FnMut() -> pheap::Result<()>) -> pheap::Result<f64> {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }

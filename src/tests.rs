@@ -543,3 +543,32 @@ fn the_simulated_disk_syncs_a_write_then_a_truncation() {
     assert_eq!(img.len(), 2 * 4096);
     assert!(img[4096..].iter().all(|&b| b == 0), "the cut write came back");
 }
+
+/// An opener that reaches a heap while a copy replaces it waits on the join lock, then finds its
+/// name leading to the new file and opens that: never the replaced one, whose commits nobody
+/// would see again (DESIGN §5.8).
+#[test]
+fn an_open_racing_a_replacement_ends_on_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, new) = (dir.path().join("h.pheap"), dir.path().join("new.pheap"));
+    for (p, v) in [(&path, b"old"), (&new, b"new")] {
+        let heap = Heap::open(p).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"which", v).unwrap();
+        tx.commit().unwrap();
+    }
+    let guard = crate::storage::registry::hold_for_replacing(&path).unwrap();
+    let opener = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let heap = Heap::open(&path).unwrap();
+            let rx = heap.begin_read().unwrap();
+            rx.get(b"which").unwrap().map(<[u8]>::to_vec)
+        })
+    };
+    // Let the opener open the old file and block on its join lock.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::rename(&new, &path).unwrap();
+    drop(guard);
+    assert_eq!(opener.join().unwrap().as_deref(), Some(&b"new"[..]));
+}
