@@ -136,9 +136,11 @@ impl HeapOptions {
                 e => e,
             })?;
             // Before the lock file is made: a refused open leaves nothing behind.
-            read_header(&storage, path)?;
+            let header = read_header(&storage, path)?;
             match Registry::open(path, &storage.id, self.read_only) {
-                Ok(registry) => return Heap::from_storage(Arc::new(storage), registry, self, path),
+                Ok(registry) => {
+                    return Heap::from_parts(Arc::new(storage), header, registry, self, boot_id());
+                }
                 Err(JoinError::Replaced) => continue,
                 Err(JoinError::Other(e)) => return Err(e),
             }
@@ -161,16 +163,9 @@ impl Heap {
         HeapOptions::default()
     }
 
-    pub(crate) fn from_storage(
-        storage: Arc<dyn Storage>,
-        registry: Registry,
-        opts: &HeapOptions,
-        path: &Path,
-    ) -> Result<Heap> {
-        Heap::from_storage_with_boot(storage, registry, opts, path, boot_id())
-    }
-
-    /// As `from_storage`, with the boot id given (tests simulate reboots with it).
+    /// A heap over `storage` (the simulated disk, in tests), as a process of boot `boot` opens
+    /// it (tests simulate reboots with it).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_storage_with_boot(
         storage: Arc<dyn Storage>,
         registry: Registry,
@@ -179,6 +174,17 @@ impl Heap {
         boot: [u8; 16],
     ) -> Result<Heap> {
         let header = read_header(&*storage, path)?;
+        Heap::from_parts(storage, header, registry, opts, boot)
+    }
+
+    /// A heap over `storage`, whose validated header is `header`.
+    fn from_parts(
+        storage: Arc<dyn Storage>,
+        header: FileHeader,
+        registry: Registry,
+        opts: &HeapOptions,
+        boot: [u8; 16],
+    ) -> Result<Heap> {
         let shared = Arc::new(Shared {
             storage,
             hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
