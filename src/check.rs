@@ -136,7 +136,7 @@ pub(crate) fn check(shared: &Arc<Shared>, snap: &Snapshot) -> Result<CheckReport
     };
     w.report.txn_id = snap.txn.0;
     w.report.entries = snap.entries;
-    w.report.skipped_commits = shared.skipped(snap)?;
+    w.report.skipped_commits = shared.skipped(snap, &shared.trusted()?);
     if snap.root != 0 {
         w.node(snap.root, 0, 0)?;
     }

@@ -243,7 +243,8 @@ impl Heap {
         let pending_bytes = batches.iter().map(|b| b.1).sum();
         let held_by_readers =
             oldest.map_or(0, |o| batches.iter().filter(|b| b.0 > o).map(|b| b.1).sum());
-        let durable = self.shared.trusted()?.into_iter().find(|s| s.durable && s.txn <= snap.txn);
+        let trusted = self.shared.trusted()?;
+        let durable = trusted.iter().find(|s| s.durable && s.txn <= snap.txn);
         Ok(Stats {
             file_size,
             used_size: snap.alloc.end,
@@ -256,7 +257,7 @@ impl Heap {
             durable_txn_id: durable.map_or(0, |d| d.txn.0),
             oldest_reader: pins.first().map(|p| p.txn.0),
             readers: pins.len() as u64,
-            skipped_commits: self.shared.skipped(&snap)?,
+            skipped_commits: self.shared.skipped(&snap, &trusted),
             boot_id_known: self.shared.boot_known(),
         })
     }

@@ -155,7 +155,7 @@ pub(crate) fn skipped(
         let claimed = (m.magic == META_MAGIC).then(|| m.txn.get());
         let (txn, reason) = match parse_slot(&bytes, i, boot) {
             None => (claimed, "damaged: its checksum fails (a write torn by a crash, or damage)"),
-            Some(s) if trusted.iter().any(|t| t.slot == i) => (Some(s.txn.0), ""),
+            Some(_) if trusted.iter().any(|t| t.slot == i) => continue,
             Some(s) if !s.durable => {
                 (Some(s.txn.0), "not durable, and written before the last reboot or power loss")
             }
@@ -163,7 +163,7 @@ pub(crate) fn skipped(
                 (Some(s.txn.0), "durable in one phase, but its data did not all reach the disk")
             }
         };
-        if !reason.is_empty() && txn.is_none_or(|t| t > chosen.txn.0) {
+        if txn.is_none_or(|t| t > chosen.txn.0) {
             out.push(SkippedCommit { slot: i as u32, txn_id: txn, reason });
         }
     }
@@ -253,8 +253,8 @@ impl Drop for Shared {
             _ => return,
         };
         let state = self.writer.lock();
-        let latest = self.latest_txn();
-        if ours && state.alloc.is_some() && state.loaded == latest && state.durable_txn == latest {
+        // `durable_txn <= loaded <= latest`: a durable last commit that is the latest was loaded.
+        if ours && state.alloc.is_some() && state.durable_txn == self.latest_txn() {
             let floor = (|| {
                 let pins = self.registry.live_pins(true).ok()?;
                 let anonymous = self.registry.anonymous_present().ok()?;
@@ -346,10 +346,9 @@ impl Shared {
         }
     }
 
-    /// Commits newer than `chosen` that were passed over.
-    pub(crate) fn skipped(&self, chosen: &Snapshot) -> Result<Vec<SkippedCommit>> {
-        let trusted = self.trusted()?;
-        Ok(skipped(&self.storage.view(), &self.boot, chosen, &trusted))
+    /// Commits newer than `chosen` that were passed over; `trusted` is [`Shared::trusted`].
+    pub(crate) fn skipped(&self, chosen: &Snapshot, trusted: &[Snapshot]) -> Vec<SkippedCommit> {
+        skipped(&self.storage.view(), &self.boot, chosen, trusted)
     }
 
     /// The trusted slots, newest first.
