@@ -3,6 +3,8 @@
 //! Built on the library's public API only. Exit status: 0 success, 1 "no" (a missing key, an
 //! unsound heap), 2 an error (one line on stderr).
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

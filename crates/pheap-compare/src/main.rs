@@ -11,6 +11,10 @@
 //! `docs/benchmarks.md` (between the `compare` markers), the chart to `docs/compare.png` and
 //! the raw samples to `docs/compare.json`; `--report FILE.json` redraws them from saved samples.
 
+// Opening LMDB (heed) and dropping the page cache (posix_fadvise) are unsafe calls; each says why
+// it is sound where it is made.
+#![allow(unsafe_code)]
+
 mod data;
 mod report;
 mod resume;
@@ -28,7 +32,7 @@ use crate::stores::STORES;
 use crate::workload::Figures;
 
 /// Everything one run measured, as saved in `docs/compare.json`.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Results {
     pub command: String,
     pub date: String,

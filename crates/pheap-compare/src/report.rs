@@ -8,7 +8,7 @@ use crate::workload::{BATCH, BATCHES, SINGLES};
 use crate::{MODES, Results};
 
 const BEGIN: &str =
-    "<!-- compare:begin (written by benches/compare; edits here are overwritten) -->";
+    "<!-- compare:begin (written by crates/pheap-compare; edits here are overwritten) -->";
 const END: &str = "<!-- compare:end -->";
 const PEERS: [&str; 4] = ["LMDB", "redb", "sled", "HashMap"];
 const MIB: f64 = 1048576.0;
