@@ -127,7 +127,7 @@ impl Walk<'_> {
 /// Walk the commit `snap`, which the caller keeps pinned.
 pub(crate) fn check(shared: &Arc<Shared>, snap: &Snapshot) -> Result<CheckReport> {
     let alloc = load_snapshot_alloc(shared, snap)?;
-    let reader = Reader { view: alloc.pager.view(), limit: alloc.end() };
+    let reader = Reader { view: alloc.view(), limit: alloc.end() };
     let mut w = Walk {
         reader,
         hasher: shared.hasher,

@@ -466,7 +466,7 @@ enum Removed {
 
 impl TrieWriter<'_> {
     fn reader(&self) -> Reader<'_> {
-        Reader { view: self.alloc.pager.view(), limit: self.alloc.end() }
+        Reader { view: self.alloc.view(), limit: self.alloc.end() }
     }
 
     fn node_buf(&self, off: u64) -> Result<NodeBuf> {
@@ -483,11 +483,11 @@ impl TrieWriter<'_> {
             && self.alloc.is_fresh(o)
             && class_of(osize) == class_of(size)
         {
-            self.alloc.pager.write(Offset(o), bytes)?;
+            self.alloc.write(Offset(o), bytes)?;
             return Ok(o);
         }
         let off = self.alloc.alloc(size)?;
-        self.alloc.pager.write(off, bytes)?;
+        self.alloc.write(off, bytes)?;
         if let Some((o, osize)) = old {
             self.alloc.free(Offset(o), osize);
         }
@@ -517,16 +517,16 @@ impl TrieWriter<'_> {
             small[..hl].copy_from_slice(&header);
             small[hl..hl + key.len()].copy_from_slice(key);
             small[head_len..head_len + val.len()].copy_from_slice(val);
-            self.alloc.pager.write(off, &small[..size as usize])?;
+            self.alloc.write(off, &small[..size as usize])?;
             return Ok(off.0);
         }
         let mut head = Vec::with_capacity(head_len);
         head.extend_from_slice(&header);
         head.extend_from_slice(key);
         head.resize(head_len, 0);
-        self.alloc.pager.write(off, &head)?;
+        self.alloc.write(off, &head)?;
         if !val.is_empty() {
-            self.alloc.pager.write(off.add(head_len as u64), val)?;
+            self.alloc.write(off.add(head_len as u64), val)?;
         }
         Ok(off.0)
     }
@@ -749,7 +749,7 @@ impl TrieWriter<'_> {
         let size = self.reader().leaf(off)?.size();
         let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
         let bytes = self.alloc.read(off, size)?.to_vec();
-        self.alloc.pager.write(new, &bytes)?;
+        self.alloc.write(new, &bytes)?;
         self.alloc.free(Offset(off), size);
         *moved += size;
         Ok(new.0)
@@ -768,7 +768,7 @@ impl TrieWriter<'_> {
         let size = buf.size();
         if let Some(new) = self.evacuate(off, size, plan)? {
             let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
-            self.alloc.pager.write(new, buf.encode(&mut small, &mut large))?;
+            self.alloc.write(new, buf.encode(&mut small, &mut large))?;
             self.alloc.free(Offset(off), size);
             *moved += size;
             return Ok(new.0);

@@ -683,13 +683,13 @@ impl WriteTxn {
 
     fn reader(&self) -> Reader<'_> {
         let a = self.guard.alloc.as_ref().expect("allocator loaded");
-        Reader { view: a.pager.view(), limit: a.end() }
+        Reader { view: a.view(), limit: a.end() }
     }
 
     /// Mark the transaction failed after an error; a failed write also poisons the heap.
     fn fail<T>(&mut self, e: Error) -> Result<T> {
         self.failed = true;
-        if matches!(e, Error::Io(_)) && self.guard.alloc.as_ref().is_some_and(|a| a.pager.failed) {
+        if matches!(e, Error::Io(_)) && self.guard.alloc.as_ref().is_some_and(|a| a.write_failed()) {
             self.shared.poison();
         }
         Err(e)
