@@ -114,6 +114,10 @@ pub(super) fn chunk_checksum(next: u64, entries: &[u64]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::alloc::Pager;
+    use crate::storage::Storage;
     use crate::storage::mem::MemStorage;
 
     #[test]
