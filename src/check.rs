@@ -4,10 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::env::{Shared, load_snapshot_alloc};
 use crate::error::{Result, corrupt};
 use crate::format::*;
-use crate::trie::{Reader, node_checksum};
-use crate::txn::{Shared, Snapshot, load_snapshot_alloc};
+use crate::meta::Snapshot;
+use crate::trie::Reader;
 
 /// What the integrity walk checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,7 +58,7 @@ impl Walk<'_> {
         if depth > MAX_DEPTH {
             return Err(corrupt(off, "trie deeper than its last level"));
         }
-        let n = self.reader.node(off)?;
+        let n = self.reader.node(Offset(off))?;
         let mut raw =
             self.reader.view.slice(off, n.size(), self.reader.limit).expect("validated").to_vec();
         raw[8..12].fill(0);
@@ -113,7 +114,7 @@ impl Walk<'_> {
     }
 
     fn leaf(&mut self, off: u64) -> Result<Vec<u8>> {
-        let l = self.reader.leaf(off)?;
+        let l = self.reader.leaf(Offset(off))?;
         if !l.intact() {
             return Err(corrupt(off, "leaf checksum mismatch"));
         }
@@ -135,13 +136,14 @@ pub(crate) fn check(shared: &Arc<Shared>, snap: &Snapshot) -> Result<CheckReport
         report: CheckReport::default(),
     };
     w.report.txn_id = snap.txn.0;
-    w.report.entries = snap.entries;
+    w.report.entries = snap.map.entries;
     w.report.skipped_commits = shared.skipped(snap, &shared.trusted()?);
-    if snap.root != 0 {
-        w.node(snap.root, 0, 0)?;
+    let map = snap.map;
+    if !map.is_empty() {
+        w.node(map.root.0, 0, 0)?;
     }
-    if w.report.leaves != snap.entries {
-        return Err(corrupt(snap.root, "entry count differs from the leaves reachable"));
+    if w.report.leaves != map.entries {
+        return Err(corrupt(map.root.0, "entry count differs from the leaves reachable"));
     }
     let inv = alloc.inventory()?;
     let end = inv.end;

@@ -11,8 +11,9 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::heap::{Heap, remove_stale_temps, temp_beside};
+use crate::heap::Heap;
 use crate::storage::file::FileId;
+use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
 use crate::txn::Durability;
@@ -64,7 +65,22 @@ fn check_destination(src: &Heap, dest: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
+impl Heap {
+    /// Write a consistent, compacted copy of the latest commit to `path`, which must not exist.
+    /// Runs beside readers and the writer of every process (it holds one read snapshot). The
+    /// copy is a normal heap holding only live data; it appears at `path` only once complete
+    /// and durable: a crash during the copy leaves nothing there.
+    pub fn copy_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
+        copy_to(self, path.as_ref(), false)
+    }
+
+    /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
+    pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
+        copy_to(self, path.as_ref(), true)
+    }
+}
+
+fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
     check_destination(src, dest, overwrite)?;
     let stale_removed = remove_stale_temps(dest);
     let rx = src.begin_read()?;

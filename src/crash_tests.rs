@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::heap::new_heap_image_seeded;
+use crate::meta::new_heap_image_seeded;
 use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
 use crate::tests::open_mem as open;
 use crate::{Durability, Error, Heap};

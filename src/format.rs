@@ -5,8 +5,9 @@
 //! same layouts byte by byte; a change here changes DESIGN.md and `FORMAT_VERSION` together.
 
 use std::fmt;
+use std::mem::offset_of;
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -225,7 +226,7 @@ pub struct LeafHeader {
     pub key_len: U32,
     /// 4..8: value length in bytes.
     pub val_len: U32,
-    /// 8..12: low 32 bits of xxh3 over bytes 0..8, 12..16, key and value.
+    /// 8..12: [`leaf_checksum`] of the kind, key and value (covering the lengths too).
     pub checksum: U32,
     /// 12..14: [`LEAF_KIND_BYTES`] (typed and nested values will add kinds).
     pub kind: U16,
@@ -234,6 +235,58 @@ pub struct LeafHeader {
 }
 pub const LEAF_HEADER_SIZE: u64 = 16;
 const _: () = assert!(size_of::<LeafHeader>() == LEAF_HEADER_SIZE as usize);
+
+impl NodeHeader {
+    /// The children that are leaves come first: how many (all of a collision node's).
+    pub fn leaf_children(kind: u16, datamap: u32, count: usize) -> usize {
+        if kind == NODE_KIND_COLLISION { count } else { datamap.count_ones() as usize }
+    }
+}
+
+/// Encode a node into `out`, which is exactly `NODE_HEADER_SIZE + 8 * children.len()` bytes:
+/// header, children, then the checksum over both (taken with the checksum field zero).
+pub fn encode_node(out: &mut [u8], kind: u16, datamap: u32, nodemap: u32, children: &[u64]) {
+    debug_assert_eq!(out.len() as u64, NODE_HEADER_SIZE + 8 * children.len() as u64);
+    let mut h = NodeHeader {
+        datamap: datamap.into(),
+        nodemap: nodemap.into(),
+        checksum: 0.into(),
+        kind: kind.into(),
+        count: (children.len() as u16).into(),
+    };
+    let (head, body) = out.split_at_mut(NODE_HEADER_SIZE as usize);
+    head.copy_from_slice(h.as_bytes());
+    for (dst, c) in body.chunks_exact_mut(8).zip(children) {
+        dst.copy_from_slice(&c.to_le_bytes());
+    }
+    h.checksum = node_checksum(out).into();
+    out[..NODE_HEADER_SIZE as usize].copy_from_slice(h.as_bytes());
+}
+
+/// A node's checksum: low 32 bits of xxh3 over its encoding with the checksum field zero.
+pub fn node_checksum(encoded_with_zero_sum: &[u8]) -> u32 {
+    xxh3_64(encoded_with_zero_sum) as u32
+}
+
+impl LeafHeader {
+    /// The header of a leaf of `kind` holding `key` and `val`, its checksum computed.
+    pub fn new(kind: u16, key: &[u8], val: &[u8]) -> LeafHeader {
+        LeafHeader {
+            key_len: (key.len() as u32).into(),
+            val_len: (val.len() as u32).into(),
+            checksum: leaf_checksum(kind, key, val).into(),
+            kind: kind.into(),
+            flags: 0.into(),
+        }
+    }
+}
+
+/// A leaf's checksum: xxh3 of the value seeded with xxh3 of the key seeded with the lengths and
+/// the kind (so it covers every header field but the checksum and the zero flags).
+pub fn leaf_checksum(kind: u16, key: &[u8], val: &[u8]) -> u32 {
+    let seed = ((key.len() as u64) << 32 | val.len() as u64) ^ ((kind as u64) << 48);
+    xxh3_64_with_seed(val, xxh3_64_with_seed(key, seed)) as u32
+}
 
 /// Bits of hash consumed per trie level.
 pub const BITS_PER_LEVEL: u32 = 5;
@@ -553,6 +606,30 @@ pub struct ReaderSlot {
     pub reserved: [u8; 32],
 }
 const _: () = assert!(size_of::<ReaderSlot>() == 64);
+
+// Offsets of the lock-file fields that processes share through atomic loads and stores (the
+// registry addresses them in the mapping; the structs above define them).
+/// [`LockHeader::hwm`].
+pub const LOCK_HWM_AT: u64 = offset_of!(LockHeader, hwm) as u64;
+/// [`LockHeader::writer_pid`].
+pub const LOCK_WRITER_PID_AT: u64 = offset_of!(LockHeader, writer_pid) as u64;
+/// [`LockHeader::anon_clear_txn`].
+pub const LOCK_ANON_CLEAR_AT: u64 = offset_of!(LockHeader, anon_clear_txn) as u64;
+/// [`LockHeader::writer_token`].
+pub const LOCK_WRITER_TOKEN_AT: u64 = offset_of!(LockHeader, writer_token) as u64;
+/// [`ReaderSlot::pin`], from the slot's start.
+pub const SLOT_PIN_AT: u64 = offset_of!(ReaderSlot, pin) as u64;
+/// [`ReaderSlot::end`].
+pub const SLOT_END_AT: u64 = offset_of!(ReaderSlot, end) as u64;
+/// [`ReaderSlot::pid`].
+pub const SLOT_PID_AT: u64 = offset_of!(ReaderSlot, pid) as u64;
+/// [`ReaderSlot::since`].
+pub const SLOT_SINCE_AT: u64 = offset_of!(ReaderSlot, since) as u64;
+
+/// Offset of reader slot `i` in the lock file.
+pub const fn reader_slot_at(i: u32) -> u64 {
+    READER_SLOTS_OFFSET + i as u64 * size_of::<ReaderSlot>() as u64
+}
 
 /// A digest of every constant and layout of the lock file: two builds share a lock file only
 /// if they agree on all of it.

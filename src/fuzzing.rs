@@ -17,7 +17,7 @@ pub struct SimDisk(Arc<MemStorage>);
 impl SimDisk {
     /// A new, empty heap (fixed hash seed, so runs repeat).
     pub fn new() -> SimDisk {
-        let img = crate::heap::new_heap_image_seeded(&boot(0), [7; 16]);
+        let img = crate::meta::new_heap_image_seeded(&boot(0), [7; 16]);
         SimDisk(Arc::new(MemStorage::from_image(&img, CAP)))
     }
 

@@ -2,25 +2,24 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use parking_lot::Mutex;
-use zerocopy::{FromBytes, IntoBytes};
 
-use crate::alloc::AllocSummary;
 use crate::check::{CheckReport, check};
-use crate::copy::CopyStats;
-use crate::error::{Error, Result, corrupt};
+use crate::env::{Shared, WriterState, load_snapshot_alloc};
+use crate::error::{Error, Result};
 use crate::format::*;
+use crate::meta::{SkippedCommit, new_heap_image, read_header};
 use crate::storage::file::FileStorage;
-use crate::storage::registry::{JoinError, ReaderInfo, Registry, fork_generation};
+use crate::storage::fork::fork_generation;
+use crate::storage::paths::{remove_stale_temps, temp_beside};
+use crate::storage::registry::{JoinError, ReaderInfo, Registry};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
-use crate::txn::{
-    Durability, ReadTxn, Shared, SkippedCommit, Snapshot, WriteTxn, WriterState, encode_meta,
-};
+use crate::txn::{Durability, ReadTxn, WriteTxn};
 
 /// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
 /// share one handle. `Send + Sync`.
@@ -41,22 +40,6 @@ impl Default for HeapOptions {
     fn default() -> Self {
         HeapOptions { create: true, read_only: false, durability: Durability::Immediate }
     }
-}
-
-/// Compaction rounds at most: each plans the spans to empty and empties them in bounded steps;
-/// the large records a round moves into runs it freed may let a next one do more.
-const MAX_COMPACT_ROUNDS: usize = 4;
-
-/// What [`Heap::compact`] did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CompactStats {
-    pub file_size_before: u64,
-    pub file_size_after: u64,
-    /// Bytes of records moved (nodes included).
-    pub moved_bytes: u64,
-    /// Write transactions it took.
-    pub steps: u64,
 }
 
 /// Space and content figures of the latest commit.
@@ -239,7 +222,7 @@ impl Heap {
         let rx = self.begin_read()?; // pins the allocator state read below
         let snap = *rx.snapshot();
         let oldest = pins.first().map(|p| p.txn).filter(|&t| t < snap.txn);
-        let batches = crate::txn::load_snapshot_alloc(&self.shared, &snap)?.pending_bytes()?;
+        let batches = load_snapshot_alloc(&self.shared, &snap)?.pending_bytes()?;
         let pending_bytes = batches.iter().map(|b| b.1).sum();
         let held_by_readers =
             oldest.map_or(0, |o| batches.iter().filter(|b| b.0 > o).map(|b| b.1).sum());
@@ -252,7 +235,7 @@ impl Heap {
             free_bytes: snap.alloc.free_bytes,
             pending_bytes,
             held_by_readers,
-            entries: snap.entries,
+            entries: snap.map.entries,
             txn_id: snap.txn.0,
             durable_txn_id: durable.map_or(0, |d| d.txn.0),
             oldest_reader: pins.first().map(|p| p.txn.0),
@@ -276,8 +259,7 @@ impl Heap {
             Err(Error::ReadersFull { .. }) => return Ok(readers),
             Err(e) => return Err(e),
         };
-        let batches =
-            crate::txn::load_snapshot_alloc(&self.shared, rx.snapshot())?.pending_bytes()?;
+        let batches = load_snapshot_alloc(&self.shared, rx.snapshot())?.pending_bytes()?;
         for r in &mut readers {
             r.holds_bytes = Some(batches.iter().filter(|b| b.0.0 > r.txn_id).map(|b| b.1).sum());
         }
@@ -288,91 +270,6 @@ impl Heap {
     /// open (`try_begin_write` fails with [`Error::WriteInProgress`]), the one holding it.
     pub fn last_writer_pid(&self) -> Option<u32> {
         self.shared.registry.last_writer_pid()
-    }
-
-    /// Write a consistent, compacted copy of the latest commit to `path`, which must not exist.
-    /// Runs beside readers and the writer of every process (it holds one read snapshot). The
-    /// copy is a normal heap holding only live data; it appears at `path` only once complete
-    /// and durable: a crash during the copy leaves nothing there.
-    pub fn copy_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
-        crate::copy::copy_to(self, path.as_ref(), false)
-    }
-
-    /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
-    pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
-        crate::copy::copy_to(self, path.as_ref(), true)
-    }
-
-    /// Move live records out of the file's tail and give the tail back, online: readers of
-    /// every process keep their snapshots (their slices stay valid), and the writer lock is
-    /// taken in bounded steps (each moves about `max(32 MiB, used / 16)` bytes), so other
-    /// writers interleave. Space that pinned snapshots still reach is given back once they
-    /// end, by later commits. A heap already within a tenth (plus 1 MiB) of its live bytes is
-    /// left as it is. See DESIGN.md §3.3.
-    pub fn compact(&self) -> Result<CompactStats> {
-        self.compact_with(false)
-    }
-
-    /// `compact`; with `always`, even a heap already small enough (tests use it on tiny heaps).
-    pub(crate) fn compact_with(&self, always: bool) -> Result<CompactStats> {
-        let before = self.stats()?;
-        if !always && before.file_size <= before.live_bytes + before.live_bytes / 10 + (1 << 20) {
-            // Already within what compaction aims for: nothing to win.
-            return Ok(CompactStats {
-                file_size_before: before.file_size,
-                file_size_after: before.file_size,
-                moved_bytes: 0,
-                steps: 0,
-            });
-        }
-        let budget = (before.used_size / 16).max(32 << 20);
-        let (mut moved, mut steps) = (0, 0);
-        // A durable commit that sweeps (and, with `plan`, chooses the spans to empty).
-        let sweep = |plan: Option<u64>, shrink_fully: bool| -> Result<crate::alloc::Evacuation> {
-            let mut tx = self.begin_write()?;
-            tx.set_durability(Durability::Immediate);
-            let e = tx.sweep(plan)?;
-            tx.shrink_fully = shrink_fully;
-            tx.commit()?;
-            Ok(e)
-        };
-        sweep(None, false)?;
-        // Where the file could end: the live bytes and a tenth for span headers, partly filled
-        // spans and the allocator's own pages.
-        let limit =
-            (DATA_START + before.live_bytes + before.live_bytes / 10).next_multiple_of(PAGE_SIZE);
-        for _round in 0..MAX_COMPACT_ROUNDS {
-            let plan = sweep(Some(limit), false)?;
-            let mut round = 0;
-            let mut at = Some(0);
-            while let Some(from) = at {
-                let mut tx = self.begin_write()?;
-                tx.set_durability(Durability::None);
-                let (m, next) = tx.lower_step(from, &plan, budget)?;
-                tx.commit()?;
-                (round, at, steps) = (round + m, next, steps + 1);
-            }
-            moved += round;
-            // Durable, so that what the moved records left behind can be reused; the next
-            // sweeps find the emptied spans and return them to the free runs.
-            self.checkpoint()?;
-            sweep(None, false)?;
-            if round == 0 {
-                break;
-            }
-        }
-        // The emptied tail is released by the next durable commits, then given back once no
-        // meta slot (and no pinned snapshot) reaches it.
-        for i in 0..3 {
-            sweep(None, i == 2)?;
-        }
-        let after = self.stats()?;
-        Ok(CompactStats {
-            file_size_before: before.file_size,
-            file_size_after: after.file_size,
-            moved_bytes: moved,
-            steps,
-        })
     }
 
     /// The heap file's identity (none for the simulated disk).
@@ -392,150 +289,6 @@ impl Heap {
         let rx = self.begin_read()?;
         check(&self.shared, rx.snapshot())
     }
-}
-
-fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHeader> {
-    let len = storage.len();
-    let view = storage.view();
-    let not_pheap = |reason| Error::NotAPheap { path: path.to_owned(), reason };
-    if len == 0 {
-        return Err(not_pheap("the file is empty"));
-    }
-    let head = view.slice(0, len.min(64), len).expect("inside the file");
-    if head.len() < 8 {
-        return Err(if MAGIC.starts_with(head) {
-            Error::Truncated { len, needed: DATA_START }
-        } else {
-            not_pheap("wrong magic")
-        });
-    }
-    if head[..8] != MAGIC {
-        return Err(not_pheap("wrong magic"));
-    }
-    if len < 64 {
-        return Err(Error::Truncated { len, needed: DATA_START });
-    }
-    let h = FileHeader::read_from_bytes(head).expect("64 bytes");
-    if h.version.get() != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: h.version.get(),
-            supported: FORMAT_VERSION,
-        });
-    }
-    if h.checksum.get() != h.compute_checksum() {
-        return Err(corrupt(0, "header checksum mismatch"));
-    }
-    if h.page_size.get() as u64 != PAGE_SIZE {
-        return Err(corrupt(12, "unsupported page size"));
-    }
-    if h.flags.get() != 0 {
-        return Err(corrupt(32, "unknown header flags"));
-    }
-    if len < DATA_START {
-        return Err(Error::Truncated { len, needed: DATA_START });
-    }
-    Ok(h)
-}
-
-/// The bytes of a new, empty heap: header, meta slot 0 (txn 0, durable), empty slot 1.
-pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
-    let mut seed = [0u8; 16];
-    getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    Ok(new_heap_image_seeded(boot, seed))
-}
-
-/// As `new_heap_image`, with the key-hash seed given (tests need runs to repeat exactly).
-pub(crate) fn new_heap_image_seeded(boot: &[u8; 16], seed: [u8; 16]) -> Vec<u8> {
-    let mut h = FileHeader::read_from_bytes(&[0u8; 64][..]).expect("64 bytes");
-    h.magic = MAGIC;
-    h.version = FORMAT_VERSION.into();
-    h.page_size = (PAGE_SIZE as u32).into();
-    h.hash_seed = [
-        u64::from_le_bytes(seed[..8].try_into().expect("8")).into(),
-        u64::from_le_bytes(seed[8..].try_into().expect("8")).into(),
-    ];
-    h.checksum = h.compute_checksum().into();
-    let mut img = vec![0u8; DATA_START as usize];
-    img[..64].copy_from_slice(h.as_bytes());
-    let snap = Snapshot {
-        txn: TxnId(0),
-        root: 0,
-        entries: 0,
-        slot: 0,
-        durable: true,
-        same_boot: true,
-        alloc: AllocSummary { end: DATA_START, ..AllocSummary::default() },
-    };
-    let meta = encode_meta(&snap, boot);
-    let at = META_OFFSETS[0] as usize;
-    img[at..at + META_SIZE].copy_from_slice(&meta);
-    img
-}
-
-/// The directory holding `path`.
-fn dir_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// A temporary path in the directory of `path`, hidden, unique to this process and call.
-pub(crate) fn temp_beside(path: &Path, what: &str) -> Result<(PathBuf, PathBuf)> {
-    let dir = dir_of(path);
-    let name = path.file_name().ok_or_else(|| {
-        Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "heap path has no file name",
-        ))
-    })?;
-    let mut rnd = [0u8; 8];
-    getrandom::fill(&mut rnd).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}-{:x}.{what}",
-        name.to_string_lossy(),
-        std::process::id(),
-        u64::from_le_bytes(rnd)
-    ));
-    Ok((dir, tmp))
-}
-
-/// Temporary files that earlier calls for `path` left behind (a process killed while creating
-/// or copying a heap there): `.NAME.PID-RANDOM.tmp` and `.copy` (with its `-lock`) beside it,
-/// older than a minute and, for copies, open in no handle. Removes them; returns how many.
-pub(crate) fn remove_stale_temps(path: &Path) -> u64 {
-    let Some(name) = path.file_name() else { return 0 };
-    let prefix = format!(".{}.", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir_of(path)) else { return 0 };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
-        let copy = rest.ends_with(".copy");
-        if !(copy || rest.ends_with(".tmp")) {
-            continue;
-        }
-        let p = entry.path();
-        let old = std::fs::symlink_metadata(&p).ok().filter(|m| m.is_file()).and_then(|m| {
-            Some(m.modified().ok()?.elapsed().ok()? > std::time::Duration::from_secs(60))
-        });
-        if old != Some(true) {
-            continue;
-        }
-        if copy {
-            match std::fs::File::open(&p).map(|f| crate::storage::registry::in_use(&f)) {
-                Ok(Ok(false)) => {}
-                _ => continue,
-            }
-            let mut lock = p.clone().into_os_string();
-            lock.push("-lock");
-            let _ = std::fs::remove_file(lock);
-        }
-        if std::fs::remove_file(&p).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
 }
 
 /// Create a heap file atomically: write a temporary file, sync it, move it into place (failing

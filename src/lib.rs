@@ -17,10 +17,13 @@
 
 mod alloc;
 mod check;
+mod compact;
 mod copy;
+mod env;
 mod error;
 mod format;
 mod heap;
+mod meta;
 mod storage;
 mod trie;
 mod txn;
@@ -34,11 +37,13 @@ pub mod fuzzing;
 mod tests;
 
 pub use check::CheckReport;
+pub use compact::CompactStats;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
-pub use heap::{CompactStats, Heap, HeapOptions, Stats};
+pub use heap::{Heap, HeapOptions, Stats};
+pub use meta::SkippedCommit;
 pub use storage::registry::ReaderInfo;
-pub use txn::{Durability, Iter, ReadTxn, SkippedCommit, WriteTxn};
+pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;

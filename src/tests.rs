@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use crate::heap::new_heap_image;
+use crate::meta::new_heap_image;
 use crate::storage::mem::{FailKind, FailPlan, MemStorage};
 use crate::{Durability, Error, Heap, HeapOptions};
 

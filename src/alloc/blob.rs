@@ -81,7 +81,7 @@ impl Allocator {
         a.blob = Some((s.blob, hdr.pages.get() as u64));
         a.blob_len = s.blob_len;
         a.blob_checksum = s.blob_checksum;
-        let bytes = a.read(s.blob + RUN_HEADER_SIZE, s.blob_len)?.to_vec();
+        let bytes = a.read(Offset(s.blob + RUN_HEADER_SIZE), s.blob_len)?.to_vec();
         if checksum64(&bytes) != s.blob_checksum {
             return Err(corrupt(s.blob, "allocator blob checksum mismatch"));
         }
@@ -250,7 +250,7 @@ impl Allocator {
             Some(ext) => {
                 let mut hasher = Xxh3::new();
                 for &(off, len) in ext {
-                    hasher.update(self.read(off, len)?);
+                    hasher.update(self.read(Offset(off), len)?);
                 }
                 Some(hasher.digest())
             }

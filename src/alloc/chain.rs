@@ -21,7 +21,7 @@ impl Allocator {
         if h.kind.get() != RUN_META || h.pages.get() != 1 {
             return Err(corrupt(off, "chunk is not a one-page metadata run"));
         }
-        let body = self.read(off + RUN_HEADER_SIZE, PAGE_SIZE - RUN_HEADER_SIZE)?;
+        let body = self.read(Offset(off + RUN_HEADER_SIZE), PAGE_SIZE - RUN_HEADER_SIZE)?;
         let (ch, rest) =
             ChunkHeader::read_from_prefix(body).map_err(|_| corrupt(off, "chunk header"))?;
         let n = ch.count.get() as usize;
@@ -77,7 +77,12 @@ impl Allocator {
     }
 
     /// Move all but the newest entries of a long stack top into chunk pages below it.
-    pub(super) fn spill(&mut self, top: &mut Vec<u64>, below: &mut u64, below_len: &mut u64) -> Result<()> {
+    pub(super) fn spill(
+        &mut self,
+        top: &mut Vec<u64>,
+        below: &mut u64,
+        below_len: &mut u64,
+    ) -> Result<()> {
         let n = top.len();
         if n <= INLINE_MAX {
             return Ok(());

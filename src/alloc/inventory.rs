@@ -65,7 +65,6 @@ impl Allocator {
     }
 }
 
-
 /// What the allocator knows about space, for the integrity walk.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {

@@ -166,8 +166,9 @@ impl Allocator {
     }
 
     /// Bytes of `len` at `off`, below the current high-water mark.
-    pub(crate) fn read(&self, off: u64, len: u64) -> Result<&[u8]> {
-        self.pager.view().slice(off, len, self.end).ok_or_else(|| corrupt(off, "range past the end"))
+    pub(crate) fn read(&self, off: Offset, len: u64) -> Result<&[u8]> {
+        let bytes = self.pager.view().slice(off.0, len, self.end);
+        bytes.ok_or_else(|| corrupt(off.0, "range past the end"))
     }
 
     fn check_record(&self, o: u64) -> Result<()> {
@@ -186,7 +187,7 @@ impl Allocator {
 
     pub(crate) fn run_header(&self, start: u64) -> Result<RunHeader> {
         self.check_page(start)?;
-        let h = RunHeader::read_from_bytes(self.read(start, RUN_HEADER_SIZE)?)
+        let h = RunHeader::read_from_bytes(self.read(Offset(start), RUN_HEADER_SIZE)?)
             .map_err(|_| corrupt(start, "run header"))?;
         if !h.is_valid()
             || h.pages.get() == 0
@@ -229,8 +230,8 @@ impl Allocator {
 
     /// Was `off` allocated by the running transaction?
     #[inline]
-    pub(crate) fn is_fresh(&self, off: u64) -> bool {
-        off >= self.floor || self.fresh.contains(&off)
+    pub(crate) fn is_fresh(&self, off: Offset) -> bool {
+        off.0 >= self.floor || self.fresh.contains(&off.0)
     }
 
     /// Record that `off` was just allocated.

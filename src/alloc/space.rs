@@ -155,7 +155,7 @@ impl Allocator {
         let s = CLASS_SIZES[c] as u64;
         self.live_bytes -= s;
         self.free_bytes += s;
-        if self.is_fresh(off.0) {
+        if self.is_fresh(off) {
             self.pager.untrack(off.0, s);
             self.classes[c].top.push(off.0);
         } else {
@@ -168,7 +168,7 @@ impl Allocator {
         self.dirty = true;
         self.live_bytes -= pages * PAGE_SIZE;
         self.free_bytes += pages * PAGE_SIZE;
-        if self.is_fresh(start) {
+        if self.is_fresh(Offset(start)) {
             self.pager.untrack(start, pages * PAGE_SIZE);
             self.add_run(start, pages);
         } else {

@@ -24,7 +24,8 @@ impl Evacuation {
 impl Allocator {
     /// Compaction: a run for a record of `size` bytes (larger than a slab record) if the free
     /// run it would get lies below `limit`; `None` changes nothing.
-    pub(crate) fn alloc_below(&mut self, size: u64, limit: u64) -> Result<Option<Offset>> {
+    pub(crate) fn alloc_below(&mut self, size: u64, limit: Offset) -> Result<Option<Offset>> {
+        let limit = limit.0;
         debug_assert!(size > MAX_SLAB_SIZE);
         let pages = record_run_pages(size);
         if self.find_run(pages).is_none_or(|r| r.0 + pages * PAGE_SIZE > limit) {

@@ -12,8 +12,11 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod file;
+pub(crate) mod fork;
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod mem;
+mod ofd;
+pub(crate) mod paths;
 pub(crate) mod registry;
 
 use std::fmt;

@@ -17,18 +17,20 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::raw::{c_int, c_short};
+
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering, fence};
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::file::FileId;
+use super::fork::{fork_generation, install_fork_handler, register_fd, unregister_fd};
+use super::ofd::{held, lock, unlock};
 use crate::error::{Error, Result};
 use crate::format::*;
 
@@ -467,11 +469,17 @@ impl Registry {
     }
 
     fn hwm(&self) -> &AtomicU32 {
-        self.word32(24)
+        self.word32(LOCK_HWM_AT)
     }
 
+    /// The 8-byte field at `field` (a `SLOT_*_AT`) of reader slot `i`.
     fn slot_word(&self, i: u32, field: u64) -> &AtomicU64 {
-        self.word(READER_SLOTS_OFFSET + 64 * i as u64 + field)
+        self.word(reader_slot_at(i) + field)
+    }
+
+    /// The pid field of reader slot `i`.
+    fn slot_pid(&self, i: u32) -> &AtomicU32 {
+        self.word32(reader_slot_at(i) + SLOT_PID_AT)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -504,9 +512,8 @@ impl Registry {
                     if lock(self.file(), libc::F_WRLCK, LOCK_BYTE_SLOTS + i as u64, false)? {
                         pool.owned[i as usize / 64] |= 1 << (i % 64);
                         // A dead owner's pin may linger: clear it before the slot counts.
-                        self.slot_word(i, 0).store(0, Ordering::SeqCst);
-                        self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16)
-                            .store(self.pid, Ordering::Relaxed);
+                        self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::SeqCst);
+                        self.slot_pid(i).store(self.pid, Ordering::Relaxed);
                         self.hwm().fetch_max(i + 1, Ordering::SeqCst);
                         return Ok(Pin::Slot(i));
                     }
@@ -520,9 +527,9 @@ impl Registry {
     /// the meta slots after this and pin again if a newer commit has appeared.
     pub(crate) fn pin(&self, pin: Pin, txn: TxnId, end: u64) {
         if let Pin::Slot(i) = pin {
-            self.slot_word(i, 8).store(end, Ordering::Relaxed);
-            self.slot_word(i, 24).store(now_ns(), Ordering::Relaxed);
-            self.slot_word(i, 0).store(txn.0 + 1, Ordering::SeqCst);
+            self.slot_word(i, SLOT_END_AT).store(end, Ordering::Relaxed);
+            self.slot_word(i, SLOT_SINCE_AT).store(now_ns(), Ordering::Relaxed);
+            self.slot_word(i, SLOT_PIN_AT).store(txn.0 + 1, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
     }
@@ -531,7 +538,7 @@ impl Registry {
     pub(crate) fn leave(&self, pin: Pin) {
         match pin {
             Pin::Slot(i) => {
-                self.slot_word(i, 0).store(0, Ordering::Release);
+                self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::Release);
                 let mut pool = self.pool.lock();
                 if pool.idle.len() < MAX_IDLE_SLOTS {
                     pool.idle.push(i);
@@ -563,9 +570,9 @@ impl Registry {
         let hwm = self.hwm().load(Ordering::SeqCst).min(READER_SLOTS);
         let mut pins: Vec<(LivePin, u32)> = (0..hwm)
             .filter_map(|i| {
-                let pin = self.slot_word(i, 0).load(Ordering::SeqCst);
+                let pin = self.slot_word(i, SLOT_PIN_AT).load(Ordering::SeqCst);
                 (pin != 0).then(|| {
-                    let end = self.slot_word(i, 8).load(Ordering::Relaxed);
+                    let end = self.slot_word(i, SLOT_END_AT).load(Ordering::Relaxed);
                     (LivePin { txn: TxnId(pin - 1), end }, i)
                 })
             })
@@ -592,7 +599,7 @@ impl Registry {
         if !lock(self.file(), libc::F_WRLCK, byte, false)? {
             return Ok(false);
         }
-        self.slot_word(i, 0).store(0, Ordering::SeqCst);
+        self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::SeqCst);
         unlock(self.file(), byte);
         Ok(true)
     }
@@ -606,18 +613,18 @@ impl Registry {
         let hwm = self.hwm().load(Ordering::SeqCst).min(READER_SLOTS);
         let mut out = Vec::new();
         for i in 0..hwm {
-            let pin = self.slot_word(i, 0).load(Ordering::SeqCst);
+            let pin = self.slot_word(i, SLOT_PIN_AT).load(Ordering::SeqCst);
             let live = pin != 0 && (self.pool.lock().owns(i) || !self.owner_gone(i, false)?);
             // A writer reclaiming a dead pin holds its byte for a moment: a pin that changed
             // meanwhile was not live.
-            if !live || self.slot_word(i, 0).load(Ordering::SeqCst) != pin {
+            if !live || self.slot_word(i, SLOT_PIN_AT).load(Ordering::SeqCst) != pin {
                 continue;
             }
             out.push(ReaderInfo {
                 slot: i,
                 txn_id: pin - 1,
-                pid: self.word32(READER_SLOTS_OFFSET + 64 * i as u64 + 16).load(Ordering::Relaxed),
-                since_ns: self.slot_word(i, 24).load(Ordering::Relaxed),
+                pid: self.slot_pid(i).load(Ordering::Relaxed),
+                since_ns: self.slot_word(i, SLOT_SINCE_AT).load(Ordering::Relaxed),
                 holds_bytes: None,
             });
         }
@@ -639,8 +646,8 @@ impl Registry {
         if !lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)? {
             return Ok(None);
         }
-        self.word32(28).store(self.pid, Ordering::Relaxed);
-        let last = self.word(40).swap(self.token, Ordering::SeqCst);
+        self.word32(LOCK_WRITER_PID_AT).store(self.pid, Ordering::Relaxed);
+        let last = self.word(LOCK_WRITER_TOKEN_AT).swap(self.token, Ordering::SeqCst);
         Ok(Some(last == self.token))
     }
 
@@ -656,7 +663,9 @@ impl Registry {
     /// one is open), if any did since the lock file was initialised.
     pub(crate) fn last_writer_pid(&self) -> Option<u32> {
         match self.mode {
-            Mode::Registered => Some(self.word32(28).load(Ordering::Relaxed)).filter(|&p| p != 0),
+            Mode::Registered => {
+                Some(self.word32(LOCK_WRITER_PID_AT).load(Ordering::Relaxed)).filter(|&p| p != 0)
+            }
             _ => None,
         }
     }
@@ -672,7 +681,7 @@ impl Registry {
     /// For the writer, whose base is `base`: the oldest snapshot an anonymous reader may hold,
     /// if any has a read transaction open.
     pub(crate) fn anonymous_horizon(&self, base: TxnId) -> Result<Option<TxnId>> {
-        let clear = self.word(32);
+        let clear = self.word(LOCK_ANON_CLEAR_AT);
         if held(self.file(), libc::F_WRLCK, LOCK_BYTE_ANON)? {
             Ok(Some(TxnId(clear.load(Ordering::SeqCst))))
         } else {
@@ -691,7 +700,7 @@ impl Drop for Registry {
         }
         // Before the descriptors close, so the fork handler never touches a reused number.
         for e in [self.fork_entry, self.heap_fork_entry].into_iter().flatten() {
-            LOCK_FDS[e].store(-1, Ordering::SeqCst);
+            unregister_fd(e);
         }
     }
 }
@@ -715,109 +724,6 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-// ---------------------------------------------------------------------------------------------
-// OFD byte locks
-
-fn lock_op(file: &File, cmd: c_int, typ: c_int, byte: u64) -> io::Result<libc::flock> {
-    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = typ as c_short;
-    fl.l_whence = libc::SEEK_SET as c_short;
-    fl.l_start = byte as libc::off_t;
-    fl.l_len = 1;
-    loop {
-        // SAFETY: an OFD lock command reads `fl` (and F_OFD_GETLK writes it), which outlives
-        // the call; the descriptor is open.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
-        if rc == 0 {
-            return Ok(fl);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Take (or convert) a lock on `byte`; `Ok(false)` if another description holds a conflicting
-/// one and `wait` is false.
-fn lock(file: &File, typ: c_int, byte: u64, wait: bool) -> io::Result<bool> {
-    let cmd = if wait { libc::F_OFD_SETLKW } else { libc::F_OFD_SETLK };
-    match lock_op(file, cmd, typ, byte) {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn unlock(file: &File, byte: u64) {
-    // Unlocking a byte we hold cannot fail for any reason but a closed descriptor.
-    let _ = lock_op(file, libc::F_OFD_SETLK, libc::F_UNLCK, byte);
-}
-
-/// Does another open file description hold a lock on `byte` that conflicts with `typ`?
-fn held(file: &File, typ: c_int, byte: u64) -> io::Result<bool> {
-    let fl = lock_op(file, libc::F_OFD_GETLK, typ, byte)?;
-    Ok(fl.l_type != libc::F_UNLCK as c_short)
-}
-
-// ---------------------------------------------------------------------------------------------
-// fork()
-//
-// A child inherits its parent's descriptors and mappings, and with them references to the
-// parent's lock-file descriptions and the OFD locks they hold: a child that outlived a parent
-// killed mid-commit would keep the writer lock and the parent's pins alive. So the lock file's
-// mapping is not inherited (MADV_DONTFORK), and in the child, right after fork, every lock-file
-// descriptor is pointed at /dev/null and the fork generation is bumped: handles opened before
-// the fork refuse all use in the child (`Error::Forked`).
-
-static FORK_GEN: AtomicU64 = AtomicU64::new(0);
-static DEVNULL: AtomicI32 = AtomicI32::new(-1);
-const FORK_TABLE: usize = 1024;
-static LOCK_FDS: [AtomicI32; FORK_TABLE] = [const { AtomicI32::new(-1) }; FORK_TABLE];
-
-/// Counts the forks this process descends from; a handle opened under another value was
-/// inherited through `fork`.
-pub(crate) fn fork_generation() -> u64 {
-    FORK_GEN.load(Ordering::SeqCst)
-}
-
-extern "C" fn after_fork_in_child() {
-    FORK_GEN.fetch_add(1, Ordering::SeqCst);
-    let null = DEVNULL.load(Ordering::SeqCst);
-    if null < 0 {
-        return;
-    }
-    for fd in &LOCK_FDS {
-        let fd = fd.load(Ordering::SeqCst);
-        if fd >= 0 {
-            // SAFETY: dup3 is async-signal-safe, as a fork handler requires; `fd` is a lock-file
-            // descriptor (entries are cleared before their descriptor closes) and `null` a
-            // descriptor of /dev/null that stays open for the life of the process.
-            unsafe { libc::dup3(null, fd, libc::O_CLOEXEC) };
-        }
-    }
-}
-
-fn install_fork_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if let Ok(null) = OpenOptions::new().read(true).open("/dev/null") {
-            DEVNULL.store(null.into_raw_fd(), Ordering::SeqCst);
-        }
-        // SAFETY: registers a handler that only does async-signal-safe work (atomics, dup3).
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
-}
-
-/// Enter `fd` in the table the fork handler walks; `None` if the table is full (a child then
-/// keeps that handle's locks referenced until it exits or execs).
-fn register_fd(fd: c_int) -> Option<usize> {
-    LOCK_FDS
-        .iter()
-        .position(|e| e.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! Compaction's pass over the trie: records in the spans an evacuation empties move to lower
+//! places, and every node above a moved record is copied.
+
+use super::MAX_BRANCH_BYTES;
+use super::write::NodeBuf;
+use super::{MapRoot, TrieWriter};
+use crate::alloc::Evacuation;
+use crate::error::Result;
+use crate::format::*;
+
+/// Positions of a compaction pass: child `j` of the root's child `i` is position `64 i + j`.
+const POSITIONS_PER_CHILD: usize = 64;
+
+/// Compaction: records in the spans an [`Evacuation`] empties move to free places of the kept
+/// spans (the lowest first), large records into lower free runs; every node above a moved
+/// record is copied (path copying, as any write).
+impl TrieWriter<'_> {
+    /// A new place for the record at `off` of `size` bytes, if compaction moves it.
+    fn evacuate(&mut self, off: u64, size: u64, plan: &Evacuation) -> Result<Option<Offset>> {
+        if size > MAX_SLAB_SIZE {
+            self.alloc.alloc_below(size, Offset(off))
+        } else if plan.contains(off) {
+            self.alloc.alloc_evacuate(size, plan)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Move the leaf at `off` if compaction moves it; returns where it is.
+    fn lower_leaf(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
+        let size = self.reader().leaf(Offset(off))?.size();
+        let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
+        let bytes = self.alloc.read(Offset(off), size)?.to_vec();
+        self.alloc.write(new, &bytes)?;
+        self.alloc.free(Offset(off), size);
+        *moved += size;
+        Ok(new.0)
+    }
+
+    /// Write the node at `off` (now `buf`; `changed` if a child moved) to its new place if
+    /// compaction moves it, else copy it if it changed; returns where it is.
+    fn place_node(
+        &mut self,
+        off: u64,
+        buf: &NodeBuf,
+        changed: bool,
+        plan: &Evacuation,
+        moved: &mut u64,
+    ) -> Result<u64> {
+        let size = buf.size();
+        if let Some(new) = self.evacuate(off, size, plan)? {
+            let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
+            self.alloc.write(new, buf.encode(&mut small, &mut large))?;
+            self.alloc.free(Offset(off), size);
+            *moved += size;
+            return Ok(new.0);
+        }
+        if changed { self.store(buf, Some((off, size))) } else { Ok(off) }
+    }
+
+    fn lower_child(
+        &mut self,
+        n: &mut NodeBuf,
+        i: usize,
+        plan: &Evacuation,
+        moved: &mut u64,
+    ) -> Result<bool> {
+        let c = n.children[i];
+        let new = if i < n.leaf_count() {
+            self.lower_leaf(c, plan, moved)?
+        } else {
+            self.lower_subtree(c, plan, moved)?
+        };
+        n.children[i] = new;
+        Ok(new != c)
+    }
+
+    /// Move every record of the subtree at `off` that compaction moves; returns the subtree's
+    /// new offset.
+    fn lower_subtree(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
+        let mut n = self.node_buf(off)?;
+        let mut changed = false;
+        for i in 0..n.children.len() {
+            changed |= self.lower_child(&mut n, i, plan, moved)?;
+        }
+        self.place_node(off, &n, changed, plan, moved)
+    }
+
+    /// One bounded step of a compaction pass over the trie at `root`: move the records under
+    /// positions `from..` that `plan` moves, until at least `budget` bytes have moved. Returns the new root and the position to resume at (`None`: the pass is
+    /// complete). Positions name subtrees two levels down, so a step's work is bounded by the
+    /// budget plus one such subtree.
+    pub(crate) fn lower_step(
+        &mut self,
+        map: MapRoot,
+        from: usize,
+        plan: &Evacuation,
+        budget: u64,
+        moved: &mut u64,
+    ) -> Result<(MapRoot, Option<usize>)> {
+        if map.is_empty() {
+            return Ok((map, None));
+        }
+        let root = map.root.0;
+        let mut r = self.node_buf(root)?;
+        let mut r_changed = false;
+        let mut next = None;
+        for i in from / POSITIONS_PER_CHILD..r.children.len() {
+            if i < r.leaf_count() {
+                r_changed |= self.lower_child(&mut r, i, plan, moved)?;
+                continue;
+            }
+            let c = r.children[i];
+            let mut n = self.node_buf(c)?;
+            let mut changed = false;
+            let start =
+                if i == from / POSITIONS_PER_CHILD { from % POSITIONS_PER_CHILD } else { 0 };
+            for j in start..n.children.len() {
+                if *moved >= budget {
+                    next = Some(i * POSITIONS_PER_CHILD + j);
+                    break;
+                }
+                changed |= self.lower_child(&mut n, j, plan, moved)?;
+            }
+            let new = self.place_node(c, &n, changed, plan, moved)?;
+            r.children[i] = new;
+            r_changed |= new != c;
+            if next.is_some() {
+                break;
+            }
+        }
+        let root = Offset(self.place_node(root, &r, r_changed, plan, moved)?);
+        Ok((MapRoot { root, entries: map.entries }, next))
+    }
+}

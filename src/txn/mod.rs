@@ -1,0 +1,30 @@
+//! Snapshots, read and write transactions, and the commit protocol.
+//!
+//! Commit (DESIGN.md §4): the transaction's records and the allocator blob are written to space
+//! no snapshot can reach; a durable two-phase commit syncs them; the meta slot holding neither
+//! the last durable nor the latest commit is overwritten (one atomic write); a durable commit
+//! syncs (once more, or for the only time when one-phase) and becomes the last durable commit.
+//! Readers pick the newest meta slot they can trust (I1), so they see either the old or the new
+//! commit, never a mix, and never one older than the latest acknowledged.
+
+mod commit;
+mod read;
+mod write;
+
+pub use read::{Iter, ReadTxn};
+pub use write::WriteTxn;
+
+#[cfg(test)]
+pub(crate) use read::BEFORE_PIN;
+
+/// When a commit is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `commit` returns once the commit survives power loss (two syncs).
+    #[default]
+    Immediate,
+    /// `commit` returns once the commit is visible to every reader and survives a crash of the
+    /// process, but not of the machine: after a power loss or reboot the heap opens at the last
+    /// durable commit. [`crate::Heap::checkpoint`] makes it durable.
+    None,
+}

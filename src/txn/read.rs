@@ -1,0 +1,126 @@
+//! Read transactions: a pinned snapshot (I4) and zero-copy reads of it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::env::Shared;
+use crate::error::Result;
+use crate::meta::Snapshot;
+use crate::storage::View;
+use crate::storage::registry::Pin;
+use crate::trie::{Iter as TrieIter, Reader, VERIFY_ON_READ_MAX};
+
+#[cfg(test)]
+thread_local! {
+    /// Run once between a reader's choice of snapshot and its pin (tests widen the race).
+    pub(crate) static BEFORE_PIN: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// A read-only snapshot of the heap: every read sees the commit that was latest when it began.
+/// Never blocks and is never blocked by the writer. `Send + Sync`.
+pub struct ReadTxn {
+    shared: Arc<Shared>,
+    view: Arc<View>,
+    snap: Snapshot,
+    pin: Pin,
+}
+
+impl fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadTxn").field("txn", &self.snap.txn.0).finish()
+    }
+}
+
+impl ReadTxn {
+    /// Pin the latest commit (I4): publish it, fence, and check that it is still the latest;
+    /// a writer either sees the pin or has published a newer commit that the check sees.
+    pub(crate) fn begin(shared: &Arc<Shared>) -> Result<ReadTxn> {
+        shared.check()?;
+        let pin = shared.registry.enter()?;
+        let pinned = (|| loop {
+            let (snap, view) = shared.latest()?;
+            #[cfg(test)]
+            BEFORE_PIN.with(|hook| hook.take().map(|f| f()));
+            shared.registry.pin(pin, snap.txn, snap.alloc.end);
+            if shared.latest()?.0.txn == snap.txn {
+                return Ok((snap, view));
+            }
+        })();
+        match pinned {
+            Ok((snap, view)) => Ok(ReadTxn { shared: shared.clone(), view, snap, pin }),
+            Err(e) => {
+                shared.registry.leave(pin);
+                Err(e)
+            }
+        }
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader { view: &self.view, limit: self.snap.alloc.end }
+    }
+
+    pub(crate) fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// The value of `key`, borrowed from the mapped file. A value of up to 16 KiB is checked
+    /// against its record's checksum first (DESIGN §2.6): damage is [`Error::Corrupt`], never
+    /// wrong bytes. Longer values are not hashed on every read; [`ReadTxn::get_verified`] does.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.shared.check()?;
+        self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
+    }
+
+    /// As [`ReadTxn::get`], with the record's checksum checked whatever the value's length (one
+    /// pass over it).
+    pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.shared.check()?;
+        self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, usize::MAX)
+    }
+
+    /// Is `key` present?
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.snap.map.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snap.map.entries == 0
+    }
+
+    /// The snapshot's transaction id.
+    pub fn txn_id(&self) -> u64 {
+        self.snap.txn.0
+    }
+
+    /// Every entry, in hash order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(TrieIter::new(self.reader(), self.snap.map))
+    }
+}
+
+impl Drop for ReadTxn {
+    fn drop(&mut self) {
+        // A forked child's copy must leave the parent's pin alone.
+        if !self.shared.forked() {
+            self.shared.registry.leave(self.pin);
+        }
+    }
+}
+
+/// Iterator over `(key, value)` pairs; items are `Result`s because a damaged file is detected
+/// as the walk goes.
+#[derive(Debug)]
+pub struct Iter<'a>(pub(super) TrieIter<'a>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}

@@ -1,0 +1,312 @@
+//! Write transactions: the writer lock, settling (S2), loading the allocator, the reuse horizon,
+//! and the mutations. The commit itself is in `commit.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::{ArcMutexGuard, RawMutex};
+
+use super::{Durability, Iter};
+use crate::alloc::{Allocator, Evacuation, Pager};
+use crate::env::{Shared, WriterState};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::meta::{Snapshot, read_slots};
+use crate::storage::registry::LivePin;
+use crate::trie::{Iter as TrieIter, MapRoot, Reader, TrieWriter, VERIFY_ON_READ_MAX};
+
+/// The one write transaction of a heap. Sees its own writes; nothing is visible to others until
+/// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards everything. `Send`.
+pub struct WriteTxn {
+    pub(super) shared: Arc<Shared>,
+    pub(super) guard: ArcMutexGuard<RawMutex, WriterState>,
+    /// Holds the registry's writer lock (released in `drop`, before `guard`).
+    pub(super) locked: bool,
+    /// Live pins when the transaction began, oldest first.
+    pub(super) pins: Vec<LivePin>,
+    /// Give back all the file's slack at commit, not only a large one (compaction's last step).
+    pub(crate) shrink_fully: bool,
+    /// An unregistered reader had a transaction open when this one began: nothing is cut at
+    /// commit. (One arriving later reads the base or this commit, whose slots bound the cut.)
+    pub(super) anonymous: bool,
+    pub(super) base: Snapshot,
+    /// The map as this transaction has changed it.
+    pub(super) map: MapRoot,
+    pub(super) durability: Durability,
+    /// A mutation failed half-way: the transaction can only be dropped.
+    pub(super) failed: bool,
+    pub(super) done: bool,
+}
+
+impl fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn").field("base", &self.base.txn.0).finish_non_exhaustive()
+    }
+}
+
+impl WriteTxn {
+    pub(crate) fn begin(shared: &Arc<Shared>, wait: bool) -> Result<WriteTxn> {
+        shared.check()?;
+        if shared.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let guard = if wait {
+            shared.writer.lock_arc()
+        } else {
+            shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
+        };
+        let Some(length_known) = shared.registry.lock_writer(wait)? else {
+            return Err(Error::WriteInProgress);
+        };
+        let mut tx = WriteTxn {
+            shared: shared.clone(),
+            guard,
+            locked: true,
+            pins: Vec::new(),
+            shrink_fully: false,
+            anonymous: false,
+            base: Snapshot::default(),
+            map: MapRoot::EMPTY,
+            durability: shared.durability,
+            failed: false,
+            done: false,
+        };
+        // Another process or handle may have grown the file, or trimmed its slack at close,
+        // unless this handle held the writer lock last.
+        if !length_known {
+            shared.storage.refresh()?;
+        }
+        let (snap, _) = shared.latest()?;
+        let reload = tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn;
+        // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
+        // allocator must be read anew: settle what the page cache holds before building on it.
+        if reload || !length_known {
+            tx.settle()?;
+        }
+        if reload {
+            tx.load(&snap)?;
+        }
+        let durable = tx.guard.durable_txn;
+        // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
+        // writer lock passed to us, another process's) and a fence, scan the pins. A reader
+        // that pins after the scan re-checks and holds `snap` or newer.
+        let pins = shared.registry.live_pins(true)?;
+        if let Some(p) = pins.iter().find(|p| p.txn > snap.txn) {
+            // A reader holds a commit newer than every valid slot: one a failed sync made the
+            // heap forget (I13). Its records lie in space the latest commit counts as free, so
+            // nothing may be written until it ends.
+            return Err(Error::Io(std::io::Error::other(format!(
+                "a read transaction still holds commit {}, which a failed sync discarded; retry once it ends",
+                p.txn.0
+            ))));
+        }
+        let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
+        if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
+            readers = readers.min(t);
+            tx.anonymous = true;
+        }
+        tx.pins = pins;
+        let res = tx.alloc().begin_txn(readers, readers.min(durable));
+        if let Err(e) = res {
+            tx.guard.alloc = None;
+            return Err(e);
+        }
+        tx.base = snap;
+        tx.map = snap.map;
+        Ok(tx)
+    }
+
+    /// Load the allocator of commit `snap` and learn which slot holds the last durable commit.
+    /// The caller has settled the file (S2).
+    fn load(&mut self, snap: &Snapshot) -> Result<()> {
+        self.guard.alloc = None;
+        let storage = self.shared.storage.clone();
+        let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
+        // The newest durable-flagged slot not newer than the latest is what a power loss would
+        // leave (newer ones failed verification).
+        let durable = self.shared.trusted()?.into_iter().find(|s| s.durable && s.txn <= snap.txn);
+        let stale = read_slots(&self.shared.storage.view(), &self.shared.boot);
+        let g = &mut *self.guard;
+        g.txn_floor = stale.iter().map(|s| s.txn).max().unwrap_or(snap.txn);
+        g.alloc = Some(alloc);
+        g.loaded = snap.txn;
+        g.latest_slot = snap.slot;
+        (g.durable_txn, g.durable_slot) =
+            durable.map_or((TxnId(0), snap.slot), |d| (d.txn, d.slot));
+        Ok(())
+    }
+
+    /// Settle (S2): make durable everything the page cache holds — commits of processes that
+    /// died before their sync, and the invalidations a failed sync wrote (S1) — before this
+    /// writer writes a byte that an invalidated commit's records may occupy. If the sync fails,
+    /// the pages of earlier processes may be lost too: keep only the slots a reboot would trust
+    /// and poison the handle.
+    fn settle(&mut self) -> Result<()> {
+        self.shared.storage.sync().inspect_err(|_| {
+            self.guard.alloc = None;
+            self.shared.poison();
+            self.forget_unsettled();
+        })
+    }
+
+    /// After a failed settling sync: pages of earlier processes may be lost, so keep only the
+    /// slots a reboot would trust (durable, and verified if one-phase); invalidate the other
+    /// slots of this boot (I13). A two-phase durable slot's data was synced before it was written.
+    fn forget_unsettled(&self) {
+        let view = self.shared.storage.view();
+        for s in read_slots(&view, &self.shared.boot) {
+            let kept = !s.same_boot
+                || (s.durable
+                    && (!s.alloc.one_phase || crate::alloc::verify_one_phase(&view, &s.alloc)));
+            if !kept {
+                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
+            }
+        }
+    }
+
+    pub(super) fn alloc(&mut self) -> &mut Allocator {
+        self.guard.alloc.as_mut().expect("allocator loaded for the transaction")
+    }
+
+    pub(super) fn usable(&self) -> Result<()> {
+        self.shared.check()?;
+        if self.failed {
+            return Err(Error::TxnFailed);
+        }
+        Ok(())
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        let a = self.guard.alloc.as_ref().expect("allocator loaded");
+        Reader { view: a.view(), limit: a.end() }
+    }
+
+    /// Mark the transaction failed after an error; a failed write also poisons the heap.
+    pub(super) fn fail<T>(&mut self, e: Error) -> Result<T> {
+        self.failed = true;
+        if matches!(e, Error::Io(_)) && self.guard.alloc.as_ref().is_some_and(|a| a.write_failed())
+        {
+            self.shared.poison();
+        }
+        Err(e)
+    }
+
+    /// Insert or replace `key`.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.usable()?;
+        let (hasher, map) = (self.shared.hasher, self.map);
+        let res = TrieWriter { alloc: self.alloc(), hasher }.insert(map, key, value);
+        match res {
+            Ok((map, _)) => {
+                self.map = map;
+                Ok(())
+            }
+            Err(e @ (Error::KeyTooLarge { .. } | Error::ValueTooLarge { .. })) => Err(e),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Remove `key`; returns whether it was present.
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
+        self.usable()?;
+        let (hasher, map) = (self.shared.hasher, self.map);
+        let res = TrieWriter { alloc: self.alloc(), hasher }.remove(map, key);
+        match res {
+            Ok((map, existed)) => {
+                self.map = map;
+                Ok(existed)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.usable()?;
+        self.reader().get(self.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub fn len(&self) -> u64 {
+        self.map.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.entries == 0
+    }
+
+    /// Every entry as this transaction sees it, in hash order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(TrieIter::new(self.reader(), self.map))
+    }
+
+    /// Override the heap's default durability for this commit.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Discard every change.
+    pub fn abort(mut self) {
+        self.rollback();
+    }
+
+    fn rollback(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.guard.alloc = None;
+        }
+    }
+
+    /// Compaction: return empty spans to the free runs, order free slots lowest first, and
+    /// with a `plan` limit choose the spans to empty.
+    pub(crate) fn sweep(&mut self, plan: Option<u64>) -> Result<Evacuation> {
+        self.usable()?;
+        match self.alloc().sweep_and_plan(plan) {
+            Ok(e) => Ok(e),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Compaction: one bounded step of a pass moving records downwards (see
+    /// [`TrieWriter::lower_step`]); returns the bytes moved and where to resume.
+    pub(crate) fn lower_step(
+        &mut self,
+        from: usize,
+        plan: &Evacuation,
+        budget: u64,
+    ) -> Result<(u64, Option<usize>)> {
+        self.usable()?;
+        let (hasher, map, mut moved) = (self.shared.hasher, self.map, 0);
+        let mut w = TrieWriter { alloc: self.alloc(), hasher };
+        let res = w.lower_step(map, from, plan, budget, &mut moved);
+        match res {
+            Ok((map, next)) => {
+                self.map = map;
+                Ok((moved, next))
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The id the commit of this transaction will get.
+    pub fn txn_id(&self) -> u64 {
+        self.base.txn.max(self.guard.txn_floor).0 + 1
+    }
+
+    pub(crate) fn is_durable_base(&self) -> bool {
+        self.guard.durable_txn == self.base.txn
+    }
+}
+
+impl Drop for WriteTxn {
+    fn drop(&mut self) {
+        self.rollback();
+        // In a forked child the lock is the parent's.
+        if self.locked && !self.shared.forked() {
+            self.shared.registry.unlock_writer();
+        }
+    }
+}
