@@ -16,12 +16,19 @@ use crate::trie::Reader;
 pub struct CheckReport {
     /// Transaction id of the commit checked.
     pub txn_id: u64,
+    /// Entries the commit records.
     pub entries: u64,
+    /// Trie nodes walked, each reachable once and its checksum verified.
     pub nodes: u64,
+    /// Leaves walked: equal to `entries`, each on the path its key's hash names, its checksum
+    /// verified.
     pub leaves: u64,
     /// Page runs walked (slab spans, large records, metadata, free runs).
     pub runs: u64,
+    /// Bytes in records reachable from the commit (allocator metadata included): equal to the
+    /// count the commit records.
     pub live_bytes: u64,
+    /// Bytes free or awaiting reuse: equal to the count the commit records.
     pub free_bytes: u64,
     /// Newer commits passed over when choosing the one checked (see [`crate::Stats`]): the heap
     /// is sound, but a fallback happened.

@@ -16,7 +16,10 @@ const MAX_COMPACT_ROUNDS: usize = 4;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactStats {
+    /// Length of the file when compaction began.
     pub file_size_before: u64,
+    /// Length of the file when it ended (space pinned snapshots still reach is given back by
+    /// later commits, once they end).
     pub file_size_after: u64,
     /// Bytes of records moved (nodes included).
     pub moved_bytes: u64,
@@ -31,6 +34,19 @@ impl Heap {
     /// writers interleave. Space that pinned snapshots still reach is given back once they
     /// end, by later commits. A heap already within a tenth (plus 1 MiB) of its live bytes is
     /// left as it is. See DESIGN.md §3.3.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let stats = heap.compact()?;
+    /// assert!(stats.file_size_after <= stats.file_size_before);
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_write`]: each step is a write transaction, and one that fails ends the
+    /// compaction with the heap consistent at the last step that committed.
     pub fn compact(&self) -> Result<CompactStats> {
         self.compact_with(false)
     }

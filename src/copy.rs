@@ -54,10 +54,7 @@ fn check_destination(src: &Heap, dest: &Path, overwrite: bool) -> Result<()> {
         return refuse("the destination exists and is not a regular file");
     }
     if !overwrite {
-        return Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{} exists; copy_to_overwriting replaces it", dest.display()),
-        )));
+        return Err(Error::Exists { path: dest.to_owned() });
     }
     if src.file_id().is_some_and(|id| id.same(&FileId::of(&meta))) {
         return refuse("the destination is the heap being copied");
@@ -70,11 +67,32 @@ impl Heap {
     /// Runs beside readers and the writer of every process (it holds one read snapshot). The
     /// copy is a normal heap holding only live data; it appears at `path` only once complete
     /// and durable: a crash during the copy leaves nothing there.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let backup = dir.path().join("backup.pheap");
+    /// let stats = heap.copy_to(&backup)?;
+    /// assert_eq!(stats.entries, heap.stats()?.entries);
+    /// assert!(matches!(heap.copy_to(&backup), Err(pheap::Error::Exists { .. })));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exists`] if `path` exists; [`Error::Refused`] for a symbolic link or a special
+    /// file there; [`Error::Corrupt`] if the source's records are damaged (nothing is
+    /// published); [`Error::Io`] (the destination is then left as it was).
     pub fn copy_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
         copy_to(self, path.as_ref(), false)
     }
 
     /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::copy_to`], but an existing regular file is replaced; [`Error::Refused`] when
+    /// `path` is the source itself or a heap some handle has open.
     pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
         copy_to(self, path.as_ref(), true)
     }
@@ -105,11 +123,9 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
         }
         tx.commit()?;
         out.checkpoint()?;
-        if n != rx.len() || out.stats()?.entries != n {
-            return Err(Error::Corrupt {
-                offset: 0,
-                what: "copy: entry count differs from source",
-            });
+        let copied = out.stats()?.entries;
+        if n != rx.len() || copied != n {
+            return Err(Error::CopyIncomplete { expected: rx.len(), copied });
         }
         drop(out); // gives back the growth slack
         let file = std::fs::File::open(&tmp)?;
@@ -125,7 +141,10 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
             };
             std::fs::rename(&tmp, dest)?;
         } else {
-            rename_noreplace(&tmp, dest)?;
+            rename_noreplace(&tmp, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::Exists { path: dest.to_owned() },
+                _ => e.into(),
+            })?;
         }
         std::fs::File::open(&dir)?.sync_all()?;
         Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed })

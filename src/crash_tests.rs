@@ -8,114 +8,75 @@
 //!
 //! `PHEAP_CRASH_WORKLOADS=2000 cargo test --release --lib enumerated` for the long mode.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::meta::new_heap_image_seeded;
 use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
-use crate::tests::open_mem as open;
+use crate::testkit::{CAP, History, Model, contents, open_mem as open};
 use crate::{Durability, Error, Heap};
-
-type Model = HashMap<Vec<u8>, Vec<u8>>;
-
-// Above glibc's largest mmap threshold (32 MiB): each simulated disk is lazily zeroed memory
-// from the kernel, not a memset of reused heap memory.
-const CAP: u64 = 64 << 20;
 
 /// Boot ids (never all zeros, which means "unknown").
 fn boot(n: u8) -> [u8; 16] {
-    [0xb0 + n; 16]
-}
-
-fn contents(heap: &Heap) -> Model {
-    let rx = heap.begin_read().unwrap();
-    rx.iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<crate::Result<_>>()
-        .unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// What the workload got acknowledged: every commit's state and whether it was durable, and the
-/// state of the commit in flight when it stopped.
-#[derive(Default)]
-struct Log {
-    acked: Vec<(Model, bool)>,
-    in_flight: Option<Model>,
-}
-
-impl Log {
-    /// States a power loss may leave: any acknowledged one from the last durable on, or the one
-    /// in flight.
-    fn acceptable(&self, got: &Model) -> bool {
-        let from = self.acked.iter().rposition(|a| a.1).unwrap_or(0);
-        self.acked[from..].iter().any(|a| a.0 == *got) || self.in_flight.as_ref() == Some(got)
-    }
+    crate::testkit::boot_id(n.into())
 }
 
 /// 50 to 300 random operations: inserts (some large), removes, commits of both durabilities,
 /// aborts, checkpoints, compactions. Stops at the first error.
-fn workload(heap: &Heap, seed: u64, log: &mut Log) -> crate::Result<()> {
-    let mut rng = Rng(seed | 1);
-    let ops = 50 + rng.below(251);
-    let mut model = log.acked.last().map(|a| a.0.clone()).unwrap_or_default();
+fn workload(heap: &Heap, seed: u64, log: &mut History) -> crate::Result<()> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let ops = 50 + rng.random_range(0..251);
+    let mut model = log.latest().clone();
     let mut tx = None;
     for _ in 0..ops {
         if tx.is_none() {
             tx = Some((heap.begin_write()?, model.clone()));
         }
         let (t, m) = tx.as_mut().expect("open");
-        match rng.below(100) {
+        match rng.random_range(0..100) {
             0..55 => {
-                let k = format!("k{}", rng.below(48)).into_bytes();
-                let len =
-                    if rng.below(40) == 0 { 66_000 + rng.below(9000) } else { rng.below(400) };
-                let v = vec![rng.next() as u8; len as usize];
+                let k = format!("k{}", rng.random_range(0..48)).into_bytes();
+                let len = if rng.random_range(0..40) == 0 {
+                    66_000 + rng.random_range(0..9000)
+                } else {
+                    rng.random_range(0..400)
+                };
+                let v = vec![rng.random::<u8>(); len];
                 t.insert(&k, &v)?;
                 m.insert(k, v);
             }
             55..72 => {
-                let k = format!("k{}", rng.below(48)).into_bytes();
+                let k = format!("k{}", rng.random_range(0..48)).into_bytes();
                 t.remove(&k)?;
                 m.remove(&k);
             }
             72..92 => {
-                let durable = rng.below(2) == 0;
+                let durable = rng.random::<bool>();
                 let (mut t, m) = tx.take().expect("open");
                 t.set_durability(if durable { Durability::Immediate } else { Durability::None });
-                log.in_flight = Some(m.clone());
+                log.begin(&m);
                 t.commit()?;
-                log.acked.push((m.clone(), durable));
+                log.acknowledge(m.clone(), durable);
                 log.in_flight = None;
                 model = m;
             }
             92..95 => drop(tx.take()),
             95..98 => {
                 drop(tx.take());
-                log.in_flight = Some(model.clone());
+                log.begin(&model);
                 heap.checkpoint()?;
-                log.acked.push((model.clone(), true));
+                log.acknowledge(model.clone(), true);
                 log.in_flight = None;
             }
             _ => {
                 drop(tx.take());
-                log.in_flight = Some(model.clone());
+                log.begin(&model);
                 heap.compact_with(true)?;
                 // Compaction ends with durable commits of the same content.
-                log.acked
-                    .push((model.clone(), heap.stats()?.durable_txn_id == heap.stats()?.txn_id));
+                let s = heap.stats()?;
+                log.acknowledge(model.clone(), s.durable_txn_id == s.txn_id);
                 log.in_flight = None;
             }
         }
@@ -132,13 +93,13 @@ fn fresh(seed: u64) -> (Arc<MemStorage>, Heap) {
 
 /// Open an image after a power loss (the machine boots as `boot_id`) and check it; returns its
 /// contents.
-fn verify_image(img: &[u8], boot_id: [u8; 16], log: &Log, what: &str) -> Model {
+fn verify_image(img: &[u8], boot_id: [u8; 16], log: &History, what: &str) -> Model {
     let s = Arc::new(MemStorage::from_image(img, CAP));
     let heap = open(&s, boot_id).unwrap_or_else(|e| panic!("{what}: the image does not open: {e}"));
     heap.check().unwrap_or_else(|e| panic!("{what}: integrity walk: {e}"));
     let got = contents(&heap);
     assert!(
-        log.acceptable(&got),
+        log.acceptable(&got, true),
         "{what}: a state no acknowledged commit had, or a durable one lost"
     );
     got
@@ -154,7 +115,7 @@ fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
         // A clean run counts the operations.
         let (s, heap) = fresh(seed);
         let base = s.ops();
-        workload(&heap, seed, &mut Log::default()).unwrap();
+        workload(&heap, seed, &mut History::new(Model::new())).unwrap();
         let total = s.ops() - base;
         drop(heap);
         for p in 0..=total {
@@ -166,7 +127,7 @@ fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
                 syncs_only: false,
                 kind: FailKind::Eio,
             }));
-            let mut log = Log { acked: vec![(Model::new(), true)], in_flight: None };
+            let mut log = History::new(Model::new());
             let _ = workload(&heap, seed, &mut log);
             drop(heap);
             s.set_fail(None);
@@ -202,13 +163,11 @@ fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
                     });
                     drop(heap);
                     s2.set_fail(None);
-                    let log2 = Log {
-                        acked: vec![(got, true)]
-                            .into_iter()
-                            .chain(r.is_ok().then(|| (after.clone(), true)))
-                            .collect(),
-                        in_flight: Some(after),
-                    };
+                    let mut log2 = History::new(got);
+                    log2.begin(&after);
+                    if r.is_ok() {
+                        log2.acknowledge(after, true);
+                    }
                     let img2 = s2.crash_image(CrashKind::RandomSubset, p);
                     // Another power loss: another boot.
                     verify_image(&img2, boot(2), &log2, &format!("{what}, second crash"));
@@ -232,7 +191,7 @@ fn every_failure_kind_at_every_operation() {
         let seed = 0xfa11_0000 + w;
         let (s, heap) = fresh(seed);
         let base = s.ops();
-        workload(&heap, seed, &mut Log::default()).unwrap();
+        workload(&heap, seed, &mut History::new(Model::new())).unwrap();
         let total = s.ops() - base;
         drop(heap);
         for p in 0..total {
@@ -244,7 +203,7 @@ fn every_failure_kind_at_every_operation() {
                     syncs_only: false,
                     kind,
                 }));
-                let mut log = Log { acked: vec![(Model::new(), true)], in_flight: None };
+                let mut log = History::new(Model::new());
                 let res = workload(&heap, seed, &mut log);
                 runs += 1;
                 let what = format!("workload {w} op {p} {kind:?}");
@@ -268,7 +227,7 @@ fn every_failure_kind_at_every_operation() {
                 let last = log.acked.len() - 1;
                 // After a failed sync the heap forgets what was not known synced (I13): it may
                 // reopen at the last durable commit.
-                let rolled_back = res.is_err() && log.acceptable(&got);
+                let rolled_back = res.is_err() && log.acceptable(&got, true);
                 assert!(
                     log.acked[last].0 == got || log.in_flight.as_ref() == Some(&got) || rolled_back,
                     "{what}: reopened state is neither the last acknowledged nor the in-flight one: {res:?}, {} acked, got {} entries, last {} in flight {:?}",
@@ -376,7 +335,7 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
     let b = on(&s);
     assert_eq!(b.begin_read().unwrap().get(b"k2").unwrap(), None, "the commit was discarded");
     let err = b.begin_write().unwrap_err();
-    assert!(err.to_string().contains("discarded"), "{err}");
+    assert!(matches!(err, Error::DiscardedCommitPinned { txn_id } if txn_id == held), "{err}");
     assert!(err.to_string().contains(&format!("commit {held}")), "{err}");
     assert_eq!(rx.get(b"k2").unwrap(), Some(&[2u8; 500][..]), "the pinned view is intact");
     drop(rx);

@@ -8,26 +8,93 @@ use std::path::PathBuf;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
+    /// No heap file at the path, and the heap was opened with `create(false)` (or read-only).
+    NotFound {
+        /// The path opened.
+        path: PathBuf,
+    },
+    /// The destination of [`crate::Heap::copy_to`] exists (`copy_to_overwriting` replaces it).
+    Exists {
+        /// The destination.
+        path: PathBuf,
+    },
     /// The file is not a pheap heap (wrong magic, or empty).
-    NotAPheap { path: PathBuf, reason: &'static str },
+    NotAPheap {
+        /// The path opened.
+        path: PathBuf,
+        /// What gave it away.
+        reason: &'static str,
+    },
     /// The file was written by a format version this build cannot read.
-    UnsupportedVersion { found: u32, supported: u32 },
+    UnsupportedVersion {
+        /// The file's version.
+        found: u32,
+        /// The version this build reads and writes ([`crate::FORMAT_VERSION`]).
+        supported: u32,
+    },
     /// The file ends before a structure it must contain.
-    Truncated { len: u64, needed: u64 },
+    Truncated {
+        /// The file's length.
+        len: u64,
+        /// The length the structure needs.
+        needed: u64,
+    },
     /// A structure in the file is damaged; `offset` is where the damage was found.
-    Corrupt { offset: u64, what: &'static str },
+    Corrupt {
+        /// Byte offset in the heap file.
+        offset: u64,
+        /// The structure and the check that failed.
+        what: &'static str,
+    },
     /// A key longer than [`crate::MAX_KEY_LEN`].
-    KeyTooLarge { len: usize, max: usize },
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// [`crate::MAX_KEY_LEN`].
+        max: usize,
+    },
     /// A value longer than [`crate::MAX_VALUE_LEN`].
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// [`crate::MAX_VALUE_LEN`].
+        max: usize,
+    },
     /// The heap's lock file (`<heap>-lock`) cannot be used: no access, or another build's layout.
-    LockFile { path: PathBuf, reason: String },
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A setup that would lose or corrupt data, refused: a heap with more than one hard link, a
     /// lock file that other handles of the heap do not share (deleted, replaced, or reached
     /// through another name), a copy onto a heap in use or onto its own source.
-    Refused { path: PathBuf, reason: String },
+    Refused {
+        /// The file refused.
+        path: PathBuf,
+        /// What is wrong with the setup and what to do.
+        reason: String,
+    },
+    /// A write transaction cannot begin while a read transaction still holds a commit that a
+    /// failed sync discarded (DESIGN §4.6, I13): its records lie in space the heap now counts as
+    /// free. Retry once that reader ends.
+    DiscardedCommitPinned {
+        /// The discarded commit the reader holds.
+        txn_id: u64,
+    },
+    /// A copy's entry count differs from its source's: the copy was not published.
+    CopyIncomplete {
+        /// Entries of the source snapshot.
+        expected: u64,
+        /// Entries the copy holds.
+        copied: u64,
+    },
     /// Every reader slot of the registry is taken by a live read transaction.
-    ReadersFull { max: u32 },
+    ReadersFull {
+        /// Reader slots of the registry ([`crate::MAX_READERS`]).
+        max: u32,
+    },
     /// The handle was opened before this process was forked from its parent.
     Forked,
     /// `try_begin_write` found a write transaction in progress.
@@ -48,6 +115,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::NotFound { path } => write!(
+                f,
+                "{}: no such heap file (open with create(true) to make one)",
+                path.display()
+            ),
+            Error::Exists { path } => write!(
+                f,
+                "{} exists; copy_to_overwriting replaces it (pheap copy --force)",
+                path.display()
+            ),
+            Error::DiscardedCommitPinned { txn_id } => write!(
+                f,
+                "a read transaction still holds commit {txn_id}, which a failed sync discarded; retry once it ends"
+            ),
+            Error::CopyIncomplete { expected, copied } => write!(
+                f,
+                "the copy holds {copied} entries where its source holds {expected}; it was not published"
+            ),
             Error::NotAPheap { path, reason } => write!(
                 f,
                 "{} is not a pheap heap file ({reason}); check the path, or move the file aside to create a new heap",

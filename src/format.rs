@@ -82,7 +82,7 @@ impl FileHeader {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Meta slots (pages 1 and 2)
+// Meta slots (pages 1, 2 and 3)
 
 /// Meta flag: the commit's data was synced before this slot was written, so the slot is valid
 /// across a power loss whenever its own checksum is.
@@ -94,7 +94,8 @@ pub const META_ONE_PHASE: u64 = 2;
 /// Magic of a meta slot.
 pub const META_MAGIC: [u8; 8] = *b"PHEAPMT1";
 
-/// A meta slot: one commit's root of everything. 256 bytes at the start of page 1 or 2.
+/// A meta slot: one commit's root of everything. 256 bytes at the start of page 1, 2 or 3
+/// ([`META_OFFSETS`]).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct MetaSlot {
@@ -436,9 +437,10 @@ const _: () = assert!(size_of::<ChunkHeader>() == CHUNK_HEADER_SIZE as usize);
 pub const CHUNK_CAPACITY: usize = ((PAGE_SIZE - RUN_HEADER_SIZE - CHUNK_HEADER_SIZE) / 8) as usize;
 
 /// Allocator blob header. The blob (payload of a `RUN_META` run, checksummed in the meta slot)
-/// is: this header; `class_count` [`ClassEntry`]; then each class's top entries (`U64`) in class
-/// order; `run_count` [`FreeRun`]; `pending_count` [`PendingEntry`], each followed by its inline
-/// `U64` entries; `extent_count` [`Extent`] (one-phase commits only).
+/// is, in this order (DESIGN §2.7): this header; `extent_count` [`Extent`] (one-phase commits
+/// only); `class_count` [`ClassEntry`]; each listed class's top entries (`U64`), in the order of
+/// the entries; `run_count` [`FreeRun`]; `pending_count` [`PendingEntry`], each followed by its
+/// inline `U64` entries.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BlobHeader {

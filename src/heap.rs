@@ -23,12 +23,42 @@ use crate::txn::{Durability, ReadTxn, WriteTxn};
 
 /// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
 /// share one handle. `Send + Sync`.
+///
+/// Any number of threads and processes may open the same file: one write transaction at a time
+/// across all of them, any number of read transactions, readers never blocked.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("data.pheap");
+/// let heap = pheap::Heap::open(&path)?;
+/// let mut tx = heap.begin_write()?;
+/// tx.insert(b"answer", b"42")?;
+/// tx.commit()?;
+/// drop(heap);
+///
+/// // Reopening is O(1): nothing is loaded.
+/// let heap = pheap::Heap::open(&path)?;
+/// assert_eq!(heap.begin_read()?.get(b"answer")?, Some(&b"42"[..]));
+/// # Ok::<(), pheap::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Heap {
     shared: Arc<Shared>,
 }
 
 /// How to open a heap; see [`Heap::options`].
+///
+/// ```
+/// use pheap::{Durability, Heap};
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("data.pheap");
+/// // Commits visible at once and safe from a process crash; `checkpoint` makes them durable.
+/// let heap = Heap::options().durability(Durability::None).open(&path)?;
+/// # drop(heap);
+/// // An existing heap, for reading only.
+/// let reader = Heap::options().create(false).read_only(true).open(&path)?;
+/// # Ok::<(), pheap::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct HeapOptions {
     create: bool,
@@ -97,7 +127,17 @@ impl HeapOptions {
         self
     }
 
-    /// Open the heap at `path`. O(1): maps the file and reads its header and meta slots.
+    /// Open the heap at `path`. O(1): maps the file and reads its header and meta slots. Creates
+    /// the file first (atomically: a complete empty heap appears under the name, or nothing)
+    /// when `create` is set and it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] without `create`; [`Error::NotAPheap`],
+    /// [`Error::UnsupportedVersion`], [`Error::Truncated`] or [`Error::Corrupt`] for a file that
+    /// is not a sound heap; [`Error::Refused`] for a setup that would lose data (a hard-linked
+    /// heap, a lock file other handles do not share: DESIGN §5.8); [`Error::LockFile`] when the
+    /// lock file cannot be used; [`Error::Io`] from the operating system.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Heap> {
         let path = path.as_ref();
         if self.create && !self.read_only && !path.exists() {
@@ -108,13 +148,7 @@ impl HeapOptions {
         for _ in 0..8 {
             let storage = FileStorage::open(path, self.read_only).map_err(|e| match e {
                 Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!(
-                            "{}: no such heap file (open with create(true) to make one)",
-                            path.display()
-                        ),
-                    ))
+                    Error::NotFound { path: path.to_owned() }
                 }
                 e => e,
             })?;
@@ -136,12 +170,17 @@ impl HeapOptions {
 }
 
 impl Heap {
-    /// Open the heap at `path`, creating it if missing, with default options.
+    /// Open the heap at `path`, creating it if missing, with default options (durable commits,
+    /// writable). See the example on [`Heap`].
+    ///
+    /// # Errors
+    ///
+    /// As [`HeapOptions::open`].
     pub fn open(path: impl AsRef<Path>) -> Result<Heap> {
         HeapOptions::default().open(path)
     }
 
-    /// Options for opening a heap.
+    /// Options for opening a heap (see [`HeapOptions`]).
     pub fn options() -> HeapOptions {
         HeapOptions::default()
     }
@@ -188,22 +227,87 @@ impl Heap {
     /// Begin a write transaction, waiting while another one runs — including one held by the
     /// calling thread, which would wait for ever: finish or drop it first, or use
     /// [`Heap::try_begin_write`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let mut tx = heap.begin_write()?;
+    /// tx.insert(b"k", b"v")?;
+    /// tx.commit()?; // durable once it returns (with the default durability)
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`] on a read-only handle; [`Error::Poisoned`] after a failed write or
+    /// sync of this handle; [`Error::Forked`] in a forked child;
+    /// [`Error::DiscardedCommitPinned`] while a reader holds a commit a failed sync discarded;
+    /// [`Error::Corrupt`] if the latest commit's allocator state is damaged; [`Error::Io`].
     pub fn begin_write(&self) -> Result<WriteTxn> {
         WriteTxn::begin(&self.shared, true)
     }
 
     /// Begin a write transaction, or fail with [`Error::WriteInProgress`] at once.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let tx = heap.begin_write()?;
+    /// assert!(matches!(heap.try_begin_write(), Err(pheap::Error::WriteInProgress)));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInProgress`] while any handle of any process holds a write transaction;
+    /// otherwise as [`Heap::begin_write`].
     pub fn try_begin_write(&self) -> Result<WriteTxn> {
         WriteTxn::begin(&self.shared, false)
     }
 
-    /// Begin a read transaction on the latest commit.
+    /// Begin a read transaction on the latest commit. Never waits for the writer.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let rx = heap.begin_read()?;
+    /// let mut tx = heap.begin_write()?;
+    /// tx.insert(b"k", b"new")?;
+    /// tx.commit()?;
+    /// assert_eq!(rx.get(b"k")?, None); // the snapshot it began on
+    /// assert_eq!(heap.begin_read()?.get(b"k")?, Some(&b"new"[..]));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadersFull`] when every reader slot is taken; [`Error::Poisoned`],
+    /// [`Error::Forked`]; [`Error::Corrupt`] or [`Error::Truncated`] if no commit can be
+    /// trusted; [`Error::Io`].
     pub fn begin_read(&self) -> Result<ReadTxn> {
         ReadTxn::begin(&self.shared)
     }
 
     /// Make every earlier commit durable (a no-op when the latest already is). Takes the writer
     /// lock like [`Heap::begin_write`].
+    ///
+    /// ```
+    /// use pheap::{Durability, Heap};
+    /// # let dir = tempfile::tempdir()?;
+    /// let heap = Heap::options().durability(Durability::None).open(dir.path().join("h"))?;
+    /// for i in 0..100u32 {
+    ///     let mut tx = heap.begin_write()?;
+    ///     tx.insert(&i.to_le_bytes(), b"fast")?;
+    ///     tx.commit()?; // no sync
+    /// }
+    /// heap.checkpoint()?; // one sync: all 100 survive a power loss from here
+    /// assert_eq!(heap.stats()?.durable_txn_id, heap.stats()?.txn_id);
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_write`]; a failed sync is [`Error::Io`] and poisons the handle.
     pub fn checkpoint(&self) -> Result<()> {
         let mut tx = self.begin_write()?;
         if tx.is_durable_base() {
@@ -213,8 +317,21 @@ impl Heap {
         tx.commit()
     }
 
-    /// Figures of the latest commit. Pins it for a moment, like a read transaction (so it
-    /// fails with [`Error::ReadersFull`] when every reader slot is taken).
+    /// Figures of the latest commit. Pins it for a moment, like a read transaction.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let s = heap.stats()?;
+    /// assert_eq!(s.entries, 0);
+    /// assert!(s.skipped_commits.is_empty()); // no commit was lost to a crash
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_read`] ([`Error::ReadersFull`] when every reader slot is taken), and
+    /// [`Error::Corrupt`] if the commit's allocator state is damaged.
     pub fn stats(&self) -> Result<Stats> {
         self.shared.check()?;
         let file_size = self.shared.storage.refresh()?;
@@ -248,6 +365,21 @@ impl Heap {
     /// The live read transactions of every process that registered one, oldest snapshot first
     /// (read-only handles without write access to the lock file read unregistered; see
     /// README).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let rx = heap.begin_read()?;
+    /// let readers = heap.readers()?;
+    /// assert_eq!(readers.len(), 1);
+    /// assert_eq!(readers[0].pid, std::process::id());
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::Forked`]; [`Error::Corrupt`] if the latest commit's
+    /// allocator state is damaged; [`Error::Io`].
     pub fn readers(&self) -> Result<Vec<ReaderInfo>> {
         self.shared.check()?;
         let mut readers = self.shared.registry.readers()?;
@@ -277,7 +409,8 @@ impl Heap {
         self.shared.storage.file_id()
     }
 
-    /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps.
+    /// The heap's lock file (`<heap>-lock`), the registry every process sharing it maps. Never
+    /// delete it while the heap is in use.
     pub fn lock_file(&self) -> &Path {
         self.shared.registry.path()
     }
@@ -285,6 +418,19 @@ impl Heap {
     /// The full integrity walk of the latest commit: every record reachable once or free, every
     /// checksum, every page accounted for. Runs on a pinned snapshot, beside readers and the
     /// writer.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let report = heap.check()?;
+    /// assert_eq!(report.leaves, report.entries);
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming the first damage found (its offset and what failed); otherwise
+    /// as [`Heap::begin_read`].
     pub fn check(&self) -> Result<CheckReport> {
         let rx = self.begin_read()?;
         check(&self.shared, rx.snapshot())

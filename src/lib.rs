@@ -1,19 +1,11 @@
 //! pheap: a persistent dictionary of byte strings in one memory-mapped file.
 //!
-//! Opening is O(1) (no load step); every commit is a consistent checkpoint; readers never block
-//! and never see a partial commit. See `DESIGN.md` for the file format and the commit protocol.
+//! The entry point is [`Heap`]: open one with [`Heap::open`] (or [`Heap::options`]), change it
+//! in a [`WriteTxn`], read it in a [`ReadTxn`]. The rest of this page is the project's README.
 //!
-//! ```no_run
-//! let heap = pheap::Heap::open("data.pheap")?;
-//! let mut tx = heap.begin_write()?;
-//! tx.insert(b"key", b"value")?;
-//! tx.commit()?;
-//! let rx = heap.begin_read()?;
-//! assert_eq!(rx.get(b"key")?, Some(&b"value"[..]));
-//! # Ok::<(), pheap::Error>(())
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod alloc;
 mod check;
@@ -30,9 +22,9 @@ mod txn;
 
 #[cfg(test)]
 mod crash_tests;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -53,3 +45,5 @@ pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
 pub const FILE_MAGIC: [u8; 8] = format::MAGIC;
 /// Format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = format::FORMAT_VERSION;
+/// Read transactions that can be live at once, across every process sharing a heap.
+pub const MAX_READERS: u32 = format::READER_SLOTS;

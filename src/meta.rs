@@ -219,7 +219,8 @@ pub(crate) fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHead
     Ok(h)
 }
 
-/// The bytes of a new, empty heap: header, meta slot 0 (txn 0, durable), empty slot 1.
+/// The bytes of a new, empty heap: the header, meta slot 0 (txn 0, durable, the empty map),
+/// meta slots 1 and 2 zero (never written).
 pub(crate) fn new_heap_image(boot: &[u8; 16]) -> Result<Vec<u8>> {
     let mut seed = [0u8; 16];
     getrandom::fill(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;

@@ -108,7 +108,7 @@ fn a_copy_of_a_copy_is_identical_compact_and_refuses_to_overwrite() {
     );
     // An existing destination is refused and left alone, unless overwriting is asked.
     let err = heap.copy_to(&c).unwrap_err();
-    assert!(matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::AlreadyExists));
+    assert!(matches!(&err, Error::Exists { path } if *path == c), "{err}");
     assert_eq!(contents(&hc), contents(&heap));
     commit(&heap, 401);
     drop(hc);

@@ -3,16 +3,15 @@
 //! an unbounded allocation is fine; a heap that was not corrupted must hold exactly the model.
 #![no_main]
 
-use std::collections::BTreeMap;
-
 use libfuzzer_sys::fuzz_target;
+use pheap::testkit::{Model, snapshot};
 
 fuzz_target!(|data: &[u8]| {
     let (ops, edits) =
         data.split_at(data.len().min(data.first().copied().unwrap_or(0) as usize * 4));
     let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("temp dir");
     let path = dir.path().join("c.pheap");
-    let mut model = BTreeMap::new();
+    let mut model = Model::new();
     {
         let heap =
             pheap::Heap::options().durability(pheap::Durability::None).open(&path).expect("create");
@@ -54,8 +53,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(rx) = heap.begin_read() {
-        let got: Result<BTreeMap<Vec<u8>, Vec<u8>>, _> =
-            rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect();
+        let got = snapshot(&rx);
         if pristine {
             assert_eq!(got.expect("an intact heap reads"), model, "contents differ from the model");
         }

@@ -4,6 +4,8 @@
 use super::Durability;
 use super::write::WriteTxn;
 use crate::error::Result;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::format::*;
 use crate::meta::{Snapshot, encode_meta, read_slots};
 
@@ -30,7 +32,15 @@ impl WriteTxn {
         }
     }
 
-    /// Make the changes visible (and, with [`Durability::Immediate`], durable).
+    /// Make the changes visible (and, with [`Durability::Immediate`], durable): when it returns
+    /// `Ok`, every new read transaction of any process sees them, and they are never undone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a write or a sync fails: the commit did not happen as far as any later
+    /// opener is concerned (a failed sync makes the heap forget every commit it could not prove
+    /// synced, DESIGN §4.6), and the handle is poisoned; [`Error::TxnFailed`] after an earlier
+    /// failure of the transaction.
     pub fn commit(mut self) -> Result<()> {
         self.usable()?;
         let res = self.commit_inner();

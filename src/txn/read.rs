@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::env::Shared;
 use crate::error::Result;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::meta::Snapshot;
 use crate::storage::View;
 use crate::storage::registry::Pin;
@@ -19,6 +21,23 @@ thread_local! {
 
 /// A read-only snapshot of the heap: every read sees the commit that was latest when it began.
 /// Never blocks and is never blocked by the writer. `Send + Sync`.
+///
+/// The slices it returns borrow the transaction: they stay valid (the file's bytes under them
+/// are neither reused nor unmapped) until it is dropped.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+/// # let mut tx = heap.begin_write()?;
+/// # tx.insert(b"a", b"1")?;
+/// # tx.commit()?;
+/// let rx = heap.begin_read()?;
+/// for entry in rx.iter() {
+///     let (key, value) = entry?;
+///     println!("{key:?} = {value:?}");
+/// }
+/// # Ok::<(), pheap::Error>(())
+/// ```
 pub struct ReadTxn {
     shared: Arc<Shared>,
     view: Arc<View>,
@@ -67,6 +86,24 @@ impl ReadTxn {
     /// The value of `key`, borrowed from the mapped file. A value of up to 16 KiB is checked
     /// against its record's checksum first (DESIGN §2.6): damage is [`Error::Corrupt`], never
     /// wrong bytes. Longer values are not hashed on every read; [`ReadTxn::get_verified`] does.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// # let mut tx = heap.begin_write()?;
+    /// # tx.insert(b"k", b"v")?;
+    /// # tx.commit()?;
+    /// let rx = heap.begin_read()?;
+    /// let value: &[u8] = rx.get(b"k")?.expect("present"); // no copy: bytes of the mapped file
+    /// assert_eq!(value, b"v");
+    /// assert_eq!(rx.get(b"missing")?, None);
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
+    /// [`Error::Forked`] if the handle can no longer be used.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.shared.check()?;
         self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
@@ -74,12 +111,22 @@ impl ReadTxn {
 
     /// As [`ReadTxn::get`], with the record's checksum checked whatever the value's length (one
     /// pass over it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
+    /// [`Error::Forked`] if the handle can no longer be used.
     pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.shared.check()?;
         self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, usize::MAX)
     }
 
     /// Is `key` present?
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
+    /// [`Error::Forked`] if the handle can no longer be used.
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
@@ -89,6 +136,7 @@ impl ReadTxn {
         self.snap.map.entries
     }
 
+    /// Does the snapshot hold no entry?
     pub fn is_empty(&self) -> bool {
         self.snap.map.entries == 0
     }
@@ -98,7 +146,9 @@ impl ReadTxn {
         self.snap.txn.0
     }
 
-    /// Every entry, in hash order.
+    /// Every entry, in hash order (stable for a given heap file, unrelated to key order). Each
+    /// item is checked as the walk reaches it: a damaged record ends the iteration with an
+    /// [`Error::Corrupt`] item.
     pub fn iter(&self) -> Iter<'_> {
         Iter(TrieIter::new(self.reader(), self.snap.map))
     }
@@ -113,8 +163,9 @@ impl Drop for ReadTxn {
     }
 }
 
-/// Iterator over `(key, value)` pairs; items are `Result`s because a damaged file is detected
-/// as the walk goes.
+/// Iterator over `(key, value)` pairs of a transaction ([`ReadTxn::iter`], [`crate::WriteTxn::iter`]);
+/// items are `Result`s because a damaged file is detected as the walk goes. The pairs borrow
+/// the transaction.
 #[derive(Debug)]
 pub struct Iter<'a>(pub(super) TrieIter<'a>);
 

@@ -17,6 +17,20 @@ use crate::trie::{Iter as TrieIter, MapRoot, Reader, TrieWriter, VERIFY_ON_READ_
 
 /// The one write transaction of a heap. Sees its own writes; nothing is visible to others until
 /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards everything. `Send`.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+/// let mut tx = heap.begin_write()?;
+/// tx.insert(b"a", b"1")?;
+/// tx.insert(b"b", b"2")?;
+/// assert!(tx.remove(b"a")?);
+/// assert_eq!(tx.get(b"b")?, Some(&b"2"[..])); // its own writes
+/// assert_eq!(heap.begin_read()?.get(b"b")?, None); // nobody else's yet
+/// tx.commit()?;
+/// assert_eq!(heap.begin_read()?.len(), 1);
+/// # Ok::<(), pheap::Error>(())
+/// ```
 pub struct WriteTxn {
     pub(super) shared: Arc<Shared>,
     pub(super) guard: ArcMutexGuard<RawMutex, WriterState>,
@@ -95,10 +109,7 @@ impl WriteTxn {
             // A reader holds a commit newer than every valid slot: one a failed sync made the
             // heap forget (I13). Its records lie in space the latest commit counts as free, so
             // nothing may be written until it ends.
-            return Err(Error::Io(std::io::Error::other(format!(
-                "a read transaction still holds commit {}, which a failed sync discarded; retry once it ends",
-                p.txn.0
-            ))));
+            return Err(Error::DiscardedCommitPinned { txn_id: p.txn.0 });
         }
         let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
         if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
@@ -192,6 +203,11 @@ impl WriteTxn {
     }
 
     /// Insert or replace `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyTooLarge`] or [`Error::ValueTooLarge`] (the transaction stays usable);
+    /// otherwise as [`WriteTxn::remove`].
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.usable()?;
         let (hasher, map) = (self.shared.hasher, self.map);
@@ -207,6 +223,12 @@ impl WriteTxn {
     }
 
     /// Remove `key`; returns whether it was present.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a record on the key's path is damaged, [`Error::Io`] if a write
+    /// fails (both fail the transaction: it can only be dropped, and a failed write poisons the
+    /// handle); [`Error::TxnFailed`] after an earlier failure.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         self.usable()?;
         let (hasher, map) = (self.shared.hasher, self.map);
@@ -220,20 +242,32 @@ impl WriteTxn {
         }
     }
 
-    /// The value of `key` as this transaction sees it.
+    /// The value of `key` as this transaction sees it (checked as [`crate::ReadTxn::get`] is).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::TxnFailed`] after
+    /// an earlier failure.
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
         self.usable()?;
         self.reader().get(self.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
     }
 
+    /// Is `key` present, as this transaction sees it?
+    ///
+    /// # Errors
+    ///
+    /// As [`WriteTxn::get`].
     pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
         Ok(self.get(key)?.is_some())
     }
 
+    /// Number of entries, as this transaction sees it.
     pub fn len(&self) -> u64 {
         self.map.entries
     }
 
+    /// Does the map hold no entry, as this transaction sees it?
     pub fn is_empty(&self) -> bool {
         self.map.entries == 0
     }
@@ -248,7 +282,7 @@ impl WriteTxn {
         self.durability = durability;
     }
 
-    /// Discard every change.
+    /// Discard every change (as dropping the transaction does).
     pub fn abort(mut self) {
         self.rollback();
     }

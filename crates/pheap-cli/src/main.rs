@@ -309,9 +309,7 @@ fn open_write(file: &Path, create: bool) -> Res<Heap> {
 
 fn open_error(file: &Path, e: Error) -> Fail {
     match e {
-        Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            Fail::Err(format!("{}: no such heap file", file.display()))
-        }
+        Error::NotFound { .. } => Fail::Err(format!("{}: no such heap file", file.display())),
         e => e.into(),
     }
 }

@@ -1,5 +1,5 @@
-//! The simulated disk for fuzz targets (feature `fuzzing`; not part of the API): a heap on
-//! memory that tracks what was synced, fails chosen operations, and produces crash images.
+//! The simulated disk: a heap on memory that tracks what was synced, fails chosen operations,
+//! and produces crash images. Every test and fuzz target opens heaps on it through here.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,28 +8,24 @@ use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
 use crate::storage::registry::Registry;
 use crate::{Heap, HeapOptions, Result};
 
-const CAP: u64 = 64 << 20;
+/// Capacity of a simulated disk. Above glibc's largest mmap threshold (32 MiB), so each one is
+/// lazily zeroed memory from the kernel, not a memset of reused heap memory.
+pub(crate) const CAP: u64 = 64 << 20;
 
 /// A simulated disk holding one heap.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SimDisk(Arc<MemStorage>);
 
 impl SimDisk {
     /// A new, empty heap (fixed hash seed, so runs repeat).
     pub fn new() -> SimDisk {
-        let img = crate::meta::new_heap_image_seeded(&boot(0), [7; 16]);
+        let img = crate::meta::new_heap_image_seeded(&boot_id(0), [7; 16]);
         SimDisk(Arc::new(MemStorage::from_image(&img, CAP)))
     }
 
     /// Open the heap as a process of boot `n` would (a new `n` is a reboot).
     pub fn open(&self, n: u32) -> Result<Heap> {
-        Heap::from_storage_with_boot(
-            self.0.clone(),
-            Registry::private()?,
-            &HeapOptions::default(),
-            Path::new("sim"),
-            boot(n),
-        )
+        open_mem(&self.0, boot_id(n))
     }
 
     /// Fail operation `op` (counted from now) with `kind` (0 EIO, 1 ENOSPC, 2 short write,
@@ -74,8 +70,20 @@ impl Default for SimDisk {
     }
 }
 
+/// A heap on the simulated disk `storage`, opened as a process of the boot `boot` would (tests
+/// simulate reboots with it). The one opener of the simulated disk.
+pub(crate) fn open_mem(storage: &Arc<MemStorage>, boot: [u8; 16]) -> Result<Heap> {
+    Heap::from_storage_with_boot(
+        storage.clone(),
+        Registry::private()?,
+        &HeapOptions::default(),
+        Path::new("sim"),
+        boot,
+    )
+}
+
 /// Boot `n`'s id: distinct for every `n`, and never all zeros (which means "unknown").
-fn boot(n: u32) -> [u8; 16] {
+pub(crate) fn boot_id(n: u32) -> [u8; 16] {
     let mut b = [0xb0u8; 16];
     b[..4].copy_from_slice(&n.to_le_bytes());
     b

@@ -1,0 +1,286 @@
+//! The harness: runs [`Op`]s against a heap and checks every result against the [`History`].
+
+use super::{History, Model, Op, SimDisk, contents, snapshot, txn_contents};
+use crate::{Durability, Error, Heap, ReadTxn, WriteTxn};
+
+/// Where the heap lives.
+#[derive(Debug)]
+enum Backend {
+    /// The simulated disk, opened as a process of boot `boot`.
+    Sim { disk: SimDisk, boot: u32 },
+    /// A real file (crashes and failures are skipped: they need the simulated disk).
+    #[cfg(test)]
+    File { _dir: tempfile::TempDir, path: std::path::PathBuf },
+}
+
+/// A heap under test and its model. [`Harness::apply`] panics when the heap departs from the
+/// model: a result that differs, an error no injected failure explains, a crash that recovers
+/// a state never acknowledged or loses one it must keep, a held snapshot that changes.
+#[derive(Debug)]
+pub struct Harness {
+    backend: Backend,
+    /// `None` only between a close and the open after it.
+    heap: Option<Heap>,
+    history: History,
+    tx: Option<(WriteTxn, Model)>,
+    /// Held read transactions and what they must keep seeing.
+    readers: Vec<(ReadTxn, Model)>,
+    /// A call failed: the handle refuses work until the next crash or reopen.
+    poisoned: bool,
+    /// A failure was injected since the last crash: a crash may then reopen at the last durable
+    /// commit (S1), and errors are expected.
+    failed: bool,
+}
+
+impl Harness {
+    /// A new heap on the simulated disk.
+    pub fn on_sim_disk() -> Harness {
+        let disk = SimDisk::new();
+        let heap = disk.open(0).expect("a new heap opens");
+        Harness::with(Backend::Sim { disk, boot: 0 }, heap)
+    }
+
+    /// A new heap in a file of a temporary directory.
+    #[cfg(test)]
+    pub(crate) fn on_file() -> Harness {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("model.pheap");
+        let heap = Heap::open(&path).expect("a new heap opens");
+        Harness::with(Backend::File { _dir: dir, path }, heap)
+    }
+
+    fn with(backend: Backend, heap: Heap) -> Harness {
+        Harness {
+            backend,
+            heap: Some(heap),
+            history: History::new(Model::new()),
+            tx: None,
+            readers: Vec::new(),
+            poisoned: false,
+            failed: false,
+        }
+    }
+
+    /// The heap under test.
+    pub fn heap(&self) -> &Heap {
+        self.heap.as_ref().expect("open")
+    }
+
+    /// An operation failed with `e`: expected only after an injected failure.
+    fn failure(&mut self, what: &str, e: Error) {
+        assert!(self.failed, "{what} failed with no failure injected: {e}");
+        self.poisoned = true;
+    }
+
+    /// The open write transaction, begun if none is; `None` if beginning failed.
+    fn tx(&mut self) -> Option<&mut (WriteTxn, Model)> {
+        if self.tx.is_none() {
+            match self.heap().begin_write() {
+                Ok(t) => {
+                    self.history.settled();
+                    let m = self.history.latest().clone();
+                    assert_eq!(txn_contents(&t), m, "a new write transaction sees the latest commit");
+                    self.tx = Some((t, m));
+                }
+                Err(e) => {
+                    self.failure("begin_write", e);
+                    return None;
+                }
+            }
+        }
+        self.tx.as_mut()
+    }
+
+    /// Run one operation and check it.
+    // Outside tests the simulated disk is the only backend.
+    #[cfg_attr(not(test), allow(irrefutable_let_patterns))]
+    pub fn apply(&mut self, op: Op) {
+        match op {
+            Op::Insert { .. } | Op::Remove { .. } if self.poisoned => {}
+            Op::Insert { key, value } => {
+                let Some((t, m)) = self.tx() else { return };
+                let res = t.insert(&key, &value);
+                m.insert(key.clone(), value.clone());
+                match res {
+                    Ok(()) => {
+                        assert_eq!(t.get(&key).expect("get"), Some(&value[..]));
+                        assert_eq!(t.len(), m.len() as u64);
+                    }
+                    Err(e) => {
+                        self.tx = None;
+                        self.failure("insert", e);
+                    }
+                }
+            }
+            Op::Remove { key } => {
+                let Some((t, m)) = self.tx() else { return };
+                let was = m.remove(&key).is_some();
+                match t.remove(&key) {
+                    Ok(found) => {
+                        assert_eq!(found, was, "remove reports the key's presence");
+                        assert_eq!(t.get(&key).expect("get"), None);
+                        assert_eq!(t.len(), m.len() as u64);
+                    }
+                    Err(e) => {
+                        self.tx = None;
+                        self.failure("remove", e);
+                    }
+                }
+            }
+            Op::Commit { .. } if self.poisoned => {}
+            Op::Commit { durable } => {
+                let Some((mut t, m)) = self.tx.take() else { return };
+                t.set_durability(if durable { Durability::Immediate } else { Durability::None });
+                self.history.begin(&m);
+                match t.commit() {
+                    Ok(()) => {
+                        self.history.acknowledge(m, durable);
+                        self.verify_readers();
+                    }
+                    Err(e) => self.failure("commit", e),
+                }
+            }
+            Op::Abort => drop(self.tx.take()),
+            Op::Checkpoint if self.poisoned || self.tx.is_some() => {}
+            Op::Checkpoint => {
+                let m = self.history.latest().clone();
+                self.history.begin(&m);
+                match self.heap().checkpoint() {
+                    Ok(()) => {
+                        self.history.settled();
+                        self.history.acknowledge(m, true);
+                    }
+                    Err(e) => self.failure("checkpoint", e),
+                }
+            }
+            Op::Compact { .. } if self.poisoned || self.tx.is_some() => {}
+            Op::Compact { always } => {
+                let m = self.history.latest().clone();
+                self.history.begin(&m);
+                match self.heap().compact_with(always) {
+                    Ok(_) => {
+                        self.history.settled();
+                        // Compaction's last commits are durable, unless it had nothing to do.
+                        let s = self.heap().stats().expect("stats");
+                        self.history.acknowledge(m, s.durable_txn_id == s.txn_id);
+                        if !self.failed {
+                            assert_eq!(contents(self.heap()), *self.history.latest());
+                            self.heap().check().expect("the integrity walk after compaction");
+                        }
+                        self.verify_readers();
+                    }
+                    Err(e) => self.failure("compact", e),
+                }
+            }
+            Op::Check if self.poisoned => {}
+            Op::Check => {
+                if let Err(e) = self.heap().check() {
+                    self.failure("check", e);
+                }
+            }
+            Op::Pin if self.poisoned => {}
+            Op::Pin => match self.heap().begin_read() {
+                Ok(rx) => {
+                    let m = self.history.latest().clone();
+                    assert_eq!(snapshot(&rx).expect("a new snapshot reads"), m);
+                    self.readers.push((rx, m));
+                }
+                Err(e) => self.failure("begin_read", e),
+            },
+            Op::Unpin(i) => {
+                if !self.readers.is_empty() {
+                    let n = self.readers.len();
+                    self.readers.swap_remove(i % n);
+                }
+            }
+            Op::Reopen => {
+                // Closed first (every transaction, then the handle): its close-time work runs,
+                // as at a process's orderly exit.
+                self.tx = None;
+                self.readers.clear();
+                self.heap = None;
+                let heap = match &self.backend {
+                    Backend::Sim { disk, boot } => disk.open(*boot),
+                    #[cfg(test)]
+                    Backend::File { path, .. } => Heap::open(path),
+                };
+                // A failure planned on the disk is still to come: `failed` stays.
+                self.recovered(heap.expect("a closed heap reopens"), false);
+            }
+            Op::Fail { op, kind, persistent } => {
+                if let Backend::Sim { disk, .. } = &self.backend {
+                    self.failed = true;
+                    disk.fail(op, kind, persistent);
+                }
+            }
+            Op::Crash | Op::PowerLoss { .. } => {
+                let Backend::Sim { disk, boot } = &mut self.backend else { return };
+                // The crash strikes the live process: its handle and any open write transaction
+                // are dropped only after the image is taken, so nothing they would do on close
+                // reaches it.
+                let power = op != Op::Crash;
+                let after = match op {
+                    Op::PowerLoss { kind, seed } => disk.power_loss(kind, seed),
+                    _ => disk.process_crash(),
+                };
+                self.tx = None;
+                self.readers.clear();
+                self.heap = None;
+                *disk = after;
+                if power {
+                    *boot += 1;
+                }
+                let heap = disk.open(*boot).expect("a crashed heap opens");
+                self.recovered(heap, power);
+                // The new disk carries no planned failure.
+                self.failed = false;
+            }
+        }
+    }
+
+    /// `heap` was opened after a crash (a power loss when `power`) or a close: check what it
+    /// recovered and continue from it.
+    fn recovered(&mut self, heap: Heap, power: bool) {
+        self.heap = Some(heap);
+        self.heap().check().expect("the integrity walk after a crash");
+        let got = contents(self.heap());
+        assert!(
+            self.history.acceptable(&got, power || self.failed),
+            "recovered a state never acknowledged, or lost one ({} entries; latest acknowledged \
+             has {})",
+            got.len(),
+            self.history.latest().len()
+        );
+        self.history.recovered(got, power, self.failed);
+        self.poisoned = false;
+        if power {
+            // What survived is durable now only once synced; the model keeps it as the floor
+            // until the next durable commit says otherwise.
+            let _ = self.heap().checkpoint();
+        }
+    }
+
+    /// Every held snapshot still reads as it did (when the handle can still read).
+    fn verify_readers(&self) {
+        if self.poisoned {
+            return;
+        }
+        for (rx, m) in &self.readers {
+            match snapshot(rx) {
+                Ok(got) => assert_eq!(got, *m, "a held snapshot changed under a later commit"),
+                Err(e) => assert!(self.failed, "a held snapshot failed to read: {e}"),
+            }
+        }
+    }
+
+    /// End of a workload: commit what is open, and check the heap holds the latest state and
+    /// passes the integrity walk.
+    pub fn finish(mut self) {
+        self.apply(Op::Commit { durable: false });
+        if self.poisoned {
+            return;
+        }
+        assert_eq!(contents(self.heap()), *self.history.latest());
+        self.heap().check().expect("the integrity walk at the end");
+    }
+}

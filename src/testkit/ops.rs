@@ -1,0 +1,153 @@
+//! The operations a workload is made of, decoded from fuzzer bytes or drawn by proptest.
+
+/// One step of a workload. Steps that do not apply (a commit with no transaction open, anything
+/// on a handle poisoned by a failure) are skipped by the [`super::Harness`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Insert or replace, in the open write transaction (one begins if none is open).
+    Insert {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove, in the open write transaction.
+    Remove {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Commit the open write transaction.
+    Commit {
+        /// `Durability::Immediate`, else `Durability::None`.
+        durable: bool,
+    },
+    /// Drop the open write transaction.
+    Abort,
+    /// `Heap::checkpoint`.
+    Checkpoint,
+    /// `Heap::compact` (`always`: even a heap already small enough).
+    Compact {
+        /// Compact even a small heap (the internal `compact_with(true)`).
+        always: bool,
+    },
+    /// `Heap::check`.
+    Check,
+    /// Begin a read transaction and hold it.
+    Pin,
+    /// Drop the i-th held read transaction (modulo their number).
+    Unpin(usize),
+    /// Close the heap (every transaction dropped) and open it again.
+    Reopen,
+    /// Fail the `op`-th I/O operation from now with failure `kind` (see `SimDisk::fail`).
+    Fail {
+        /// Operations from now.
+        op: u64,
+        /// Failure kind, modulo 4.
+        kind: u8,
+        /// Every later operation fails too.
+        persistent: bool,
+    },
+    /// The process dies (its page cache survives).
+    Crash,
+    /// The machine loses power (crash image `kind`, see `SimDisk::power_loss`) and reboots.
+    PowerLoss {
+        /// Crash-image kind, modulo 4.
+        kind: u8,
+        /// Drives the image's random choices.
+        seed: u64,
+    },
+}
+
+impl Op {
+    /// The workload three bytes at a time, as the fuzz target `ops_crash` reads it (the
+    /// committed corpus is in this encoding: change it only with the corpus).
+    pub fn decode(data: &[u8]) -> Vec<Op> {
+        data.chunks(3)
+            .filter_map(|op| {
+                let (a, b) = (op[0], op.get(1).copied().unwrap_or(0));
+                let c = op.get(2).copied().unwrap_or(0);
+                Some(match a % 16 {
+                    0 => Op::Remove { key: vec![b % 32] },
+                    1..=5 => {
+                        let len = if c == 255 { 70_000 } else { c as usize * 3 };
+                        Op::Insert { key: vec![b % 32], value: vec![c; len] }
+                    }
+                    6..=8 => Op::Commit { durable: b % 2 == 0 },
+                    9 => Op::Abort,
+                    10 => Op::Checkpoint,
+                    11 if b % 8 == 0 => Op::Compact { always: false },
+                    12 => Op::Fail { op: b as u64 % 16, kind: c, persistent: c % 2 == 0 },
+                    13 => Op::Crash,
+                    14 | 15 => Op::PowerLoss { kind: b, seed: c as u64 },
+                    _ => return None,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod strategies {
+    use proptest::prelude::*;
+
+    use super::Op;
+
+    /// A key of the simulated-disk workloads: empty, longer than a slab record, or short.
+    fn sim_key(k: u8) -> Vec<u8> {
+        match k % 8 {
+            0 => Vec::new(),
+            1 => vec![k; 70_000],
+            _ => format!("key-{k}").into_bytes(),
+        }
+    }
+
+    /// Workloads on the simulated disk: every operation but injected failures (the fuzz target
+    /// covers those), with crashes and power losses.
+    pub(crate) fn sim_ops() -> impl Strategy<Value = Op> {
+        let vlen = prop_oneof![8 => 0u32..300, 1 => 60_000u32..80_000];
+        let insert = (0u8..40, vlen, any::<u8>()).prop_map(|(k, len, fill)| Op::Insert {
+            key: sim_key(k),
+            value: (0..len).map(|i| fill.wrapping_add(i as u8)).collect(),
+        });
+        prop_oneof![
+            30 => insert,
+            10 => (0u8..40).prop_map(|k| Op::Remove { key: sim_key(k) }),
+            8 => any::<bool>().prop_map(|durable| Op::Commit { durable }),
+            2 => Just(Op::Abort),
+            2 => Just(Op::Checkpoint),
+            2 => Just(Op::Crash),
+            2 => (0u8..4, any::<u64>()).prop_map(|(kind, seed)| Op::PowerLoss { kind, seed }),
+            2 => Just(Op::Check),
+            3 => Just(Op::Pin),
+            2 => any::<usize>().prop_map(Op::Unpin),
+            1 => Just(Op::Compact { always: true }),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn file_key(k: u16) -> Vec<u8> {
+        format!("key/{k}/{}", "x".repeat(k as usize % 40)).into_bytes()
+    }
+
+    /// Workloads on real files: no crash or failure (those need the simulated disk).
+    pub(crate) fn file_ops() -> impl Strategy<Value = Op> {
+        let len = prop_oneof![20 => 0u32..400, 1 => 66_000u32..90_000];
+        let insert = (0u16..300, len, any::<u8>()).prop_map(|(k, len, fill)| Op::Insert {
+            key: file_key(k),
+            value: (0..len).map(|i| (i as u8) ^ fill ^ k as u8).collect(),
+        });
+        prop_oneof![
+            30 => insert,
+            10 => (0u16..300).prop_map(|k| Op::Remove { key: file_key(k) }),
+            6 => any::<bool>().prop_map(|durable| Op::Commit { durable }),
+            1 => Just(Op::Abort),
+            1 => Just(Op::Checkpoint),
+            2 => Just(Op::Reopen),
+            2 => Just(Op::Pin),
+            2 => any::<usize>().prop_map(Op::Unpin),
+        ]
+    }
+}
+
+#[cfg(test)]
+pub(crate) use strategies::{file_ops, sim_ops};
