@@ -395,3 +395,33 @@ fn closing_gives_back_the_growth_slack() {
     assert_eq!(heap.begin_read().unwrap().len(), 20_000);
     heap.check().unwrap();
 }
+
+/// A write transaction may outlive every `Heap` handle: dropping it then closes the heap.
+/// Regression (found by the test kit's harness): the transaction held the handle's writer mutex
+/// while its last reference to the handle's shared state dropped, whose close-time trim locks
+/// that mutex: the thread deadlocked on itself.
+#[test]
+fn a_write_transaction_outliving_its_heap_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.pheap");
+    let (done, finished) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        let heap = Heap::open(&p).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"k", b"v").unwrap();
+        drop(heap);
+        drop(tx); // the last reference: closes the heap
+        let heap = Heap::open(&p).unwrap();
+        let tx = heap.begin_write().unwrap();
+        drop(heap);
+        tx.commit().unwrap(); // committing needs no handle either
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("dropping a write transaction after its heap deadlocked");
+    let heap = Heap::open(&path).unwrap();
+    assert_eq!(heap.begin_read().unwrap().get(b"k").unwrap(), None, "the first was dropped");
+    heap.check().unwrap();
+}

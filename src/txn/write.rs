@@ -32,8 +32,11 @@ use crate::trie::{Iter as TrieIter, MapRoot, Reader, TrieWriter, VERIFY_ON_READ_
 /// # Ok::<(), pheap::Error>(())
 /// ```
 pub struct WriteTxn {
-    pub(super) shared: Arc<Shared>,
+    // Field order is drop order: the handle's writer mutex (`guard`) is released before the
+    // transaction's reference to the shared state, which may be the last one: closing the heap
+    // then takes that mutex (the close-time trim).
     pub(super) guard: ArcMutexGuard<RawMutex, WriterState>,
+    pub(super) shared: Arc<Shared>,
     /// Holds the registry's writer lock (released in `drop`, before `guard`).
     pub(super) locked: bool,
     /// Live pins when the transaction began, oldest first.
@@ -73,8 +76,8 @@ impl WriteTxn {
             return Err(Error::WriteInProgress);
         };
         let mut tx = WriteTxn {
-            shared: shared.clone(),
             guard,
+            shared: shared.clone(),
             locked: true,
             pins: Vec::new(),
             shrink_fully: false,
