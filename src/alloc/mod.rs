@@ -19,6 +19,8 @@ mod pager;
 mod pending;
 mod space;
 mod sweep;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};

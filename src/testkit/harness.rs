@@ -79,7 +79,11 @@ impl Harness {
                 Ok(t) => {
                     self.history.settled();
                     let m = self.history.latest().clone();
-                    assert_eq!(txn_contents(&t), m, "a new write transaction sees the latest commit");
+                    assert_eq!(
+                        txn_contents(&t),
+                        m,
+                        "a new write transaction sees the latest commit"
+                    );
                     self.tx = Some((t, m));
                 }
                 Err(e) => {

@@ -9,6 +9,8 @@
 mod iter;
 mod read;
 mod relocate;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use siphasher::sip::SipHasher13;

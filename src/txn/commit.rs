@@ -3,9 +3,9 @@
 
 use super::Durability;
 use super::write::WriteTxn;
-use crate::error::Result;
 #[cfg(doc)]
 use crate::error::Error;
+use crate::error::Result;
 use crate::format::*;
 use crate::meta::{Snapshot, encode_meta, read_slots};
 

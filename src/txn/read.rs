@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::env::Shared;
-use crate::error::Result;
 #[cfg(doc)]
 use crate::error::Error;
+use crate::error::Result;
 use crate::meta::Snapshot;
 use crate::storage::View;
 use crate::storage::registry::Pin;
