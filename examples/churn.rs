@@ -5,6 +5,7 @@
 //! ```
 
 use pheap::{Durability, Heap};
+use rand::{Rng, SeedableRng};
 
 fn main() {
     let arg = |i: usize, d: u64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
@@ -12,13 +13,8 @@ fn main() {
     let dir =
         tempfile::tempdir_in(std::env::var("PHEAP_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let heap = Heap::open(dir.path().join("churn.pheap")).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+    let mut rnd = move || rng.random::<u64>();
     let value = |r: u64| vec![r as u8; 20 + (r % 400) as usize];
     let mut tx = heap.begin_write().unwrap();
     for k in 0..keys {

@@ -1,6 +1,5 @@
 //! Behaviour through the public API: transactions, snapshots, limits, growth, options.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -13,11 +12,10 @@ fn tmp() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-fn snapshot(rx: &ReadTxn) -> HashMap<Vec<u8>, Vec<u8>> {
-    rx.iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<pheap::Result<_>>()
-        .unwrap()
+mod common;
+
+fn snapshot(rx: &ReadTxn) -> common::Model {
+    common::snapshot(rx).unwrap()
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! The bad-file catalogue: damaged, truncated or foreign files give their own clear error or a
 //! clean fallback to the other meta slot; never a panic, a hang or wrong data.
 
-use std::collections::HashMap;
 use std::path::Path;
 
+use common::Model;
 use pheap::{Error, Heap};
+use rand::Rng;
 
-type Model = HashMap<Vec<u8>, Vec<u8>>;
+mod common;
 
 const META: [usize; 3] = [4096, 8192, 12288];
 const DATA_START: usize = 16384;
@@ -15,11 +16,7 @@ const DATA_START: usize = 16384;
 /// disagree with each other (damage only the integrity walk can name).
 fn contents(heap: &Heap) -> Option<Model> {
     let rx = heap.begin_read().ok()?;
-    let m: Model = rx
-        .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<pheap::Result<_>>()
-        .ok()?;
+    let m = common::snapshot(&rx).ok()?;
     for (k, v) in &m {
         if rx.get(k).ok()? != Some(&v[..]) {
             return None;
@@ -258,16 +255,13 @@ fn damaged_records_are_errors_on_read_not_wrong_bytes() {
 fn damaged_data_never_panics() {
     let d = tempfile::tempdir().unwrap();
     let (bytes, _, second) = sample(d.path());
-    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut rng = common::rng(0x9e37_79b9_7f4a_7c15);
     let mut errors = 0;
     for round in 0..300 {
         let mut b = bytes.clone();
         for _ in 0..1 + round % 8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let at = DATA_START + (x as usize % (b.len() - DATA_START));
-            b[at] ^= (x >> 40) as u8 | 1;
+            let at = rng.random_range(DATA_START..b.len());
+            b[at] ^= rng.random::<u8>() | 1;
         }
         let Ok(heap) = open_bytes(d.path(), "data", &b) else {
             errors += 1;

@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use pheap::{Durability, Error, Heap};
 
-fn contents(heap: &Heap) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let rx = heap.begin_read().unwrap();
-    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
-}
+mod common;
+use common::contents;
 
 /// Commit `i` sets `seq` to `i` and slot `i % 50` to a value made from `i`.
 fn value(i: u64) -> Vec<u8> {

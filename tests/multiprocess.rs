@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pheap::{Durability, Error, Heap};
+use rand::Rng;
 
 const ROLE: &str = "PHEAP_MP_ROLE";
 const PATH: &str = "PHEAP_MP_PATH";
@@ -25,12 +26,7 @@ const ACCOUNTS: u32 = 100;
 const START: u64 = 1000;
 const TOTAL: u64 = ACCOUNTS as u64 * START;
 
-fn rng(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
+mod common;
 
 fn u64_of(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("8 bytes"))
@@ -225,30 +221,30 @@ fn writers_with_the_same_pid_in_two_pid_namespaces() {
 fn bank_writer(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let ack = Ack::open(path);
-    let mut seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id());
+    let mut seed = common::rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     loop {
         let mut tx = heap.begin_write().unwrap();
         let seq = u64_of(tx.get(b"seq").unwrap().unwrap()) + 1;
-        let a = (rng(&mut seed) % ACCOUNTS as u64) as u32;
-        let b = (rng(&mut seed) % ACCOUNTS as u64) as u32;
+        let a = (seed.random::<u64>() % ACCOUNTS as u64) as u32;
+        let b = (seed.random::<u64>() % ACCOUNTS as u64) as u32;
         let va = u64_of(tx.get(&a.to_be_bytes()).unwrap().unwrap());
-        let amount = va.min(rng(&mut seed) % 50);
+        let amount = va.min(seed.random::<u64>() % 50);
         tx.insert(&a.to_be_bytes(), &(va - amount).to_le_bytes()).unwrap();
         let vb = u64_of(tx.get(&b.to_be_bytes()).unwrap().unwrap());
         tx.insert(&b.to_be_bytes(), &(vb + amount).to_le_bytes()).unwrap();
-        match rng(&mut seed) % 4 {
+        match seed.random::<u64>() % 4 {
             0 => {
                 tx.remove(b"blob").unwrap();
             }
             _ => {
-                let len = 8 + (rng(&mut seed) % 30_000) as usize;
+                let len = 8 + (seed.random::<u64>() % 30_000) as usize;
                 let mut v = vec![seq as u8; len];
                 v[..8].copy_from_slice(&seq.to_le_bytes());
                 tx.insert(b"blob", &v).unwrap();
             }
         }
         tx.insert(b"seq", &seq.to_le_bytes()).unwrap();
-        let durable = rng(&mut seed).is_multiple_of(4);
+        let durable = seed.random::<u64>().is_multiple_of(4);
         tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
         tx.commit().unwrap();
         ack.store(seq);
@@ -273,7 +269,7 @@ fn bank_reader(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let ack = Ack::open(path);
     let mut last = 0;
-    let mut seed = 0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id());
+    let mut seed = common::rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     loop {
         let acked = ack.load();
         let rx = heap.begin_read().unwrap();
@@ -283,9 +279,9 @@ fn bank_reader(path: &Path) {
         last = seq;
         let n = rx.iter().inspect(|r| assert!(r.is_ok())).count() as u64;
         assert_eq!(n, rx.len());
-        if rng(&mut seed).is_multiple_of(8) {
+        if seed.random::<u64>().is_multiple_of(8) {
             // Hold the snapshot while the writer commits on; it must not change.
-            std::thread::sleep(Duration::from_millis(rng(&mut seed) % 30));
+            std::thread::sleep(Duration::from_millis(seed.random::<u64>() % 30));
             assert_eq!(check_snapshot(&rx), seq);
         }
     }
@@ -352,7 +348,7 @@ fn one_writer_four_readers_killed_at_random() {
     let reaper = Reaper::default();
     let mut writer = reaper.watch(start_writer(&acked));
     let mut readers: Vec<Child> = (0..4).map(|_| reaper.watch(spawn("reader", &path))).collect();
-    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut seed = common::rng(0x1234_5678_9abc_def1);
     let (mut writer_kills, mut reader_kills) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let alive = |c: &mut Child, what: &str| {
@@ -363,19 +359,19 @@ fn one_writer_four_readers_killed_at_random() {
         }
     };
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50 + rng(&mut seed) % 400));
+        std::thread::sleep(Duration::from_millis(50 + seed.random::<u64>() % 400));
         alive(&mut writer, "the writer");
         for r in &mut readers {
             alive(r, "a reader");
         }
-        if rng(&mut seed).is_multiple_of(3) {
+        if seed.random::<u64>().is_multiple_of(3) {
             kill(&mut writer, libc::SIGKILL);
             writer.wait().unwrap();
             writer_kills += 1;
             audit(&heap, acked.load(Ordering::SeqCst), &format!("writer kill {writer_kills}"));
             writer = reaper.watch(start_writer(&acked));
         } else {
-            let i = (rng(&mut seed) % 4) as usize;
+            let i = (seed.random::<u64>() % 4) as usize;
             let dead = readers[i].id();
             kill(&mut readers[i], libc::SIGKILL);
             readers[i].wait().unwrap();

@@ -1,13 +1,9 @@
 //! Space: reuse under churn, and the file's tail given back once nothing can reach it.
 
 use pheap::{Durability, Heap};
+use rand::Rng;
 
-fn rng(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
-}
+mod common;
 
 #[test]
 fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
@@ -96,24 +92,24 @@ fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let heap = Heap::open(dir.path().join("c.pheap")).unwrap();
     let keys = 20_000u64;
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut x = common::rng(0x9e37_79b9_7f4a_7c15);
     let value = |r: u64| vec![r as u8; 20 + (r % 400) as usize];
     let mut tx = heap.begin_write().unwrap();
     for k in 0..keys {
-        tx.insert(&k.to_be_bytes(), &value(rng(&mut x))).unwrap();
+        tx.insert(&k.to_be_bytes(), &value(x.random::<u64>())).unwrap();
     }
     tx.commit().unwrap();
     let mut worst = 0f64;
     for round in 0..150 {
         let mut tx = heap.begin_write().unwrap();
         for _ in 0..keys / 20 {
-            let k = rng(&mut x) % keys;
-            if rng(&mut x).is_multiple_of(4) {
+            let k = x.random::<u64>() % keys;
+            if x.random::<u64>().is_multiple_of(4) {
                 tx.remove(&k.to_be_bytes()).unwrap();
-                let k2 = rng(&mut x) % keys;
-                tx.insert(&k2.to_be_bytes(), &value(rng(&mut x))).unwrap();
+                let k2 = x.random::<u64>() % keys;
+                tx.insert(&k2.to_be_bytes(), &value(x.random::<u64>())).unwrap();
             } else {
-                tx.insert(&k.to_be_bytes(), &value(rng(&mut x))).unwrap();
+                tx.insert(&k.to_be_bytes(), &value(x.random::<u64>())).unwrap();
             }
         }
         tx.commit().unwrap();
@@ -136,12 +132,14 @@ fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
 fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let heap = Heap::open(dir.path().join("k.pheap")).unwrap();
-    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut x = common::rng(0x1234_5678_9abc_def1);
     let mut model = std::collections::HashMap::new();
     let mut tx = heap.begin_write().unwrap();
     for k in 0..60_000u64 {
-        let v =
-            vec![k as u8; (rng(&mut x) % 600) as usize + if k % 1000 == 0 { 70_000 } else { 0 }];
+        let v = vec![
+            k as u8;
+            (x.random::<u64>() % 600) as usize + if k % 1000 == 0 { 70_000 } else { 0 }
+        ];
         tx.insert(&k.to_be_bytes(), &v).unwrap();
         model.insert(k, v);
     }

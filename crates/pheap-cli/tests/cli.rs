@@ -1,6 +1,8 @@
 //! The real `pheap` binary: every subcommand, the dump/load round trip on random binary data,
 //! the error cases, and `check` finding planted corruption.
 
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -15,13 +17,6 @@ fn contents(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let heap = pheap::Heap::options().create(false).open(path).unwrap();
     let rx = heap.begin_read().unwrap();
     rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
-}
-
-fn rng(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 #[test]
@@ -60,23 +55,23 @@ fn put_get_rm_in_text_hex_and_base64() {
 fn dump_and_load_round_trip_random_binary_data() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.pheap"), dir.path().join("b.pheap"));
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut x = SmallRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
     {
         let heap = pheap::Heap::open(&a).unwrap();
         let mut tx = heap.begin_write().unwrap();
         for i in 0..3000u64 {
-            let klen = (rng(&mut x) % 40) as usize;
-            let mut k: Vec<u8> = (0..klen).map(|_| rng(&mut x) as u8).collect();
+            let klen = x.random_range(0..40);
+            let mut k: Vec<u8> = (0..klen).map(|_| x.random::<u8>()).collect();
             k.extend_from_slice(&i.to_le_bytes()); // unique
             let vlen = match i % 100 {
                 0 => 100_000,
                 1 => 0,
-                _ => (rng(&mut x) % 300) as usize,
+                _ => x.random_range(0..300),
             };
             let v: Vec<u8> = if i % 3 == 0 {
                 "text \u{e9}\"\\\n".repeat(vlen / 8 + 1).into_bytes()
             } else {
-                (0..vlen).map(|_| rng(&mut x) as u8).collect()
+                (0..vlen).map(|_| x.random::<u8>()).collect()
             };
             tx.insert(&k, &v).unwrap();
         }
