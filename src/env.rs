@@ -15,7 +15,18 @@ use crate::storage::fork::fork_generation;
 use crate::storage::registry::{LivePin, Registry};
 use crate::storage::{Storage, View};
 use crate::trie::KeyHasher;
-use crate::txn::Durability;
+
+/// When a commit is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `commit` returns once the commit survives power loss (two syncs).
+    #[default]
+    Immediate,
+    /// `commit` returns once the commit is visible to every reader and survives a crash of the
+    /// process, but not of the machine: after a power loss or reboot the heap opens at the last
+    /// durable commit. [`crate::Heap::checkpoint`] makes it durable.
+    None,
+}
 
 /// State shared by every handle of one open heap.
 pub(crate) struct Shared {

@@ -87,6 +87,9 @@ impl Op {
 }
 
 #[cfg(test)]
+pub(crate) use strategies::{file_ops, sim_ops};
+
+#[cfg(test)]
 mod strategies {
     use proptest::prelude::*;
 
@@ -148,6 +151,3 @@ mod strategies {
         ]
     }
 }
-
-#[cfg(test)]
-pub(crate) use strategies::{file_ops, sim_ops};

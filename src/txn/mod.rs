@@ -11,20 +11,9 @@ mod commit;
 mod read;
 mod write;
 
+pub use crate::env::Durability;
 pub use read::{Iter, ReadTxn};
 pub use write::WriteTxn;
 
 #[cfg(test)]
 pub(crate) use read::BEFORE_PIN;
-
-/// When a commit is safe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `commit` returns once the commit survives power loss (two syncs).
-    #[default]
-    Immediate,
-    /// `commit` returns once the commit is visible to every reader and survives a crash of the
-    /// process, but not of the machine: after a power loss or reboot the heap opens at the last
-    /// durable commit. [`crate::Heap::checkpoint`] makes it durable.
-    None,
-}
