@@ -39,22 +39,14 @@ proptest! {
     /// and power losses of every kind.
     #[test]
     fn heap_matches_model_through_crashes(ops in prop::collection::vec(sim_ops(), 1..120)) {
-        let mut h = Harness::on_sim_disk();
-        for op in ops {
-            h.apply(op);
-        }
-        h.finish();
+        Harness::on_sim_disk().run(ops);
     }
 
     /// The same harness on real files: the reopened heap must equal the last commit, non-durable
     /// ones included (the machine did not restart), and closing trims the file.
     #[test]
     fn file_heap_matches_model(ops in prop::collection::vec(file_ops(), 1..150)) {
-        let mut h = Harness::on_file();
-        for op in ops {
-            h.apply(op);
-        }
-        h.finish();
+        Harness::on_file().run(ops);
     }
 }
 

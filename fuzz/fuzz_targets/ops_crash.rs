@@ -14,8 +14,5 @@ use libfuzzer_sys::fuzz_target;
 use pheap::testkit::{Harness, Op};
 
 fuzz_target!(|data: &[u8]| {
-    let mut h = Harness::on_sim_disk();
-    for op in Op::decode(data) {
-        h.apply(op);
-    }
+    Harness::on_sim_disk().run(Op::decode(data));
 });

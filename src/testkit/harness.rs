@@ -277,6 +277,14 @@ impl Harness {
         }
     }
 
+    /// Run a whole workload, then [`Harness::finish`].
+    pub fn run(mut self, ops: impl IntoIterator<Item = Op>) {
+        for op in ops {
+            self.apply(op);
+        }
+        self.finish();
+    }
+
     /// End of a workload: commit what is open, and check the heap holds the latest state and
     /// passes the integrity walk.
     pub fn finish(mut self) {
