@@ -434,6 +434,18 @@ pub struct ChunkHeader {
 }
 pub const CHUNK_HEADER_SIZE: u64 = 16;
 const _: () = assert!(size_of::<ChunkHeader>() == CHUNK_HEADER_SIZE as usize);
+
+/// A chunk's checksum: low 32 bits of xxh3 over its `next` and `count` fields (bytes 0..12) and
+/// its entries, little-endian.
+pub fn chunk_checksum(next: u64, entries: &[u64]) -> u32 {
+    let mut buf = Vec::with_capacity(12 + entries.len() * 8);
+    buf.extend_from_slice(&next.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        buf.extend_from_slice(&e.to_le_bytes());
+    }
+    checksum64(&buf) as u32
+}
 pub const CHUNK_CAPACITY: usize = ((PAGE_SIZE - RUN_HEADER_SIZE - CHUNK_HEADER_SIZE) / 8) as usize;
 
 /// Allocator blob header. The blob (payload of a `RUN_META` run, checksummed in the meta slot)

@@ -106,15 +106,6 @@ pub(super) fn read_u64s(bytes: &[u8], n: usize) -> Option<(Vec<u64>, &[u8])> {
     Some((a.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect(), rest))
 }
 
-pub(super) fn chunk_checksum(next: u64, entries: &[u64]) -> u32 {
-    let mut buf = Vec::with_capacity(12 + entries.len() * 8);
-    buf.extend_from_slice(&next.to_le_bytes());
-    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    for e in entries {
-        buf.extend_from_slice(&e.to_le_bytes());
-    }
-    checksum64(&buf) as u32
-}
 
 #[cfg(test)]
 mod tests {
