@@ -9,8 +9,9 @@ use crate::heap::Heap;
 use crate::txn::Durability;
 
 /// Compaction rounds at most: each plans the spans to empty and empties them in bounded steps;
-/// the large records a round moves into runs it freed may let a next one do more.
-const MAX_COMPACT_ROUNDS: usize = 4;
+/// records a round could not place (no room below the limit until the spans it empties are
+/// swept) move in the next. Rounds stop early once nothing is left past the limit.
+const MAX_COMPACT_ROUNDS: usize = 8;
 
 /// What [`Heap::compact`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +96,10 @@ impl Heap {
             // sweeps find the emptied spans and return them to the free runs.
             self.checkpoint()?;
             sweep(None, false)?;
-            if round == 0 {
+            // Done when a round moved nothing, or when nothing is left past the limit. Records
+            // that found no room below the limit in one round (room appears only as the spans
+            // emptied before it are swept) move in the next: each round moves less.
+            if round == 0 || self.stats()?.used_size <= limit {
                 break;
             }
         }

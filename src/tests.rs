@@ -341,3 +341,50 @@ fn an_open_racing_a_replacement_ends_on_the_new_file() {
     drop(guard);
     assert_eq!(opener.join().unwrap().as_deref(), Some(&b"new"[..]));
 }
+
+/// Regression (tests/space.rs's compaction test failed about once in fifty runs, its hash seed
+/// random): the file ended at 1.4x its live bytes instead of 1.2x. Two causes: a node copied
+/// because a child moved was placed by the allocator's usual rule, so in the last round it could
+/// take a new span at the file's end, where it stayed (copies now go below the limit, like moved
+/// records); and four rounds were not always enough, records that found no room below the limit
+/// in one round moving only in the next (rounds now go on, up to eight, while anything is left
+/// past the limit). Hash seed 96 of this workload failed before; `SEEDS=150` runs seeds 0..150,
+/// all of which pass.
+#[test]
+fn compaction_leaves_no_copied_node_at_the_tail() {
+    use rand::Rng;
+    let seeds: Vec<u128> = match std::env::var("SEEDS") {
+        Ok(n) => (0..n.parse().unwrap()).collect(),
+        Err(_) => vec![96, 100],
+    };
+    for seed in seeds {
+        let img = crate::meta::new_heap_image_seeded(&boot(0), (seed * 7919 + 1).to_le_bytes());
+        let s = Arc::new(MemStorage::from_image(&img, 256 << 20));
+        let heap = open_mem(&s, boot(0)).unwrap();
+        let mut x = SmallRng::seed_from_u64(0x1234_5678_9abc_def1);
+        let mut tx = heap.begin_write().unwrap();
+        for k in 0..60_000u64 {
+            let large = if k % 1000 == 0 { 70_000 } else { 0 };
+            let v = vec![k as u8; x.random_range(0..600) + large];
+            tx.insert(&k.to_be_bytes(), &v).unwrap();
+        }
+        tx.commit().unwrap();
+        // Two keys in three removed: holes in every span, the tail included.
+        for chunk in (0..60_000u64).filter(|k| k % 3 != 0).collect::<Vec<_>>().chunks(5000) {
+            let mut tx = heap.begin_write().unwrap();
+            for k in chunk {
+                tx.remove(&k.to_be_bytes()).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        heap.compact().unwrap();
+        let st = heap.stats().unwrap();
+        assert!(
+            st.file_size <= st.live_bytes * 11 / 10 + (2 << 20),
+            "seed {seed}: file {} for {} live bytes",
+            st.file_size,
+            st.live_bytes
+        );
+        heap.check().unwrap();
+    }
+}

@@ -106,7 +106,6 @@ pub(super) fn read_u64s(bytes: &[u8], n: usize) -> Option<(Vec<u64>, &[u8])> {
     Some((a.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect(), rest))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

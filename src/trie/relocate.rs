@@ -49,13 +49,34 @@ impl TrieWriter<'_> {
     ) -> Result<u64> {
         let size = buf.size();
         if let Some(new) = self.evacuate(off, size, plan)? {
-            let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
-            self.alloc.write(new, buf.encode(&mut small, &mut large))?;
-            self.alloc.free(Offset(off), size);
-            *moved += size;
-            return Ok(new.0);
+            return self.relocate(off, buf, new, moved);
         }
-        if changed { self.store(buf, Some((off, size))) } else { Ok(off) }
+        if !changed {
+            return Ok(off);
+        }
+        // A copy of a node whose child moved: like a moved record, below the limit and outside
+        // the spans being emptied, unless it can be rewritten where it is (this transaction's
+        // own copy). A copy left to the allocator's usual placement could land in a new span at
+        // the file's end, which the last round would then leave there.
+        // (Compaction changes child offsets only: the copy has the node's size.)
+        let in_place = self.alloc.is_fresh(Offset(off));
+        if !in_place
+            && size <= MAX_SLAB_SIZE
+            && let Some(new) = self.alloc.alloc_evacuate(size, plan)?
+        {
+            return self.relocate(off, buf, new, moved);
+        }
+        self.store(buf, Some((off, size)))
+    }
+
+    /// Write `buf` (the node at `off`) to `new`, which compaction allocated, and free `off`.
+    fn relocate(&mut self, off: u64, buf: &NodeBuf, new: Offset, moved: &mut u64) -> Result<u64> {
+        let size = buf.size();
+        let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
+        self.alloc.write(new, buf.encode(&mut small, &mut large))?;
+        self.alloc.free(Offset(off), size);
+        *moved += size;
+        Ok(new.0)
     }
 
     fn lower_child(
