@@ -730,6 +730,58 @@ fn now_ns() -> u64 {
 mod tests {
     use super::*;
 
+    /// Two handles of one heap: (registry, its heap file kept open), through the real lock file.
+    fn two_handles(dir: &Path) -> (Registry, Registry) {
+        let path = dir.join("r.pheap");
+        crate::Heap::open(&path).expect("a new heap");
+        let id = FileId::of(&std::fs::metadata(&path).expect("metadata"));
+        let open = || Registry::open(&path, &id, false).map_err(|_| "join").expect("joins");
+        (open(), open())
+    }
+
+    /// A pin is seen by the other handle's scan (the writer's horizon) with its snapshot's
+    /// `end`, listed by `readers` with this process's pid, and gone once it leaves; so is its
+    /// slot's pin when the pin is replaced.
+    #[test]
+    fn pins_are_seen_across_handles_until_they_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_handles(dir.path());
+        assert!(b.live_pins(false).unwrap().is_empty());
+        let p = a.enter().unwrap();
+        a.pin(p, TxnId(7), 65536);
+        let q = a.enter().unwrap();
+        a.pin(q, TxnId(5), 32768);
+        let pins = b.live_pins(true).unwrap();
+        let got: Vec<(u64, u64)> = pins.iter().map(|p| (p.txn.0, p.end)).collect();
+        assert_eq!(got, vec![(5, 32768), (7, 65536)], "oldest first");
+        let readers = b.readers().unwrap();
+        assert_eq!(readers.len(), 2);
+        assert!(readers.iter().all(|r| r.pid == std::process::id()));
+        a.leave(q);
+        let got: Vec<u64> = b.live_pins(true).unwrap().iter().map(|p| p.txn.0).collect();
+        assert_eq!(got, vec![7]);
+        a.leave(p);
+        assert!(b.live_pins(true).unwrap().is_empty());
+    }
+
+    /// One writer across handles; the lock reports whether this handle held it last (the writer
+    /// token), so a handle that did knows the file's length has not changed since (I12).
+    #[test]
+    fn the_writer_lock_excludes_other_handles_and_says_who_held_it_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_handles(dir.path());
+        assert!(a.lock_writer(false).unwrap().is_some());
+        assert_eq!(b.lock_writer(false).unwrap(), None, "held by the other handle");
+        assert_eq!(a.last_writer_pid(), Some(std::process::id()));
+        a.unlock_writer();
+        assert_eq!(a.lock_writer(false).unwrap(), Some(true), "a held it last");
+        a.unlock_writer();
+        assert_eq!(b.lock_writer(false).unwrap(), Some(false), "a held it last, not b");
+        b.unlock_writer();
+        assert_eq!(a.lock_writer(false).unwrap(), Some(false), "b held it since");
+        a.unlock_writer();
+    }
+
     /// Writer tokens must differ between processes whose pids are equal (two containers' pid 1):
     /// a token built from the pid let a writer skip its length check and die of SIGBUS
     /// (reliability issue, item 12a). Tokens are random: none carries the pid.
