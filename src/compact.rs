@@ -99,7 +99,7 @@ impl Heap {
             // Done when a round moved nothing, or when nothing is left past the limit. Records
             // that found no room below the limit in one round (room appears only as the spans
             // emptied before it are swept) move in the next: each round moves less.
-            if round == 0 || self.stats()?.used_size <= limit {
+            if round == 0 || self.begin_read()?.snapshot().alloc.end <= limit {
                 break;
             }
         }

@@ -48,7 +48,7 @@ impl Allocator {
         for p in self.pending.iter().chain(&self.pending_ro) {
             let batch = self.read_batch(p)?;
             inv.meta_runs.extend(batch.pages.iter().map(|&page| (page, 1)));
-            if batch.count != p.chained + p.inline.len() as u64 {
+            if batch.freed.len() as u64 != p.chained + p.inline.len() as u64 {
                 return Err(corrupt(p.chain, "pending chain length differs from the record"));
             }
             for freed in batch.freed {

@@ -10,8 +10,6 @@ use crate::format::*;
 pub(super) struct Batch {
     pub freed: Vec<Freed>,
     pub pages: Vec<u64>,
-    /// Entries found (inline and chained), to compare with what the blob recorded.
-    pub count: u64,
 }
 
 impl Batch {
@@ -36,7 +34,7 @@ impl Allocator {
             entries.extend_from_slice(&more);
             pages.push(page);
         }
-        Ok(Batch { freed: self.decode_freed(&entries)?, pages, count: entries.len() as u64 })
+        Ok(Batch { freed: self.decode_freed(&entries)?, pages })
     }
 
     /// Validate and decode a pending batch's packed entries.

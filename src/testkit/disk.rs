@@ -41,11 +41,6 @@ impl SimDisk {
         }));
     }
 
-    /// No more failures.
-    pub fn heal(&self) {
-        self.0.set_fail(None);
-    }
-
     /// The disk a new process finds after this one died (the page cache survives).
     pub fn process_crash(&self) -> SimDisk {
         SimDisk(Arc::new(self.0.crash_clone()))

@@ -19,7 +19,7 @@ pub(crate) use disk::{CAP, boot_id, open_mem};
 #[cfg(test)]
 pub(crate) use ops::{file_ops, sim_ops};
 
-use crate::{Heap, ReadTxn, Result, WriteTxn};
+use crate::{Heap, Iter, ReadTxn, Result, WriteTxn};
 
 /// What a map holds, as the tests model it.
 pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -36,18 +36,19 @@ pub fn contents(heap: &Heap) -> Model {
     m
 }
 
+/// Every entry an iteration yields.
+fn collect(it: Iter<'_>) -> Result<Model> {
+    it.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
+}
+
 /// Every entry of a read transaction's snapshot.
 pub fn snapshot(rx: &ReadTxn) -> Result<Model> {
-    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
+    collect(rx.iter())
 }
 
 /// Every entry as a write transaction sees it. Panics on any error.
 pub fn txn_contents(tx: &WriteTxn) -> Model {
-    let m: Model = tx
-        .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<_>>()
-        .expect("the walk of a write transaction");
+    let m = collect(tx.iter()).expect("the walk of a write transaction");
     assert_eq!(m.len() as u64, tx.len());
     m
 }

@@ -31,10 +31,7 @@ impl TrieWriter<'_> {
         let size = self.reader().leaf(Offset(off))?.size();
         let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
         let bytes = self.alloc.read(Offset(off), size)?.to_vec();
-        self.alloc.write(new, &bytes)?;
-        self.alloc.free(Offset(off), size);
-        *moved += size;
-        Ok(new.0)
+        self.relocate(off, &bytes, new, moved)
     }
 
     /// Write the node at `off` (now `buf`; `changed` if a child moved) to its new place if
@@ -48,8 +45,9 @@ impl TrieWriter<'_> {
         moved: &mut u64,
     ) -> Result<u64> {
         let size = buf.size();
+        let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
         if let Some(new) = self.evacuate(off, size, plan)? {
-            return self.relocate(off, buf, new, moved);
+            return self.relocate(off, buf.encode(&mut small, &mut large), new, moved);
         }
         if !changed {
             return Ok(off);
@@ -64,16 +62,16 @@ impl TrieWriter<'_> {
             && size <= MAX_SLAB_SIZE
             && let Some(new) = self.alloc.alloc_evacuate(size, plan)?
         {
-            return self.relocate(off, buf, new, moved);
+            return self.relocate(off, buf.encode(&mut small, &mut large), new, moved);
         }
         self.store(buf, Some((off, size)))
     }
 
-    /// Write `buf` (the node at `off`) to `new`, which compaction allocated, and free `off`.
-    fn relocate(&mut self, off: u64, buf: &NodeBuf, new: Offset, moved: &mut u64) -> Result<u64> {
-        let size = buf.size();
-        let (mut small, mut large) = ([0u8; MAX_BRANCH_BYTES], Vec::new());
-        self.alloc.write(new, buf.encode(&mut small, &mut large))?;
+    /// Write `bytes` (the record at `off`, as it is to be) to `new`, which compaction allocated,
+    /// and free `off`.
+    fn relocate(&mut self, off: u64, bytes: &[u8], new: Offset, moved: &mut u64) -> Result<u64> {
+        let size = bytes.len() as u64;
+        self.alloc.write(new, bytes)?;
         self.alloc.free(Offset(off), size);
         *moved += size;
         Ok(new.0)
