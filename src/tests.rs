@@ -342,8 +342,8 @@ fn an_open_racing_a_replacement_ends_on_the_new_file() {
     assert_eq!(opener.join().unwrap().as_deref(), Some(&b"new"[..]));
 }
 
-/// Regression (tests/space.rs's compaction test failed about once in fifty runs, its hash seed
-/// random): the file ended at 1.4x its live bytes instead of 1.2x. Two causes: a node copied
+/// Regression (tests/space.rs's compaction test failed about once in a hundred runs, its hash
+/// seed random): the file ended at 1.4x its live bytes instead of 1.2x. Two causes: a node copied
 /// because a child moved was placed by the allocator's usual rule, so in the last round it could
 /// take a new span at the file's end, where it stayed (copies now go below the limit, like moved
 /// records); and four rounds were not always enough, records that found no room below the limit
