@@ -34,7 +34,7 @@ fn env(name: &str, default: u64) -> u64 {
 /// Walk every entry once.
 fn warm(heap: &Heap) {
     let rx = heap.begin_read().unwrap();
-    let n: usize = rx.iter().map(|r| r.unwrap().1.len()).sum();
+    let n: usize = rx.iter().map(|r| r.unwrap().1.bytes().unwrap().len()).sum();
     assert!(n > 0);
 }
 

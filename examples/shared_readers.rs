@@ -59,7 +59,7 @@ fn mib(kib: u64) -> f64 {
 fn worker(path: &str, entries: u64) {
     let heap = Heap::options().read_only(true).open(path).unwrap();
     let rx = heap.begin_read().unwrap();
-    let touched: usize = rx.iter().map(|r| r.unwrap().1.len()).sum();
+    let touched: usize = rx.iter().map(|r| r.unwrap().1.bytes().unwrap().len()).sum();
     assert_eq!(touched as u64, entries * 200);
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -186,7 +186,7 @@ fn main() {
     let heap = Heap::options().read_only(true).open(&path).unwrap();
     let map: HashMap<Vec<u8>, Vec<u8>> = {
         let rx = heap.begin_read().unwrap();
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect()
     };
     drop(heap);
     let copy = proc_kib(std::process::id(), "status", "VmRSS:").saturating_sub(before);

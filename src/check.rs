@@ -8,7 +8,7 @@ use crate::env::{Shared, load_snapshot_alloc};
 use crate::error::{Result, corrupt};
 use crate::format::*;
 use crate::meta::Snapshot;
-use crate::trie::Reader;
+use crate::trie::{MapRoot, Reader};
 
 /// What the integrity walk checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,9 +20,13 @@ pub struct CheckReport {
     pub entries: u64,
     /// Trie nodes walked, each reachable once and its checksum verified.
     pub nodes: u64,
-    /// Leaves walked: equal to `entries`, each on the path its key's hash names, its checksum
-    /// verified.
+    /// Leaves walked, in every map: each map's count equals the entries it records, each leaf
+    /// is on the path its key's hash names, its checksum verified.
     pub leaves: u64,
+    /// Sub-maps walked (the top-level map not counted), each reachable once.
+    pub maps: u64,
+    /// Out-of-line parts walked, each record reachable once, its checksum verified.
+    pub parts: u64,
     /// Page runs walked (slab spans, large records, metadata, free runs).
     pub runs: u64,
     /// Bytes in records reachable from the commit (allocator metadata included): equal to the
@@ -40,6 +44,13 @@ struct Walk<'a> {
     hasher: crate::trie::KeyHasher,
     /// Reachable records: offset -> size.
     live: HashMap<u64, u64>,
+    /// Sub-maps found and not yet walked, with the offset of their leaf and their depth: walked
+    /// one after another, never by recursion (a hostile file cannot exhaust the stack).
+    maps: Vec<(MapRoot, u64, usize)>,
+    /// Leaves of the map being walked.
+    leaves: u64,
+    /// Depth of the map being walked.
+    depth: usize,
     report: CheckReport,
 }
 
@@ -128,7 +139,34 @@ impl Walk<'_> {
         let key = l.key.to_vec();
         self.mark(off, l.size())?;
         self.report.leaves += 1;
+        self.leaves += 1;
+        let v = self.reader.value(&l)?;
+        for p in v.parts {
+            self.reader.part(p, usize::MAX)?;
+            if p.rec.get() != 0 {
+                self.mark(p.rec.get(), part_record_size(p.len.get()))?;
+            }
+            self.report.parts += 1;
+        }
+        if let Some(sub) = v.map {
+            if self.depth >= MAX_NESTING {
+                return Err(corrupt(off, "maps nested deeper than the limit"));
+            }
+            self.maps.push((sub, off, self.depth + 1));
+        }
         Ok(key)
+    }
+
+    /// Walk one map: its tree, then count its leaves against its recorded entries.
+    fn map(&mut self, map: MapRoot, at: u64, depth: usize) -> Result<()> {
+        (self.leaves, self.depth) = (0, depth);
+        if !map.is_empty() {
+            self.node(map.root.0, 0, 0)?;
+        }
+        if self.leaves != map.entries {
+            return Err(corrupt(at, "entry count differs from the leaves reachable"));
+        }
+        Ok(())
     }
 }
 
@@ -140,17 +178,18 @@ pub(crate) fn check(shared: &Arc<Shared>, snap: &Snapshot) -> Result<CheckReport
         reader,
         hasher: shared.hasher,
         live: HashMap::new(),
+        maps: Vec::new(),
+        leaves: 0,
+        depth: 0,
         report: CheckReport::default(),
     };
     w.report.txn_id = snap.txn.0;
     w.report.entries = snap.map.entries;
     w.report.skipped_commits = shared.skipped(snap, &shared.trusted()?);
-    let map = snap.map;
-    if !map.is_empty() {
-        w.node(map.root.0, 0, 0)?;
-    }
-    if w.report.leaves != map.entries {
-        return Err(corrupt(map.root.0, "entry count differs from the leaves reachable"));
+    w.map(snap.map, META_OFFSETS[snap.slot], 0)?;
+    while let Some((map, at, depth)) = w.maps.pop() {
+        w.report.maps += 1;
+        w.map(map, at, depth)?;
     }
     let inv = alloc.inventory()?;
     let end = inv.end;

@@ -16,7 +16,8 @@ use crate::storage::file::FileId;
 use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
-use crate::txn::Durability;
+use crate::format::{Kind, MAX_NESTING};
+use crate::txn::{Durability, Map, MapMut, Value};
 
 /// What [`Heap::copy_to`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +34,35 @@ pub struct CopyStats {
     pub stale_removed: u64,
 }
 
-/// Commit the copy every this many entries, bounding the work of one transaction.
+/// Copy the entry `key` -> `value` of `src` into `dst`: a sub-map with everything in it, a value
+/// with its kind and parts. Returns the entries copied, at every level.
+pub(crate) fn copy_entry(
+    src: Map<'_>,
+    key: &[u8],
+    value: Value<'_>,
+    dst: &mut MapMut<'_>,
+    depth: usize,
+) -> Result<u64> {
+    if value.kind() != Kind::Map {
+        let parts = value.parts().collect::<Result<Vec<_>>>()?;
+        dst.insert_parts(key, value.kind(), value.inline(), &parts)?;
+        return Ok(1);
+    }
+    if depth >= MAX_NESTING {
+        return Err(Error::NestingTooDeep { max: MAX_NESTING });
+    }
+    let sub = src.map(key)?.ok_or_else(|| crate::error::corrupt(0, "sub-map vanished"))?;
+    let mut out = dst.map_mut(key)?;
+    let mut n = 1;
+    for item in sub.iter() {
+        let (k, v) = item?;
+        n += copy_entry(sub, k, v, &mut out, depth + 1)?;
+    }
+    Ok(n)
+}
+
+/// Commit the copy every this many entries (counted at every level, at top-level boundaries),
+/// bounding the work of one transaction.
 const BATCH: u64 = 1 << 20;
 
 /// The destination as it is before the copy: absent, or (with `overwrite`) a regular file that is
@@ -111,21 +140,23 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
     let result = (|| -> Result<CopyStats> {
         let out = Heap::options().durability(Durability::None).open(&tmp)?;
         let mut tx = out.begin_write()?;
-        let mut n = 0u64;
+        let (mut n, mut batch) = (0u64, 0u64);
         for item in rx.iter() {
             let (k, v) = item?;
-            tx.insert(k, v)?;
+            batch += copy_entry(rx.root(), k, v, &mut tx.root_mut(), 0)?;
             n += 1;
-            if n.is_multiple_of(BATCH) {
+            if batch >= BATCH {
                 tx.commit()?;
                 tx = out.begin_write()?;
+                batch = 0;
             }
         }
         tx.commit()?;
         out.checkpoint()?;
         let copied = out.stats()?.entries;
-        if n != rx.len() || copied != n {
-            return Err(Error::CopyIncomplete { expected: rx.len(), copied });
+        let expected = rx.len() as u64;
+        if n != expected || copied != n {
+            return Err(Error::CopyIncomplete { expected, copied });
         }
         drop(out); // gives back the growth slack
         let file = std::fs::File::open(&tmp)?;

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::meta::new_heap_image_seeded;
 use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
-use crate::testkit::{CAP, History, Model, contents, open_mem as open};
+use crate::testkit::{CAP, History, Model, Val, contents, open_mem as open};
 use crate::{Durability, Error, Heap};
 
 /// Boot ids (never all zeros, which means "unknown").
@@ -45,7 +45,7 @@ fn workload(heap: &Heap, seed: u64, log: &mut History) -> crate::Result<()> {
                 };
                 let v = vec![rng.random::<u8>(); len];
                 t.insert(&k, &v)?;
-                m.insert(k, v);
+                m.insert(k, Val::plain(&v));
             }
             55..72 => {
                 let k = format!("k{}", rng.random_range(0..48)).into_bytes();
@@ -156,7 +156,7 @@ fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
                         kind: FailKind::Eio,
                     }));
                     let mut after = got.clone();
-                    after.insert(b"recovered".to_vec(), b"yes".to_vec());
+                    after.insert(b"recovered".to_vec(), Val::plain(b"yes"));
                     let r = heap.begin_write().and_then(|mut t| {
                         t.insert(b"recovered", b"yes")?;
                         t.commit()

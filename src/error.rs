@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::io;
+
+use crate::kind::{Kind, show_key};
 use std::path::PathBuf;
 
 /// Everything that can go wrong in pheap. Each message says what happened and what to do.
@@ -59,6 +61,40 @@ pub enum Error {
         len: usize,
         /// [`crate::MAX_VALUE_LEN`].
         max: usize,
+    },
+    /// The key holds a value of another kind than the operation needs: `get` on a map,
+    /// `map_mut` or `insert` over a map, `map` on bytes. Nothing was changed.
+    WrongKind {
+        /// The key.
+        key: Vec<u8>,
+        /// The kind the operation needs.
+        expected: Kind,
+        /// The kind the key holds.
+        found: Kind,
+    },
+    /// A map nested deeper than [`crate::MAX_NESTING`].
+    NestingTooDeep {
+        /// [`crate::MAX_NESTING`].
+        max: usize,
+    },
+    /// `get` on a value of several parts: read it with `get_value`.
+    MultiPart {
+        /// The key.
+        key: Vec<u8>,
+        /// Its out-of-line parts.
+        parts: usize,
+    },
+    /// A typed read whose type does not fit the value: wrong size, or a value not aligned for
+    /// the type.
+    TypeMismatch {
+        /// The key.
+        key: Vec<u8>,
+        /// The type asked for.
+        type_name: &'static str,
+        /// The value's length in bytes.
+        len: usize,
+        /// What does not fit.
+        reason: &'static str,
     },
     /// The heap's lock file (`<heap>-lock`) cannot be used: no access, or another build's layout.
     LockFile {
@@ -156,6 +192,24 @@ impl fmt::Display for Error {
             Error::ValueTooLarge { len, max } => {
                 write!(f, "value of {len} bytes exceeds the limit of {max} bytes")
             }
+            Error::WrongKind { key, expected, found } => write!(
+                f,
+                "key {} holds {found}, not {expected}; nothing was changed",
+                show_key(key)
+            ),
+            Error::NestingTooDeep { max } => {
+                write!(f, "maps nest at most {max} deep; flatten the structure")
+            }
+            Error::MultiPart { key, parts } => write!(
+                f,
+                "key {} holds a value of {parts} out-of-line parts; read it with get_value",
+                show_key(key)
+            ),
+            Error::TypeMismatch { key, type_name, len, reason } => write!(
+                f,
+                "the value of key {} ({len} bytes) cannot be read as {type_name}: {reason}",
+                show_key(key)
+            ),
             Error::LockFile { path, reason } => {
                 write!(f, "cannot use the heap's lock file {}: {reason}", path.display())
             }

@@ -9,12 +9,18 @@ use std::mem::offset_of;
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 use zerocopy::little_endian::{U16, U32, U64};
+
+pub use crate::kind::Kind;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// File magic: "PHEAP", a NUL, CR LF (the CR LF catches text-mode mangling).
 pub const MAGIC: [u8; 8] = *b"PHEAP\0\r\n";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes into new files. Version 2 adds value kinds (sub-maps,
+/// tagged values) and out-of-line parts; every version-1 structure is a valid version-2 one with
+/// the same meaning, so this build opens, reads and extends version-1 files as they are.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// The unit of file growth, span allocation and meta-slot placement.
 pub const PAGE_SIZE: u64 = 4096;
 /// Offsets of the three meta slots; each sits alone in its page so that a torn write of one can
@@ -196,7 +202,35 @@ impl RunHeader {
 
 pub const NODE_KIND_BRANCH: u16 = 0x4e42; // "BN"
 pub const NODE_KIND_COLLISION: u16 = 0x4e43; // "CN"
+/// Leaf kinds (the value's kind, DESIGN §2.5): plain bytes.
 pub const LEAF_KIND_BYTES: u16 = 0x4c42; // "BL"
+/// A sub-map: the value is a [`MapValue`] (its trie root and entry count).
+pub const LEAF_KIND_MAP: u16 = 0x4c4d; // "ML"
+/// Tagged values: kinds `LEAF_KIND_TAGGED | t` for tags `t` in 0..=255 are opaque to the engine
+/// (bytes and parts, like [`LEAF_KIND_BYTES`]); higher layers own them (DESIGN §2.5).
+pub const LEAF_KIND_TAGGED: u16 = 0x5400; // "T" + tag
+
+/// The kind a leaf's tag names; `None` for a tag no writer produces.
+pub fn kind_of_tag(tag: u16) -> Option<Kind> {
+    match tag {
+        LEAF_KIND_BYTES => Some(Kind::Bytes),
+        LEAF_KIND_MAP => Some(Kind::Map),
+        t if t & 0xff00 == LEAF_KIND_TAGGED => Some(Kind::Tagged(t as u8)),
+        _ => None,
+    }
+}
+
+/// The leaf tag of a kind.
+pub fn tag_of_kind(kind: Kind) -> u16 {
+    match kind {
+        Kind::Bytes => LEAF_KIND_BYTES,
+        Kind::Map => LEAF_KIND_MAP,
+        Kind::Tagged(t) => LEAF_KIND_TAGGED | t as u16,
+    }
+}
+
+/// Leaf flag: the value is a part table ([`PartsHeader`], its [`PartRef`]s, the inline part).
+pub const LEAF_FLAG_PARTS: u16 = 1;
 
 /// Header of a trie node, followed by `count` child offsets (`U64`): first the leaves of the set
 /// bits of `datamap` in bit order, then the nodes of the set bits of `nodemap`. A collision node
@@ -229,9 +263,9 @@ pub struct LeafHeader {
     pub val_len: U32,
     /// 8..12: [`leaf_checksum`] of the kind, key and value (covering the lengths too).
     pub checksum: U32,
-    /// 12..14: [`LEAF_KIND_BYTES`] (typed and nested values will add kinds).
+    /// 12..14: the value's kind: [`LEAF_KIND_BYTES`], [`LEAF_KIND_MAP`] or a tagged kind.
     pub kind: U16,
-    /// 14..16: reserved, zero.
+    /// 14..16: [`LEAF_FLAG_PARTS`] or zero (always zero in version 1).
     pub flags: U16,
 }
 pub const LEAF_HEADER_SIZE: u64 = 16;
@@ -270,23 +304,85 @@ pub fn node_checksum(encoded_with_zero_sum: &[u8]) -> u32 {
 }
 
 impl LeafHeader {
-    /// The header of a leaf of `kind` holding `key` and `val`, its checksum computed.
-    pub fn new(kind: u16, key: &[u8], val: &[u8]) -> LeafHeader {
+    /// The header of a leaf of `kind` and `flags` holding `key` and the value region `val`, its
+    /// checksum computed.
+    pub fn new(kind: u16, flags: u16, key: &[u8], val: &[u8]) -> LeafHeader {
         LeafHeader {
             key_len: (key.len() as u32).into(),
             val_len: (val.len() as u32).into(),
-            checksum: leaf_checksum(kind, key, val).into(),
+            checksum: leaf_checksum(kind, flags, key, val).into(),
             kind: kind.into(),
-            flags: 0.into(),
+            flags: flags.into(),
         }
     }
 }
 
-/// A leaf's checksum: xxh3 of the value seeded with xxh3 of the key seeded with the lengths and
-/// the kind (so it covers every header field but the checksum and the zero flags).
-pub fn leaf_checksum(kind: u16, key: &[u8], val: &[u8]) -> u32 {
-    let seed = ((key.len() as u64) << 32 | val.len() as u64) ^ ((kind as u64) << 48);
+/// A leaf's checksum: xxh3 of the value region seeded with xxh3 of the key seeded with the
+/// lengths, the kind and the flags (so it covers every header field but the checksum). With
+/// zero flags it is version 1's checksum.
+pub fn leaf_checksum(kind: u16, flags: u16, key: &[u8], val: &[u8]) -> u32 {
+    let seed = ((key.len() as u64) << 32 | val.len() as u64)
+        ^ ((kind as u64) << 48)
+        ^ ((flags as u64).rotate_right(8));
     xxh3_64_with_seed(val, xxh3_64_with_seed(key, seed)) as u32
+}
+
+/// The value of a [`LEAF_KIND_MAP`] leaf: a sub-map.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct MapValue {
+    /// 0..8: offset of the map's root node, 0 when empty.
+    pub root: U64,
+    /// 8..16: entries in the map.
+    pub entries: U64,
+}
+pub const MAP_VALUE_SIZE: u64 = 16;
+const _: () = assert!(size_of::<MapValue>() == MAP_VALUE_SIZE as usize);
+
+/// Start of a value region with [`LEAF_FLAG_PARTS`]: then `count` [`PartRef`]s, then the inline
+/// part (`inline_len` bytes). The region is exactly that long.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PartsHeader {
+    /// 0..4: out-of-line parts (at least 1).
+    pub count: U32,
+    /// 4..8: length of the inline part.
+    pub inline_len: U32,
+}
+pub const PARTS_HEADER_SIZE: u64 = 8;
+const _: () = assert!(size_of::<PartsHeader>() == PARTS_HEADER_SIZE as usize);
+
+/// An out-of-line part: a record of [`part_record_size`]`(len)` bytes at `rec`, whose data starts
+/// at [`part_data_at`]`(rec)` (64-byte aligned). An empty part has no record (`rec` 0).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PartRef {
+    /// 0..8: offset of the part's record (8-aligned), 0 for an empty part.
+    pub rec: U64,
+    /// 8..16: length of the part's data.
+    pub len: U64,
+    /// 16..24: xxh3 of the part's data.
+    pub checksum: U64,
+}
+pub const PART_REF_SIZE: u64 = 24;
+const _: () = assert!(size_of::<PartRef>() == PART_REF_SIZE as usize);
+
+/// Alignment of out-of-line parts' data.
+pub const PART_ALIGN: u64 = 64;
+/// Values this long or longer are written as one out-of-line part, so they start aligned.
+pub const OUT_OF_LINE_MIN: usize = 4096;
+/// Most out-of-line parts of one value.
+pub const MAX_PARTS: usize = 1 << 16;
+
+/// Size of the record holding a part of `len` bytes: room to align its start (records are
+/// 8-aligned) plus the data.
+pub fn part_record_size(len: u64) -> u64 {
+    len + PART_ALIGN - 8
+}
+
+/// Where the data of the part whose record is at `rec` starts.
+pub fn part_data_at(rec: u64) -> u64 {
+    rec.next_multiple_of(PART_ALIGN)
 }
 
 /// Bits of hash consumed per trie level.
@@ -295,6 +391,9 @@ pub const BITS_PER_LEVEL: u32 = 5;
 pub const MAX_DEPTH: u32 = 13;
 
 pub const MAX_KEY_LEN: usize = 1 << 20;
+/// Deepest nesting of maps: the top level is depth 0, its sub-maps depth 1, and so on.
+pub const MAX_NESTING: usize = 256;
+/// Longest value, and longest part of a multi-part value.
 pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
 
 pub fn round8(n: u64) -> u64 {

@@ -15,6 +15,7 @@ mod env;
 mod error;
 mod format;
 mod heap;
+mod kind;
 mod meta;
 mod storage;
 mod trie;
@@ -33,14 +34,17 @@ pub use compact::CompactStats;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapOptions, Stats};
+pub use kind::Kind;
 pub use meta::SkippedCommit;
 pub use storage::registry::ReaderInfo;
-pub use txn::{Durability, Iter, ReadTxn, WriteTxn};
+pub use txn::{Durability, Iter, Map, MapMut, ReadTxn, Value, WriteTxn};
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;
 /// Longest value accepted.
 pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
+/// Deepest nesting of maps (the top level is depth 0).
+pub const MAX_NESTING: usize = format::MAX_NESTING;
 /// The first eight bytes of every heap file.
 pub const FILE_MAGIC: [u8; 8] = format::MAGIC;
 /// Format version this build reads and writes.

@@ -198,7 +198,7 @@ pub(crate) fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHead
         return Err(Error::Truncated { len, needed: DATA_START });
     }
     let h = FileHeader::read_from_bytes(head).expect("64 bytes");
-    if h.version.get() != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h.version.get()) {
         return Err(Error::UnsupportedVersion {
             found: h.version.get(),
             supported: FORMAT_VERSION,

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::meta::new_heap_image;
 use crate::storage::mem::{FailKind, FailPlan, MemStorage};
-use crate::testkit::{CAP, Harness, Model, boot_id as boot, contents, file_ops, open_mem, sim_ops};
+use crate::testkit::{CAP, Harness, Model, Val, boot_id as boot, contents, file_ops, open_mem, sim_ops};
 use crate::{Durability, Error, Heap};
 
 fn new_mem(boot_id: [u8; 16]) -> (Arc<MemStorage>, Heap) {
@@ -68,7 +68,7 @@ fn workload(
             } else {
                 let v = value(if i == 3 { 70_000 } else { 20 + i * 3 }, round as u8);
                 tx.insert(&k, &v)?;
-                model.insert(k, v);
+                model.insert(k, Val::plain(&v));
             }
         }
         let durable = round % 2 == 0;
@@ -202,7 +202,7 @@ fn one_phase_commit_torn_by_power_loss_is_detected() {
         let cold = Arc::new(MemStorage::from_image(&img, CAP));
         let reopened = open_mem(&cold, boot(1)).unwrap();
         let got = contents(&reopened);
-        let base: Model = [(b"base".to_vec(), b"durable".to_vec())].into();
+        let base: Model = [(b"base".to_vec(), Val::plain(b"durable"))].into();
         if got == base {
             rejected += 1;
         } else {
@@ -237,7 +237,7 @@ fn failed_sync_poisons_until_reopen() {
     assert!(matches!(heap.stats(), Err(Error::Poisoned)));
     let reopened = open_mem(&Arc::new(s.crash_clone()), boot(0)).unwrap();
     let m = contents(&reopened);
-    assert_eq!(m.get(&b"a"[..]).map(|v| &v[..]), Some(&b"1"[..]));
+    assert_eq!(m.get(&b"a"[..]), Some(&Val::plain(b"1")));
     reopened.check().unwrap();
 }
 

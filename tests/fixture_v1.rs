@@ -63,7 +63,7 @@ fn the_version_1_fixture_opens_reads_and_checks() {
     let rx = heap.begin_read().unwrap();
     let got: BTreeMap<Vec<u8>, Vec<u8>> = rx
         .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())))
         .collect::<pheap::Result<_>>()
         .unwrap();
     assert_eq!(got, expected());

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 /// The layers, lowest first (DESIGN.md §1).
-const LAYERS: [&str; 12] = [
-    "error", "format", "storage", "alloc", "trie", "meta", "env", "txn", "check", "heap",
+const LAYERS: [&str; 13] = [
+    "kind", "error", "format", "storage", "alloc", "trie", "meta", "env", "txn", "check", "heap",
     "compact", "copy",
 ];
 
@@ -13,13 +13,14 @@ const LAYERS: [&str; 12] = [
 fn defined_in(item: &str) -> Option<&'static str> {
     Some(match item {
         "Error" | "Result" => "error",
-        "MAX_KEY_LEN" | "MAX_VALUE_LEN" | "FILE_MAGIC" | "FORMAT_VERSION" | "MAX_READERS" => {
+        "Kind" => "kind",
+        "MAX_KEY_LEN" | "MAX_NESTING" | "MAX_VALUE_LEN" | "FILE_MAGIC" | "FORMAT_VERSION" | "MAX_READERS" => {
             "format"
         }
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "env",
-        "Iter" | "ReadTxn" | "WriteTxn" => "txn",
+        "Iter" | "Map" | "MapMut" | "ReadTxn" | "Value" | "WriteTxn" => "txn",
         "CheckReport" => "check",
         "Heap" | "HeapOptions" | "Stats" => "heap",
         "CompactStats" => "compact",

@@ -145,7 +145,7 @@ fn run_commands(path: &Path) {
                     tx.remove(&i.to_be_bytes()).unwrap();
                 }
             }
-            ("small", Some(i)) => tx.insert(b"small", &i.to_le_bytes()).unwrap(),
+            ("small", Some(i)) => drop(tx.insert(b"small", &i.to_le_bytes()).unwrap()),
             other => panic!("unknown command {other:?}"),
         }
         tx.commit().unwrap();
@@ -277,7 +277,7 @@ fn bank_reader(path: &Path) {
         assert!(seq >= acked, "snapshot {seq} older than commit {acked} acknowledged before");
         assert!(seq >= last, "snapshot {seq} after snapshot {last}");
         last = seq;
-        let n = rx.iter().inspect(|r| assert!(r.is_ok())).count() as u64;
+        let n = rx.iter().inspect(|r| assert!(r.is_ok())).count();
         assert_eq!(n, rx.len());
         if seed.random::<u64>().is_multiple_of(8) {
             // Hold the snapshot while the writer commits on; it must not change.
@@ -414,7 +414,7 @@ fn snapshot_holder(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let rx = heap.begin_read().unwrap();
     let before: Vec<(Vec<u8>, Vec<u8>)> =
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect();
+        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect();
     println!("pinned {}", rx.txn_id());
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
@@ -632,7 +632,7 @@ fn read_only_reader(path: &Path) {
     assert!(matches!(heap.begin_write(), Err(Error::ReadOnly)));
     let rx = heap.begin_read().unwrap();
     let before: Vec<(Vec<u8>, Vec<u8>)> =
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect();
+        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect();
     println!("pinned {} {}", rx.txn_id(), before.len());
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();

@@ -98,7 +98,7 @@ fn killed_processes_lose_no_acknowledged_commit() {
         for item in rx.iter() {
             let (k, v) = item.unwrap();
             let k = u64::from_be_bytes(k.try_into().unwrap());
-            assert_eq!(v, &value(k)[..], "round {round}: value of key {k}");
+            assert_eq!(v.bytes().unwrap(), &value(k)[..], "round {round}: value of key {k}");
             keys.push(k);
         }
         keys.sort_unstable();

@@ -176,7 +176,7 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     assert_eq!(c.file_size_after, s.file_size);
     heap.check().unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len(), model.len() as u64);
+    assert_eq!(rx.len(), model.len());
     for (k, v) in &model {
         assert_eq!(rx.get(&k.to_be_bytes()).unwrap(), Some(&v[..]));
     }

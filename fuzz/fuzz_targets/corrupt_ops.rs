@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pheap::testkit::{Model, snapshot};
+use pheap::testkit::{Model, Val, snapshot};
 
 fuzz_target!(|data: &[u8]| {
     let (ops, edits) =
@@ -27,11 +27,25 @@ fuzz_target!(|data: &[u8]| {
                     tx.commit().expect("commit");
                     tx = heap.begin_write().expect("writer");
                 }
+                6 => {
+                    // A value of two parts, tagged, in a sub-map (keys 200.. are maps only).
+                    let m = vec![200 + op[0] % 4];
+                    let fill = op.get(3).copied().unwrap_or(0);
+                    let (inline, part) = (vec![fill; 40], vec![fill ^ 1; op.get(2).copied().unwrap_or(0) as usize * 60]);
+                    let kind = pheap::Kind::Tagged(fill);
+                    tx.map_mut(&m)
+                        .and_then(|mut sub| sub.insert_parts(&k, kind, &inline, &[&part]))
+                        .expect("insert in a sub-map");
+                    let Val::Map(sub) = model.entry(m).or_insert_with(|| Val::Map(Model::new())) else {
+                        unreachable!("keys 200.. hold maps")
+                    };
+                    sub.insert(k, Val::of(kind, &inline, &[part]));
+                }
                 n => {
                     let len = op.get(2).copied().unwrap_or(0) as usize * n as usize * 40;
                     let v = vec![op.get(3).copied().unwrap_or(0); len];
                     tx.insert(&k, &v).expect("insert");
-                    model.insert(k, v);
+                    model.insert(k, Val::plain(&v));
                 }
             }
         }
@@ -60,11 +74,23 @@ fuzz_target!(|data: &[u8]| {
         for k in 0..64u8 {
             let _ = rx.get(&[k]);
         }
+        for m in 200..204u8 {
+            if let Ok(Some(sub)) = rx.map(&[m]) {
+                for k in 0..64u8 {
+                    if let Ok(Some(v)) = sub.get_value(&[k]) {
+                        let _ = v.parts().count();
+                    }
+                }
+            }
+        }
     }
     let sound = heap.check().is_ok();
     assert!(sound || !pristine, "an intact heap failed its integrity walk");
     if let Ok(mut tx) = heap.begin_write() {
         let _ = tx.insert(b"after", &[7; 300]).and_then(|_| tx.remove(&[1]).map(|_| ()));
+        // Removing a (possibly damaged) sub-map frees its whole tree: an error, never a
+        // double free or a hang.
+        let _ = tx.remove(&[200]).and_then(|_| tx.remove(&[201]));
         let _ = tx.commit();
     }
     let _ = heap.check();

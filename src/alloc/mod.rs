@@ -162,6 +162,17 @@ impl Allocator {
         self.pager.write(off, data)
     }
 
+    /// Write `len` bytes at `off` that `fill` produces in place, inside a record this
+    /// transaction allocated.
+    pub(crate) fn write_with(
+        &mut self,
+        off: Offset,
+        len: u64,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        self.pager.write_with(off, len, fill)
+    }
+
     /// Did a write fail? The handle must then be poisoned: what the file holds is unknown.
     pub(crate) fn write_failed(&self) -> bool {
         self.pager.failed

@@ -38,9 +38,23 @@ impl Pager {
     }
     pub(crate) fn write(&mut self, off: Offset, data: &[u8]) -> Result<()> {
         let res = self.storage.write(off.0, data);
+        self.note_write(off, data.len() as u64, res)
+    }
+
+    /// Write `len` bytes at `off` that `fill` produces in place (see `Storage::write_with`).
+    pub(crate) fn write_with(
+        &mut self,
+        off: Offset,
+        len: u64,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<()> {
+        let res = self.storage.write_with(off.0, len, fill);
+        self.note_write(off, len, res)
+    }
+
+    fn note_write(&mut self, off: Offset, len: u64, res: Result<()>) -> Result<()> {
         self.failed |= res.is_err();
         if let Some(t) = &mut self.track {
-            let len = data.len() as u64;
             let old = t.insert(off.0, len).unwrap_or(0);
             self.track_bytes = self.track_bytes + len - old.min(self.track_bytes);
             if t.len() > 4 * MAX_ONE_PHASE_EXTENTS || self.track_bytes > MAX_ONE_PHASE_BYTES {

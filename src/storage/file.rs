@@ -212,6 +212,23 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn write_with(&self, off: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let st = self.state.read();
+        let end = off.checked_add(len).expect("write range overflows");
+        assert!(end <= st.len, "write past the end of the file: {off:#x}+{len}");
+        // SAFETY: off..end lies within the file and the writable mapping (asserted); by invariant
+        // I6 no live slice covers it (the writer writes only space no snapshot reaches), and the
+        // state lock keeps the mapping in place until `fill` returns.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(st.map.as_mut_ptr().add(off as usize), len as usize)
+        };
+        fill(buf);
+        Ok(())
+    }
+
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);

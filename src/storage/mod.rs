@@ -44,6 +44,14 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn refresh(&self) -> Result<u64>;
     /// Write `data` at `off`; `off + data.len() <= len()`.
     fn write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// Write `len` bytes at `off` that `fill` produces, in place where the backend can (the
+    /// file backend hands `fill` the mapped bytes themselves: no intermediate copy). What the
+    /// buffer holds when `fill` gets it is unspecified; `fill` should write all of it.
+    fn write_with(&self, off: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        let mut buf = vec![0u8; len as usize];
+        fill(&mut buf);
+        self.write(off, &buf)
+    }
     /// Write one meta slot ([`META_SIZE`] bytes at a page-aligned offset) with atomic stores, so
     /// that concurrent readers (atomic loads) never race; a crash may leave it torn, which its
     /// checksum detects.

@@ -1,7 +1,20 @@
 //! The harness: runs [`Op`]s against a heap and checks every result against the [`History`].
 
-use super::{History, Model, Op, SimDisk, contents, snapshot, txn_contents};
-use crate::{Durability, Error, Heap, ReadTxn, WriteTxn};
+use super::{History, Model, Op, SimDisk, Val, contents, snapshot, txn_contents};
+use crate::{Durability, Error, Heap, Kind, ReadTxn, WriteTxn};
+
+/// The model's map at `path`, levels created as `map_mut_path` creates them; `None` where a
+/// level holds bytes (the heap then answers [`Error::WrongKind`]; the levels before stay).
+fn model_map<'m>(m: &'m mut Model, path: &[Vec<u8>]) -> Option<&'m mut Model> {
+    let mut cur = m;
+    for k in path {
+        match cur.entry(k.clone()).or_insert_with(|| Val::Map(Model::new())) {
+            Val::Map(sub) => cur = sub,
+            Val::Bytes { .. } => return None,
+        }
+    }
+    Some(cur)
+}
 
 /// Where the heap lives.
 #[derive(Debug)]
@@ -95,26 +108,102 @@ impl Harness {
         self.tx.as_mut()
     }
 
+    /// The end of a map operation that did not simply succeed: a [`Error::WrongKind`] exactly
+    /// when the model expects one (`wrong_kind`), leaving the transaction usable; any other
+    /// error is a failure.
+    fn settle_map_op(&mut self, what: &str, res: crate::Result<()>, wrong_kind: bool) {
+        match res {
+            Err(Error::WrongKind { .. }) if wrong_kind => {}
+            Ok(()) if !wrong_kind => {}
+            Err(e @ Error::WrongKind { .. }) => panic!("{what}: unexpected {e}"),
+            Ok(()) => panic!("{what} succeeded where the model holds bytes on the path"),
+            Err(e) => {
+                self.tx = None;
+                self.failure(what, e);
+            }
+        }
+    }
+
+    /// The open transaction sees what its model holds.
+    fn txn_matches(&self) {
+        if let Some((t, m)) = &self.tx {
+            assert_eq!(txn_contents(t), *m, "the transaction departs from its model");
+        }
+    }
+
     /// Run one operation and check it.
     // Outside tests the simulated disk is the only backend.
     #[cfg_attr(not(test), allow(irrefutable_let_patterns))]
     pub fn apply(&mut self, op: Op) {
         match op {
-            Op::Insert { .. } | Op::Remove { .. } if self.poisoned => {}
+            Op::Insert { .. }
+            | Op::Remove { .. }
+            | Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::MakeMap { .. }
+            | Op::Clear { .. }
+                if self.poisoned => {}
             Op::Insert { key, value } => {
                 let Some((t, m)) = self.tx() else { return };
                 let res = t.insert(&key, &value);
-                m.insert(key.clone(), value.clone());
-                match res {
-                    Ok(()) => {
+                let expect = match m.get(&key) {
+                    Some(Val::Map(_)) => None,
+                    _ => Some(m.insert(key.clone(), Val::plain(&value)).is_some()),
+                };
+                match (res, expect) {
+                    (Ok(replaced), Some(was)) => {
+                        assert_eq!(replaced, was, "insert reports a replaced value");
                         assert_eq!(t.get(&key).expect("get"), Some(&value[..]));
-                        assert_eq!(t.len(), m.len() as u64);
+                        assert_eq!(t.len(), m.len());
                     }
-                    Err(e) => {
-                        self.tx = None;
-                        self.failure("insert", e);
+                    (res, expect) => self.settle_map_op("insert", res.map(|_| ()), expect.is_none()),
+                }
+            }
+            Op::Put { path, key, tag, inline, parts } => {
+                let Some((t, m)) = self.tx() else { return };
+                let kind = tag.map_or(Kind::Bytes, Kind::Tagged);
+                let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                let res = t
+                    .map_mut_path(&path)
+                    .and_then(|mut map| map.insert_parts(&key, kind, &inline, &refs));
+                let expect = match model_map(m, &path) {
+                    Some(map) if !matches!(map.get(&key), Some(Val::Map(_))) => {
+                        Some(map.insert(key, Val::of(kind, &inline, &parts)).is_some())
+                    }
+                    _ => None,
+                };
+                match (res, expect) {
+                    (Ok(replaced), Some(was)) => assert_eq!(replaced, was),
+                    (res, expect) => self.settle_map_op("put", res.map(|_| ()), expect.is_none()),
+                }
+                self.txn_matches();
+            }
+            Op::Delete { path, key } => {
+                let Some((t, m)) = self.tx() else { return };
+                let res = t.map_mut_path(&path).and_then(|mut map| map.remove(&key));
+                let expect = model_map(m, &path).map(|map| map.remove(&key).is_some());
+                match (res, expect) {
+                    (Ok(found), Some(was)) => assert_eq!(found, was),
+                    (res, expect) => {
+                        self.settle_map_op("delete", res.map(|_| ()), expect.is_none())
                     }
                 }
+                self.txn_matches();
+            }
+            Op::MakeMap { mut path, key } => {
+                let Some((t, m)) = self.tx() else { return };
+                let res = t.map_mut_path(&path).and_then(|mut map| map.map_mut(&key).map(|_| ()));
+                path.push(key);
+                let expect = model_map(m, &path).is_none();
+                self.settle_map_op("map_mut", res, expect);
+                self.txn_matches();
+            }
+            Op::Clear { path } => {
+                let Some((t, m)) = self.tx() else { return };
+                let res = t.map_mut_path(&path).and_then(|mut map| map.clear());
+                let expect = model_map(m, &path).map(|map| map.clear()).is_none();
+                self.settle_map_op("clear", res, expect);
+                self.txn_matches();
             }
             Op::Remove { key } => {
                 let Some((t, m)) = self.tx() else { return };
@@ -123,7 +212,7 @@ impl Harness {
                     Ok(found) => {
                         assert_eq!(found, was, "remove reports the key's presence");
                         assert_eq!(t.get(&key).expect("get"), None);
-                        assert_eq!(t.len(), m.len() as u64);
+                        assert_eq!(t.len(), m.len());
                     }
                     Err(e) => {
                         self.tx = None;

@@ -16,6 +16,39 @@ pub enum Op {
         /// The key.
         key: Vec<u8>,
     },
+    /// Insert or replace a value of any shape in the map at `path` (levels created as needed),
+    /// in the open write transaction.
+    Put {
+        /// Keys of the maps above, from the top level.
+        path: Vec<Vec<u8>>,
+        /// The key.
+        key: Vec<u8>,
+        /// `Kind::Tagged(t)`, else `Kind::Bytes`.
+        tag: Option<u8>,
+        /// The inline part.
+        inline: Vec<u8>,
+        /// The out-of-line parts.
+        parts: Vec<Vec<u8>>,
+    },
+    /// Remove `key` (a value, or a map with everything in it) from the map at `path`.
+    Delete {
+        /// Keys of the maps above.
+        path: Vec<Vec<u8>>,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Make sure the map at `path` holds a sub-map under `key` (`map_mut`).
+    MakeMap {
+        /// Keys of the maps above.
+        path: Vec<Vec<u8>>,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Remove every entry of the map at `path`.
+    Clear {
+        /// Keys of the maps.
+        path: Vec<Vec<u8>>,
+    },
     /// Commit the open write transaction.
     Commit {
         /// `Durability::Immediate`, else `Durability::None`.
@@ -86,6 +119,46 @@ impl Op {
     }
 }
 
+impl Op {
+    /// A workload with maps four bytes at a time, as the fuzz target `maps_crash` reads it:
+    /// the operations of [`Op::decode`] plus nested maps, parts and tags.
+    pub fn decode_maps(data: &[u8]) -> Vec<Op> {
+        let path = |b: u8| -> Vec<Vec<u8>> {
+            match b % 4 {
+                0 => vec![],
+                1 => vec![b"m".to_vec()],
+                2 => vec![b"m".to_vec(), vec![b % 8]],
+                _ => vec![vec![b % 8]],
+            }
+        };
+        data.chunks(4)
+            .flat_map(|op| {
+                let (a, b) = (op[0], op.get(1).copied().unwrap_or(0));
+                let (c, d) = (op.get(2).copied().unwrap_or(0), op.get(3).copied().unwrap_or(0));
+                let key = vec![b % 8];
+                let len = |x: u8| match x % 8 {
+                    7 => 1 << 20,
+                    6 => 5000,
+                    n => n as usize * 9,
+                };
+                match a % 8 {
+                    0..=3 => Op::decode(&[a / 8 % 16, b, c]),
+                    4 => vec![Op::Put {
+                        path: path(c),
+                        key,
+                        tag: (d % 3 == 0).then_some(d),
+                        inline: vec![d; len(d / 8)],
+                        parts: (0..c % 3).map(|i| vec![i ^ d; len(d / 8 + i)]).collect(),
+                    }],
+                    5 => vec![Op::Delete { path: path(c), key }],
+                    6 => vec![Op::MakeMap { path: path(c), key }],
+                    _ => vec![Op::Clear { path: path(c) }],
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 pub(crate) use strategies::{file_ops, sim_ops};
 
@@ -102,6 +175,45 @@ mod strategies {
             1 => vec![k; 70_000],
             _ => format!("key-{k}").into_bytes(),
         }
+    }
+
+    /// Paths of the map workloads: the top level, a sub-map, a map two levels down, and a key
+    /// that plain inserts also use (so a level may hold bytes: a clear error).
+    fn map_path() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        prop_oneof![
+            Just(vec![]),
+            Just(vec![b"m".to_vec()]),
+            (0u8..3).prop_map(|k| vec![b"m".to_vec(), vec![k]]),
+            (2u8..5).prop_map(|k| vec![format!("key-{k}").into_bytes()]),
+        ]
+    }
+
+    /// Nested maps, values of several parts (up to 1 MiB) and tagged values.
+    fn map_ops() -> impl Strategy<Value = Op> {
+        let len = prop_oneof![6 => 0usize..200, 2 => 4000usize..6000, 1 => Just(1usize << 20)];
+        let put = (
+            map_path(),
+            0u8..6,
+            prop::option::of(any::<u8>()),
+            len.clone(),
+            prop::collection::vec(len, 0..3),
+            any::<u8>(),
+        )
+            .prop_map(|(path, k, tag, ilen, plens, fill)| Op::Put {
+                path,
+                key: format!("key-{k}").into_bytes(),
+                tag,
+                inline: vec![fill; ilen],
+                parts: plens.into_iter().map(|n| vec![fill ^ n as u8; n]).collect(),
+            });
+        prop_oneof![
+            6 => put,
+            2 => (map_path(), 0u8..6)
+                .prop_map(|(path, k)| Op::Delete { path, key: format!("key-{k}").into_bytes() }),
+            2 => (map_path(), 0u8..6)
+                .prop_map(|(path, k)| Op::MakeMap { path, key: format!("key-{k}").into_bytes() }),
+            1 => map_path().prop_map(|path| Op::Clear { path }),
+        ]
     }
 
     /// Workloads on the simulated disk: every operation but injected failures (the fuzz target
@@ -125,6 +237,7 @@ mod strategies {
             2 => any::<usize>().prop_map(Op::Unpin),
             1 => Just(Op::Compact { always: true }),
             1 => Just(Op::Reopen),
+            8 => map_ops(),
         ]
     }
 
@@ -148,6 +261,8 @@ mod strategies {
             2 => Just(Op::Reopen),
             2 => Just(Op::Pin),
             2 => any::<usize>().prop_map(Op::Unpin),
+            1 => Just(Op::Compact { always: true }),
+            6 => map_ops(),
         ]
     }
 }

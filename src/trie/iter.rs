@@ -1,6 +1,6 @@
 //! Iteration over every entry of a map, in hash order.
 
-use super::{MapRoot, NodeRef, Reader, VERIFY_ON_READ_MAX};
+use super::{LeafRef, MapRoot, NodeRef, Reader, VERIFY_ON_READ_MAX};
 use crate::error::{Result, corrupt};
 use crate::format::*;
 
@@ -46,7 +46,7 @@ impl<'a> Iter<'a> {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+    fn step(&mut self) -> Result<Option<LeafRef<'a>>> {
         if !self.started {
             self.started = true;
             if self.root.0 != 0 {
@@ -66,8 +66,7 @@ impl<'a> Iter<'a> {
                     return Err(corrupt(child.0, "trie holds more entries than recorded"));
                 }
                 self.remaining -= 1;
-                let l = self.reader.leaf_for_read(child, VERIFY_ON_READ_MAX)?;
-                return Ok(Some((l.key, l.value)));
+                return self.reader.leaf_for_read(child, VERIFY_ON_READ_MAX).map(Some);
             }
             self.push(child)?;
         }
@@ -78,8 +77,20 @@ impl<'a> Iter<'a> {
     }
 }
 
+impl<'a> Iter<'a> {
+    /// Entries not yet returned (exact unless the file is corrupt).
+    pub(crate) fn remaining(&self) -> u64 {
+        if self.failed { 0 } else { self.remaining }
+    }
+
+    /// The reader the iteration reads with.
+    pub(crate) fn reader(&self) -> Reader<'a> {
+        self.reader
+    }
+}
+
 impl<'a> Iterator for Iter<'a> {
-    type Item = Result<(&'a [u8], &'a [u8])>;
+    type Item = Result<LeafRef<'a>>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;

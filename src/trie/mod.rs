@@ -11,6 +11,7 @@ mod read;
 mod relocate;
 #[cfg(test)]
 mod tests;
+mod value;
 mod write;
 
 use siphasher::sip::SipHasher13;
@@ -19,7 +20,8 @@ use std::hash::Hasher;
 use crate::format::*;
 
 pub(crate) use iter::Iter;
-pub(crate) use read::{NodeRef, Reader};
+pub(crate) use read::{LeafRef, NodeRef, Reader};
+pub(crate) use value::{NewValue, ValueRef};
 pub(crate) use write::TrieWriter;
 
 /// One map: the root node of its trie (`Offset(0)` when empty) and its number of entries. A

@@ -4,7 +4,7 @@
 use zerocopy::FromBytes;
 use zerocopy::little_endian::U64;
 
-use super::{MAX_BRANCH_BYTES, fragment};
+use super::{MAX_BRANCH_BYTES, MapRoot, fragment};
 use crate::error::{Result, corrupt};
 use crate::format::*;
 use crate::storage::View;
@@ -29,12 +29,15 @@ impl NodeRef<'_> {
     }
 }
 
-/// A validated view of a leaf.
+/// A validated view of a leaf: its kind and flags known, its key and value region in bounds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LeafRef<'a> {
+    pub off: Offset,
     pub key: &'a [u8],
+    /// The value region: the value itself, a [`MapValue`], or a part table.
     pub value: &'a [u8],
     pub kind: u16,
+    pub flags: u16,
     pub checksum: u32,
 }
 
@@ -45,7 +48,21 @@ impl LeafRef<'_> {
 
     /// Does the leaf's checksum hold?
     pub(crate) fn intact(&self) -> bool {
-        leaf_checksum(self.kind, self.key, self.value) == self.checksum
+        leaf_checksum(self.kind, self.flags, self.key, self.value) == self.checksum
+    }
+
+    /// The value's kind (validated by [`Reader::leaf`]).
+    pub(crate) fn kind(&self) -> Kind {
+        kind_of_tag(self.kind).unwrap_or(Kind::Bytes)
+    }
+
+    /// The sub-map of a map leaf.
+    pub(crate) fn map_root(&self) -> Option<MapRoot> {
+        if self.kind != LEAF_KIND_MAP {
+            return None;
+        }
+        let v = MapValue::read_from_bytes(self.value).ok()?;
+        Some(MapRoot { root: Offset(v.root.get()), entries: v.entries.get() })
     }
 }
 
@@ -101,12 +118,18 @@ impl<'a> Reader<'a> {
         let h = LeafHeader::read_from_bytes(self.bytes(off, LEAF_HEADER_SIZE)?)
             .map_err(|_| corrupt(off, "leaf header"))?;
         let (kl, vl) = (h.key_len.get() as u64, h.val_len.get() as u64);
-        if h.kind.get() != LEAF_KIND_BYTES || kl > MAX_KEY_LEN as u64 {
+        let (kind, flags) = (h.kind.get(), h.flags.get());
+        let ok = match kind_of_tag(kind) {
+            None => false,
+            Some(Kind::Map) => flags == 0 && vl == MAP_VALUE_SIZE,
+            Some(_) => flags & !LEAF_FLAG_PARTS == 0,
+        };
+        if !ok || kl > MAX_KEY_LEN as u64 {
             return Err(corrupt(off, "invalid leaf header"));
         }
         let key = self.bytes(off + LEAF_HEADER_SIZE, kl)?;
         let value = self.bytes(off + LEAF_HEADER_SIZE + round8(kl), vl)?;
-        Ok(LeafRef { key, value, kind: h.kind.get(), checksum: h.checksum.get() })
+        Ok(LeafRef { off: Offset(off), key, value, kind, flags, checksum: h.checksum.get() })
     }
 
     /// A leaf about to be returned to the user: verified when its value is at most `verify`
@@ -119,15 +142,15 @@ impl<'a> Reader<'a> {
         Ok(l)
     }
 
-    /// The value of `key`, whose hash is `hash`, under `root`; the leaves it reads are verified
-    /// when their values are at most `verify` bytes long.
+    /// The leaf of `key`, whose hash is `hash`, under `root`; the leaves it reads are verified
+    /// when their value regions are at most `verify` bytes long.
     pub(crate) fn get(
         &self,
         root: Offset,
         hash: u64,
         key: &[u8],
         verify: usize,
-    ) -> Result<Option<&'a [u8]>> {
+    ) -> Result<Option<LeafRef<'a>>> {
         if root.0 == 0 {
             return Ok(None);
         }
@@ -144,7 +167,7 @@ impl<'a> Reader<'a> {
                 for c in n.children {
                     let l = self.leaf_for_read(Offset(c.get()), verify)?;
                     if l.key == key {
-                        return Ok(Some(l.value));
+                        return Ok(Some(l));
                     }
                 }
                 return Ok(None);
@@ -160,7 +183,7 @@ impl<'a> Reader<'a> {
                 self.view.prefetch(leaf, LEAF_HEADER_SIZE + round8(key.len() as u64) + 192);
                 // Verified whatever its key: a damaged key must not read as "absent".
                 let l = self.leaf_for_read(Offset(leaf), verify)?;
-                return Ok(if l.key == key { Some(l.value) } else { None });
+                return Ok(if l.key == key { Some(l) } else { None });
             }
             if n.nodemap & bit == 0 {
                 return Ok(None);

@@ -1,6 +1,8 @@
 //! Compaction's pass over the trie: records in the spans an evacuation empties move to lower
 //! places, and every node above a moved record is copied.
 
+use zerocopy::IntoBytes;
+
 use super::MAX_BRANCH_BYTES;
 use super::write::NodeBuf;
 use super::{MapRoot, TrieWriter};
@@ -26,12 +28,88 @@ impl TrieWriter<'_> {
         }
     }
 
-    /// Move the leaf at `off` if compaction moves it; returns where it is.
+    /// Move the leaf at `off` if compaction moves it, and what its value owns (a sub-map's
+    /// records, out-of-line parts); returns where the leaf is. A leaf whose value changed (a
+    /// new sub-map root, a moved part) is rewritten, like a node whose child moved.
     fn lower_leaf(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
-        let size = self.reader().leaf(Offset(off))?.size();
-        let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
-        let bytes = self.alloc.read(Offset(off), size)?.to_vec();
+        let r = self.reader();
+        let l = r.leaf(Offset(off))?;
+        let size = l.size();
+        let (key, kind, flags) = (l.key.to_vec(), l.kind, l.flags);
+        let sub = l.map_root();
+        let parts = if flags & LEAF_FLAG_PARTS != 0 {
+            let v = r.value(&l)?;
+            Some((v.parts.to_vec(), v.inline.to_vec()))
+        } else {
+            None
+        };
+        let region = if let Some(sub) = sub {
+            let root = if sub.is_empty() { 0 } else { self.lower_subtree(sub.root.0, plan, moved)? };
+            (root != sub.root.0).then(|| {
+                MapValue { root: root.into(), entries: sub.entries.into() }.as_bytes().to_vec()
+            })
+        } else if let Some((mut parts, inline)) = parts {
+            let mut changed = false;
+            for p in &mut parts {
+                changed |= self.lower_part(p, plan, moved)?;
+            }
+            changed.then(|| {
+                let head =
+                    PartsHeader { count: (parts.len() as u32).into(), inline_len: (inline.len() as u32).into() };
+                [head.as_bytes(), parts.as_bytes(), &inline].concat()
+            })
+        } else {
+            None
+        };
+        let Some(region) = region else {
+            let Some(new) = self.evacuate(off, size, plan)? else { return Ok(off) };
+            let bytes = self.alloc.read(Offset(off), size)?.to_vec();
+            return self.relocate(off, &bytes, new, moved);
+        };
+        let header = LeafHeader::new(kind, flags, &key, &region);
+        let mut bytes = Vec::with_capacity(size as usize);
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&key);
+        bytes.resize((LEAF_HEADER_SIZE + round8(key.len() as u64)) as usize, 0);
+        bytes.extend_from_slice(&region);
+        bytes.resize(size as usize, 0);
+        let new = match self.evacuate(off, size, plan)? {
+            Some(new) => Some(new),
+            None if self.alloc.is_fresh(Offset(off)) => {
+                self.alloc.write(Offset(off), &bytes)?;
+                return Ok(off);
+            }
+            None if size <= MAX_SLAB_SIZE => self.alloc.alloc_evacuate(size, plan)?,
+            None => None,
+        };
+        let new = match new {
+            Some(n) => n,
+            None => self.alloc.alloc(size)?,
+        };
         self.relocate(off, &bytes, new, moved)
+    }
+
+    /// Move the record of an out-of-line part if compaction moves it (its data copied a
+    /// mebibyte at a time, to the new record's aligned start); returns whether it moved.
+    fn lower_part(&mut self, p: &mut PartRef, plan: &Evacuation, moved: &mut u64) -> Result<bool> {
+        let (rec, len) = (p.rec.get(), p.len.get());
+        if rec == 0 {
+            return Ok(false);
+        }
+        let size = part_record_size(len);
+        let Some(new) = self.evacuate(rec, size, plan)? else { return Ok(false) };
+        let (from, to) = (part_data_at(rec), part_data_at(new.0));
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(1 << 20);
+            let chunk = self.alloc.read(Offset(from + done), n)?.to_vec();
+            self.alloc.write(Offset(to + done), &chunk)?;
+            done += n;
+        }
+        self.alloc.free(Offset(rec), size);
+        *moved += size;
+        p.rec = new.0.into();
+        Ok(true)
     }
 
     /// Write the node at `off` (now `buf`; `changed` if a child moved) to its new place if

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::{Iter, KeyHasher, MapRoot, Reader, TrieWriter, VERIFY_ON_READ_MAX};
+use super::{Iter, KeyHasher, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX};
 use crate::alloc::{Allocator, Pager};
 use crate::format::*;
 use crate::storage::Storage;
@@ -47,16 +47,16 @@ fn reader(a: &Allocator) -> Reader<'_> {
 fn check(a: &Allocator, hasher: KeyHasher, map: MapRoot, model: &Model) {
     let r = reader(a);
     let got: Model = Iter::new(r, map)
-        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .map(|e| e.map(|l| (l.key.to_vec(), l.value.to_vec())))
         .collect::<crate::Result<_>>()
         .unwrap();
     assert_eq!(&got, model);
     assert_eq!(map.entries, model.len() as u64);
     for (k, v) in model {
-        let found = r.get(map.root, hasher.hash(k), k, VERIFY_ON_READ_MAX).unwrap();
+        let found = r.get(map.root, hasher.hash(k), k, VERIFY_ON_READ_MAX).unwrap().map(|l| l.value);
         assert_eq!(found, Some(&v[..]));
     }
-    assert_eq!(r.get(map.root, hasher.hash(b"absent"), b"absent", 0).unwrap(), None);
+    assert!(r.get(map.root, hasher.hash(b"absent"), b"absent", 0).unwrap().is_none());
     if !map.is_empty() {
         canonical(&r, map.root, 0);
     }
@@ -94,8 +94,10 @@ proptest! {
         for op in ops {
             match op {
                 Op::Insert(k, len) => {
+                    let v = value(k, len);
+                    let v = NewValue::Inline { kind: crate::Kind::Bytes, bytes: &v };
                     let (m, existed) =
-                        TrieWriter { alloc: &mut a, hasher }.insert(map, &key(k), &value(k, len)).unwrap();
+                        TrieWriter { alloc: &mut a, hasher }.insert(map, &key(k), &v).unwrap();
                     prop_assert_eq!(existed, model.insert(key(k), value(k, len)).is_some());
                     map = m;
                 }

@@ -3,6 +3,7 @@
 
 use zerocopy::IntoBytes;
 
+use super::value::{NewValue, encode_value};
 use super::{KeyHasher, MAX_BRANCH_BYTES, MapRoot, NodeRef, Reader, fragment};
 use crate::alloc::Allocator;
 use crate::error::{Error, Result, corrupt};
@@ -134,6 +135,7 @@ struct NewLeaf<'k> {
     off: u64,
     hash: u64,
     key: &'k [u8],
+    is_map: bool,
 }
 
 /// The writer's side of the trie: an allocator plus the hasher.
@@ -153,7 +155,7 @@ enum Removed {
 }
 
 impl TrieWriter<'_> {
-    pub(super) fn reader(&self) -> Reader<'_> {
+    pub(crate) fn reader(&self) -> Reader<'_> {
         Reader { view: self.alloc.view(), limit: self.alloc.end() }
     }
 
@@ -183,10 +185,13 @@ impl TrieWriter<'_> {
     }
 
     /// Write a new leaf for `key` -> `val`.
-    pub(crate) fn write_leaf(&mut self, key: &[u8], val: &[u8]) -> Result<u64> {
+    pub(crate) fn write_leaf(&mut self, key: &[u8], val: &NewValue<'_>) -> Result<u64> {
         if key.len() > MAX_KEY_LEN {
             return Err(Error::KeyTooLarge { len: key.len(), max: MAX_KEY_LEN });
         }
+        let mut region = Vec::new();
+        let kind = tag_of_kind(val.kind());
+        let (flags, val) = encode_value(val, &mut region);
         if val.len() > MAX_VALUE_LEN {
             return Err(Error::ValueTooLarge { len: val.len(), max: MAX_VALUE_LEN });
         }
@@ -194,7 +199,7 @@ impl TrieWriter<'_> {
         let off = self.alloc.alloc(size)?;
         let hl = LEAF_HEADER_SIZE as usize;
         let head_len = hl + round8(key.len() as u64) as usize;
-        let header = LeafHeader::new(LEAF_KIND_BYTES, key, val);
+        let header = LeafHeader::new(kind, flags, key, val);
         let header = header.as_bytes();
         // Small leaves go out in one write from the stack.
         let mut small = [0u8; 256];
@@ -216,28 +221,59 @@ impl TrieWriter<'_> {
         Ok(off.0)
     }
 
-    /// Insert `key` -> `val` into `map`; returns the map after and whether the key existed.
+    /// Insert `key` -> `val` into `map`; returns the map after and whether the key existed. A
+    /// key holding a map is replaced only by a map (the map's new root), and a key holding bytes
+    /// only by bytes: otherwise [`Error::WrongKind`], and nothing changed (the new leaf and the
+    /// parts `val` names are freed again). The replaced leaf and its parts are freed.
     pub(crate) fn insert(
         &mut self,
         map: MapRoot,
         key: &[u8],
-        val: &[u8],
+        val: &NewValue<'_>,
     ) -> Result<(MapRoot, bool)> {
         let hash = self.hasher.hash(key);
-        let leaf = NewLeaf { off: self.write_leaf(key, val)?, hash, key };
-        let (root, existed) = if map.is_empty() {
+        let off = match self.write_leaf(key, val) {
+            Ok(off) => off,
+            Err(e) => {
+                if let NewValue::Parts { parts, .. } = val {
+                    self.free_parts_of(parts);
+                }
+                return Err(e);
+            }
+        };
+        let leaf = NewLeaf { off, hash, key, is_map: matches!(val, NewValue::Map(_)) };
+        let res = if map.is_empty() {
             let node = NodeBuf {
                 kind: NODE_KIND_BRANCH,
                 datamap: 1 << fragment(hash, 0),
                 nodemap: 0,
                 children: Kids::from_slice(&[leaf.off]),
             };
-            (self.store(&node, None)?, false)
+            self.store(&node, None).map(|r| (r, false))
         } else {
-            self.insert_at(map.root.0, 0, leaf)?
+            self.insert_at(map.root.0, 0, leaf)
+        };
+        let (root, existed) = match res {
+            Ok(r) => r,
+            Err(e @ Error::WrongKind { .. }) => {
+                // Found before any node changed: undo the new leaf and its parts.
+                self.free_leaf(Offset(off))?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         let entries = map.entries + u64::from(!existed);
         Ok((MapRoot { root: Offset(root), entries }, existed))
+    }
+
+    /// Replace the leaf `existing` (same key as `leaf`) by `leaf`, if their kinds agree.
+    fn replace(&mut self, existing: u64, leaf: &NewLeaf<'_>) -> Result<()> {
+        let found = self.reader().leaf(Offset(existing))?.kind();
+        if (found == Kind::Map) != leaf.is_map {
+            let expected = if leaf.is_map { Kind::Map } else { Kind::Bytes };
+            return Err(Error::WrongKind { key: leaf.key.to_vec(), expected, found });
+        }
+        self.free_leaf(Offset(existing)).map(|_| ())
     }
 
     fn insert_at(&mut self, off: u64, depth: u32, leaf: NewLeaf<'_>) -> Result<(u64, bool)> {
@@ -253,8 +289,7 @@ impl TrieWriter<'_> {
             for i in 0..n.children.len() {
                 let l = self.reader().leaf(Offset(n.children[i]))?;
                 if l.key == leaf.key {
-                    let size = l.size();
-                    self.alloc.free(Offset(n.children[i]), size);
+                    self.replace(n.children[i], &leaf)?;
                     n.children[i] = leaf.off;
                     return Ok((self.store(&n, old)?, true));
                 }
@@ -272,8 +307,7 @@ impl TrieWriter<'_> {
             let existing = n.children[didx];
             let l = self.reader().leaf(Offset(existing))?;
             if l.key == leaf.key {
-                let size = l.size();
-                self.alloc.free(Offset(existing), size);
+                self.replace(existing, &leaf)?;
                 n.children[didx] = leaf.off;
                 return Ok((self.store(&n, old)?, true));
             }
@@ -300,6 +334,14 @@ impl TrieWriter<'_> {
         Ok((self.store(&n, old)?, false))
     }
 
+    /// Free a removed leaf and everything its value owns.
+    fn free_value(&mut self, off: Offset) -> Result<()> {
+        match self.free_leaf(off)? {
+            Some(sub) => self.free_map(sub),
+            None => Ok(()),
+        }
+    }
+
     /// A subtree at `depth` holding two leaves with different keys.
     fn make_pair(&mut self, depth: u32, a: u64, ha: u64, b: NewLeaf<'_>) -> Result<u64> {
         if depth == MAX_DEPTH {
@@ -324,7 +366,8 @@ impl TrieWriter<'_> {
         self.store(&node, None)
     }
 
-    /// Remove `key` from `map`; returns the map after and whether the key was there.
+    /// Remove `key` from `map`, freeing its value (parts, and a sub-map's every record); returns
+    /// the map after and whether the key was there.
     pub(crate) fn remove(&mut self, map: MapRoot, key: &[u8]) -> Result<(MapRoot, bool)> {
         if map.is_empty() {
             return Ok((map, false));
@@ -351,10 +394,8 @@ impl TrieWriter<'_> {
                 return Err(corrupt(off, "collision node above the last level"));
             }
             for i in 0..n.children.len() {
-                let l = self.reader().leaf(Offset(n.children[i]))?;
-                if l.key == key {
-                    let size = l.size();
-                    self.alloc.free(Offset(n.children[i]), size);
+                if self.reader().leaf(Offset(n.children[i]))?.key == key {
+                    self.free_value(Offset(n.children[i]))?;
                     n.children.remove(i);
                     if n.children.len() == 1 {
                         self.alloc.free(Offset(off), old_size);
@@ -372,12 +413,10 @@ impl TrieWriter<'_> {
         let didx = (n.datamap & (bit - 1)).count_ones() as usize;
         let nidx = n.datamap.count_ones() as usize + (n.nodemap & (bit - 1)).count_ones() as usize;
         if n.datamap & bit != 0 {
-            let l = self.reader().leaf(Offset(n.children[didx]))?;
-            if l.key != key {
+            if self.reader().leaf(Offset(n.children[didx]))?.key != key {
                 return Ok(Removed::NotFound);
             }
-            let size = l.size();
-            self.alloc.free(Offset(n.children[didx]), size);
+            self.free_value(Offset(n.children[didx]))?;
             n.children.remove(didx);
             n.datamap &= !bit;
         } else if n.nodemap & bit != 0 {

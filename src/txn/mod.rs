@@ -8,11 +8,13 @@
 //! commit, never a mix, and never one older than the latest acknowledged.
 
 mod commit;
+mod map;
 mod read;
 mod write;
 
 pub use crate::env::Durability;
-pub use read::{Iter, ReadTxn};
+pub use map::{Iter, Map, MapMut, Value};
+pub use read::ReadTxn;
 pub use write::WriteTxn;
 
 #[cfg(test)]

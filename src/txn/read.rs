@@ -10,7 +10,10 @@ use crate::error::Result;
 use crate::meta::Snapshot;
 use crate::storage::View;
 use crate::storage::registry::Pin;
-use crate::trie::{Iter as TrieIter, Reader, VERIFY_ON_READ_MAX};
+use zerocopy::{FromBytes, Immutable, KnownLayout};
+use crate::trie::Reader;
+
+use super::map::{Iter, Map, Value};
 
 #[cfg(test)]
 thread_local! {
@@ -83,9 +86,15 @@ impl ReadTxn {
         &self.snap
     }
 
-    /// The value of `key`, borrowed from the mapped file. A value of up to 16 KiB is checked
-    /// against its record's checksum first (DESIGN §2.6): damage is [`Error::Corrupt`], never
-    /// wrong bytes. Longer values are not hashed on every read; [`ReadTxn::get_verified`] does.
+    /// The snapshot's top-level map (the methods below are its shorthands).
+    pub fn root(&self) -> Map<'_> {
+        Map::new(self.reader(), self.shared.hasher, self.snap.map)
+    }
+
+    /// The value of `key`, borrowed from the mapped file ([`Map::get`]). A value of up to
+    /// 16 KiB is checked against its record's checksum first (DESIGN §2.6): damage is
+    /// [`Error::Corrupt`], never wrong bytes. Longer values are not hashed on every read;
+    /// [`ReadTxn::get_verified`] does.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -94,19 +103,19 @@ impl ReadTxn {
     /// # tx.insert(b"k", b"v")?;
     /// # tx.commit()?;
     /// let rx = heap.begin_read()?;
-    /// let value: &[u8] = rx.get(b"k")?.expect("present"); // no copy: bytes of the mapped file
+    /// let value: &[u8] = rx.get("k")?.expect("present"); // no copy: bytes of the mapped file
     /// assert_eq!(value, b"v");
-    /// assert_eq!(rx.get(b"missing")?, None);
+    /// assert_eq!(rx.get("missing")?, None);
     /// # Ok::<(), pheap::Error>(())
     /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
-    /// [`Error::Forked`] if the handle can no longer be used.
-    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+    /// As [`Map::get`]; [`Error::Poisoned`] or [`Error::Forked`] if the handle can no longer be
+    /// used.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
         self.shared.check()?;
-        self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
+        self.root().get(key)
     }
 
     /// As [`ReadTxn::get`], with the record's checksum checked whatever the value's length (one
@@ -114,29 +123,61 @@ impl ReadTxn {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
-    /// [`Error::Forked`] if the handle can no longer be used.
-    pub fn get_verified(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+    /// As [`ReadTxn::get`].
+    pub fn get_verified(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
         self.shared.check()?;
-        self.reader().get(self.snap.map.root, self.shared.hasher.hash(key), key, usize::MAX)
+        self.root().get_verified(key)
+    }
+
+    /// [`Map::get_value`]: a value of any kind and shape.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReadTxn::get`].
+    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<Value<'_>>> {
+        self.shared.check()?;
+        self.root().get_value(key)
+    }
+
+    /// [`Map::get_as`]: the value viewed in place as a `T`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get_as`].
+    pub fn get_as<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<&T>>
+    where
+        T: ?Sized + FromBytes + KnownLayout + Immutable,
+    {
+        self.shared.check()?;
+        self.root().get_as(key)
     }
 
     /// Is `key` present?
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::Poisoned`] or
-    /// [`Error::Forked`] if the handle can no longer be used.
-    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.get(key)?.is_some())
+    /// As [`ReadTxn::get`].
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.shared.check()?;
+        self.root().contains_key(key)
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> u64 {
-        self.snap.map.entries
+    /// The sub-map under `key` ([`Map::map`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::map`].
+    pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<Map<'_>>> {
+        self.shared.check()?;
+        self.root().map(key)
     }
 
-    /// Does the snapshot hold no entry?
+    /// Number of top-level entries.
+    pub fn len(&self) -> usize {
+        self.snap.map.entries as usize
+    }
+
+    /// Does the snapshot hold no top-level entry?
     pub fn is_empty(&self) -> bool {
         self.snap.map.entries == 0
     }
@@ -146,11 +187,17 @@ impl ReadTxn {
         self.snap.txn.0
     }
 
-    /// Every entry, in hash order (stable for a given heap file, unrelated to key order). Each
-    /// item is checked as the walk reaches it: a damaged record ends the iteration with an
-    /// [`Error::Corrupt`] item.
+    /// Every top-level entry, in hash order ([`Map::iter`]).
     pub fn iter(&self) -> Iter<'_> {
-        Iter(TrieIter::new(self.reader(), self.snap.map))
+        self.root().iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ReadTxn {
+    type Item = Result<(&'a [u8], Value<'a>)>;
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 
@@ -160,18 +207,5 @@ impl Drop for ReadTxn {
         if !self.shared.forked() {
             self.shared.registry.leave(self.pin);
         }
-    }
-}
-
-/// Iterator over `(key, value)` pairs of a transaction ([`ReadTxn::iter`], [`crate::WriteTxn::iter`]);
-/// items are `Result`s because a damaged file is detected as the walk goes. The pairs borrow
-/// the transaction.
-#[derive(Debug)]
-pub struct Iter<'a>(pub(super) TrieIter<'a>);
-
-impl<'a> Iterator for Iter<'a> {
-    type Item = Result<(&'a [u8], &'a [u8])>;
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
     }
 }

@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use parking_lot::{ArcMutexGuard, RawMutex};
 
-use super::{Durability, Iter};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::map::{Iter, Map, MapMut, Value};
+use super::Durability;
 use crate::alloc::{Allocator, Evacuation, Pager};
 use crate::env::{Shared, WriterState};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{Snapshot, read_slots};
 use crate::storage::registry::LivePin;
-use crate::trie::{Iter as TrieIter, MapRoot, Reader, TrieWriter, VERIFY_ON_READ_MAX};
+use crate::trie::{MapRoot, Reader, TrieWriter};
 
 /// The one write transaction of a heap. Sees its own writes; nothing is visible to others until
 /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards everything. `Send`.
@@ -190,7 +193,7 @@ impl WriteTxn {
         Ok(())
     }
 
-    fn reader(&self) -> Reader<'_> {
+    pub(super) fn reader(&self) -> Reader<'_> {
         let a = self.guard.alloc.as_ref().expect("allocator loaded");
         Reader { view: a.view(), limit: a.end() }
     }
@@ -205,55 +208,208 @@ impl WriteTxn {
         Err(e)
     }
 
-    /// Insert or replace `key`.
+    /// This transaction's top-level map, to change (the methods below are its shorthands).
+    pub fn root_mut(&mut self) -> MapMut<'_> {
+        MapMut::new(self, Vec::new())
+    }
+
+    /// A read view of the top-level map as this transaction sees it.
     ///
     /// # Errors
     ///
-    /// [`Error::KeyTooLarge`] or [`Error::ValueTooLarge`] (the transaction stays usable);
-    /// otherwise as [`WriteTxn::remove`].
-    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.usable()?;
-        let (hasher, map) = (self.shared.hasher, self.map);
-        let res = TrieWriter { alloc: self.alloc(), hasher }.insert(map, key, value);
-        match res {
-            Ok((map, _)) => {
-                self.map = map;
-                Ok(())
-            }
-            Err(e @ (Error::KeyTooLarge { .. } | Error::ValueTooLarge { .. })) => Err(e),
-            Err(e) => self.fail(e),
-        }
+    /// [`Error::TxnFailed`] after an earlier failure.
+    pub fn root(&self) -> Result<Map<'_>> {
+        self.map_at(&[])
     }
 
-    /// Remove `key`; returns whether it was present.
+    /// Insert or replace `key` -> `value`; returns whether it replaced a value
+    /// ([`MapMut::insert`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongKind`] if `key` holds a map, [`Error::KeyTooLarge`] or
+    /// [`Error::ValueTooLarge`] (the transaction stays usable); otherwise as
+    /// [`WriteTxn::remove`].
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<bool> {
+        self.root_mut().insert(key, value)
+    }
+
+    /// [`MapMut::insert_parts`] on the top-level map.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::insert_parts`].
+    pub fn insert_parts(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        kind: Kind,
+        inline: &[u8],
+        parts: &[&[u8]],
+    ) -> Result<bool> {
+        self.root_mut().insert_parts(key, kind, inline, parts)
+    }
+
+    /// [`MapMut::insert_with`] on the top-level map: a value of `len` bytes written in place.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let mut tx = heap.begin_write()?;
+    /// tx.insert_with("big", 1 << 20, |buf| buf.fill(7))?;
+    /// assert_eq!(tx.get("big")?.map(|v| v.len()), Some(1 << 20));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::insert`].
+    pub fn insert_with(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        len: usize,
+        fill: impl FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        self.root_mut().insert_with(key, len, fill)
+    }
+
+    /// [`MapMut::insert_as`] on the top-level map.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::insert`].
+    pub fn insert_as<T>(&mut self, key: impl AsRef<[u8]>, value: &T) -> Result<bool>
+    where
+        T: ?Sized + IntoBytes + Immutable,
+    {
+        self.root_mut().insert_as(key, value)
+    }
+
+    /// [`MapMut::insert_many`] on the top-level map.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::insert_many`].
+    pub fn insert_many<K, V>(&mut self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        self.root_mut().insert_many(entries)
+    }
+
+    /// Remove `key` and its value (a sub-map with everything in it); returns whether it was
+    /// present.
     ///
     /// # Errors
     ///
     /// [`Error::Corrupt`] if a record on the key's path is damaged, [`Error::Io`] if a write
     /// fails (both fail the transaction: it can only be dropped, and a failed write poisons the
     /// handle); [`Error::TxnFailed`] after an earlier failure.
-    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        self.usable()?;
-        let (hasher, map) = (self.shared.hasher, self.map);
-        let res = TrieWriter { alloc: self.alloc(), hasher }.remove(map, key);
-        match res {
-            Ok((map, existed)) => {
-                self.map = map;
-                Ok(existed)
-            }
-            Err(e) => self.fail(e),
-        }
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.root_mut().remove(key)
     }
 
-    /// The value of `key` as this transaction sees it (checked as [`crate::ReadTxn::get`] is).
+    /// Remove every entry.
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if a record on the key's path is damaged; [`Error::TxnFailed`] after
-    /// an earlier failure.
-    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.usable()?;
-        self.reader().get(self.map.root, self.shared.hasher.hash(key), key, VERIFY_ON_READ_MAX)
+    /// As [`WriteTxn::remove`].
+    pub fn clear(&mut self) -> Result<()> {
+        self.root_mut().clear()
+    }
+
+    /// Keep only the entries for which `keep` returns true.
+    ///
+    /// # Errors
+    ///
+    /// As [`WriteTxn::remove`].
+    pub fn retain(&mut self, keep: impl FnMut(&[u8], Value<'_>) -> bool) -> Result<()> {
+        self.root_mut().retain(keep)
+    }
+
+    /// The sub-map under `key`, created empty if absent; maps nest ([`MapMut::map_mut`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let mut tx = heap.begin_write()?;
+    /// let mut users = tx.map_mut("users")?;
+    /// users.insert("alice", "...")?;
+    /// users.map_mut("alice/prefs")?.insert("theme", "dark")?;
+    /// tx.commit()?;
+    /// let rx = heap.begin_read()?;
+    /// let users = rx.map("users")?.expect("exists");
+    /// assert_eq!(users.len(), 2);
+    /// assert_eq!(users.map("alice/prefs")?.expect("exists").get("theme")?, Some(&b"dark"[..]));
+    /// assert!(matches!(users.get("alice/prefs"), Err(pheap::Error::WrongKind { .. })));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongKind`] if `key` holds bytes; as [`WriteTxn::insert`].
+    pub fn map_mut(&mut self, key: impl AsRef<[u8]>) -> Result<MapMut<'_>> {
+        let key = key.as_ref();
+        self.create_map(&[], key)?;
+        Ok(MapMut::new(self, vec![key.to_vec()]))
+    }
+
+    /// The map at the end of `path` (a key per level, from the top level), each level created
+    /// empty if absent. An empty path is the top-level map.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::map_mut`], for the first level that fails (the levels before it stay
+    /// created).
+    pub fn map_mut_path<K: AsRef<[u8]>>(&mut self, path: &[K]) -> Result<MapMut<'_>> {
+        if path.len() > MAX_NESTING {
+            return Err(Error::NestingTooDeep { max: MAX_NESTING });
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(path.len());
+        for key in path {
+            self.create_map(&keys, key.as_ref())?;
+            keys.push(key.as_ref().to_vec());
+        }
+        Ok(MapMut::new(self, keys))
+    }
+
+    /// The sub-map under `key` as this transaction sees it ([`Map::map`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::map`]; [`Error::TxnFailed`] after an earlier failure.
+    pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<Map<'_>>> {
+        self.root()?.map(key)
+    }
+
+    /// The value of `key` as this transaction sees it ([`Map::get`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get`]; [`Error::TxnFailed`] after an earlier failure.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
+        self.root()?.get(key)
+    }
+
+    /// [`Map::get_value`] as this transaction sees it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get_value`].
+    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<Value<'_>>> {
+        self.root()?.get_value(key)
+    }
+
+    /// [`Map::get_as`] as this transaction sees it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get_as`].
+    pub fn get_as<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<&T>>
+    where
+        T: ?Sized + FromBytes + KnownLayout + Immutable,
+    {
+        self.root()?.get_as(key)
     }
 
     /// Is `key` present, as this transaction sees it?
@@ -261,23 +417,23 @@ impl WriteTxn {
     /// # Errors
     ///
     /// As [`WriteTxn::get`].
-    pub fn contains_key(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.get(key)?.is_some())
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.root()?.contains_key(key)
     }
 
-    /// Number of entries, as this transaction sees it.
-    pub fn len(&self) -> u64 {
-        self.map.entries
+    /// Number of top-level entries, as this transaction sees it.
+    pub fn len(&self) -> usize {
+        self.map.entries as usize
     }
 
-    /// Does the map hold no entry, as this transaction sees it?
+    /// Does the top-level map hold no entry, as this transaction sees it?
     pub fn is_empty(&self) -> bool {
         self.map.entries == 0
     }
 
-    /// Every entry as this transaction sees it, in hash order.
+    /// Every top-level entry as this transaction sees it, in hash order.
     pub fn iter(&self) -> Iter<'_> {
-        Iter(TrieIter::new(self.reader(), self.map))
+        Map::new(self.reader(), self.shared.hasher, self.map).iter()
     }
 
     /// Override the heap's default durability for this commit.

@@ -13,7 +13,7 @@ pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Every entry of a snapshot.
 pub fn snapshot(rx: &ReadTxn) -> pheap::Result<Model> {
-    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect()
+    rx.iter().map(|r| r.and_then(|(k, v)| Ok((k.to_vec(), v.bytes()?.to_vec())))).collect()
 }
 
 /// Every entry of the latest commit. Panics on any error.

@@ -522,7 +522,7 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
     let (sink, bar): (Box<dyn Write>, _) = match output.filter(|p| *p != Path::new("-")) {
         Some(p) => {
             dump_destination(p)?;
-            (Box::new(std::fs::File::create(p)?), counter(quiet, Some(rx.len()), "dumping"))
+            (Box::new(std::fs::File::create(p)?), counter(quiet, Some(rx.len() as u64), "dumping"))
         }
         None => (Box::new(std::io::stdout().lock()), ProgressBar::hidden()),
     };
@@ -534,7 +534,7 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
         line.push(b'{');
         field(&mut line, "key", k);
         line.push(b',');
-        field(&mut line, "value", v);
+        field(&mut line, "value", v.bytes()?);
         line.extend_from_slice(b"}\n");
         out.write_all(&line)?;
         if i % 4096 == 0 {

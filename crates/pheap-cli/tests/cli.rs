@@ -16,7 +16,7 @@ fn pheap() -> Command {
 fn contents(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let heap = pheap::Heap::options().create(false).open(path).unwrap();
     let rx = heap.begin_read().unwrap();
-    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+    rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect()
 }
 
 #[test]

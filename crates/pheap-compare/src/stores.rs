@@ -101,7 +101,7 @@ impl Store for Pheap {
         tx.commit().unwrap();
     }
     fn len(&self) -> u64 {
-        self.0.begin_read().unwrap().len()
+        self.0.begin_read().unwrap().len() as u64
     }
     fn read(&self, data: &Data, order: &[u32]) -> u64 {
         let tx = self.0.begin_read().unwrap();
