@@ -31,6 +31,8 @@ pub enum Durability {
 /// State shared by every handle of one open heap.
 pub(crate) struct Shared {
     pub storage: Arc<dyn Storage>,
+    /// The path the heap was opened at.
+    pub path: std::path::PathBuf,
     pub hasher: KeyHasher,
     pub read_only: bool,
     pub durability: Durability,

@@ -135,6 +135,9 @@ pub enum Error {
     Forked,
     /// `try_begin_write` found a write transaction in progress.
     WriteInProgress,
+    /// `begin_write` (or `checkpoint`, `compact`) on a thread that holds a write transaction of
+    /// the same heap file, begun on it and not yet ended: waiting would wait for itself.
+    WriteOnThisThread,
     /// A write transaction was attempted on a heap opened read-only.
     ReadOnly,
     /// An earlier operation of this write transaction failed; it can only be dropped.
@@ -228,6 +231,10 @@ impl fmt::Display for Error {
                     "another write transaction is in progress; retry, or use begin_write to wait"
                 )
             }
+            Error::WriteOnThisThread => write!(
+                f,
+                "this thread already holds a write transaction of this heap; commit or drop it first"
+            ),
             Error::ReadOnly => {
                 write!(f, "the heap was opened read-only; reopen it writable to modify it")
             }

@@ -202,12 +202,12 @@ impl RunHeader {
 
 pub const NODE_KIND_BRANCH: u16 = 0x4e42; // "BN"
 pub const NODE_KIND_COLLISION: u16 = 0x4e43; // "CN"
-/// Leaf kinds (the value's kind, DESIGN §2.5): plain bytes.
+/// Leaf kinds (the value's kind, DESIGN §2.6.1): plain bytes.
 pub const LEAF_KIND_BYTES: u16 = 0x4c42; // "BL"
 /// A sub-map: the value is a [`MapValue`] (its trie root and entry count).
 pub const LEAF_KIND_MAP: u16 = 0x4c4d; // "ML"
 /// Tagged values: kinds `LEAF_KIND_TAGGED | t` for tags `t` in 0..=255 are opaque to the engine
-/// (bytes and parts, like [`LEAF_KIND_BYTES`]); higher layers own them (DESIGN §2.5).
+/// (bytes and parts, like [`LEAF_KIND_BYTES`]); higher layers own them (DESIGN §2.6.1).
 pub const LEAF_KIND_TAGGED: u16 = 0x5400; // "T" + tag
 
 /// The kind a leaf's tag names; `None` for a tag no writer produces.

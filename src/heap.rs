@@ -19,7 +19,7 @@ use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::{JoinError, ReaderInfo, Registry};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
-use crate::txn::{Durability, ReadTxn, WriteTxn};
+use crate::txn::{Durability, ReadTxn, SharedRead, WriteTxn};
 
 /// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
 /// share one handle. `Send + Sync`.
@@ -156,7 +156,7 @@ impl HeapOptions {
             let header = read_header(&storage, path)?;
             match Registry::open(path, &storage.id, self.read_only) {
                 Ok(registry) => {
-                    return Heap::from_parts(Arc::new(storage), header, registry, self, boot_id());
+                    return Heap::from_parts(Arc::new(storage), header, registry, self, path, boot_id());
                 }
                 Err(JoinError::Replaced) => continue,
                 Err(JoinError::Other(e)) => return Err(e),
@@ -170,6 +170,11 @@ impl HeapOptions {
 }
 
 impl Heap {
+    /// The path the heap was opened at.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
     /// Open the heap at `path`, creating it if missing, with default options (durable commits,
     /// writable). See the example on [`Heap`].
     ///
@@ -196,7 +201,7 @@ impl Heap {
         boot: [u8; 16],
     ) -> Result<Heap> {
         let header = read_header(&*storage, path)?;
-        Heap::from_parts(storage, header, registry, opts, boot)
+        Heap::from_parts(storage, header, registry, opts, path, boot)
     }
 
     /// A heap over `storage`, whose validated header is `header`.
@@ -205,9 +210,11 @@ impl Heap {
         header: FileHeader,
         registry: Registry,
         opts: &HeapOptions,
+        path: &Path,
         boot: [u8; 16],
     ) -> Result<Heap> {
         let shared = Arc::new(Shared {
+            path: path.to_owned(),
             storage,
             hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
             read_only: opts.read_only,
@@ -286,6 +293,16 @@ impl Heap {
     /// trusted; [`Error::Io`].
     pub fn begin_read(&self) -> Result<ReadTxn> {
         ReadTxn::begin(&self.shared)
+    }
+
+    /// Begin a read transaction that can be shared ([`SharedRead`]: `Clone`, `Send + Sync`, and
+    /// the source of handles that own their snapshot).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_read`].
+    pub fn begin_read_shared(&self) -> Result<SharedRead> {
+        self.begin_read().map(SharedRead::from)
     }
 
     /// Make every earlier commit durable (a no-op when the latest already is). Takes the writer

@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-/// What a value is (DESIGN §2.5). The engine interprets [`Kind::Bytes`] and [`Kind::Map`];
+/// What a value is (DESIGN §2.6.1). The engine interprets [`Kind::Bytes`] and [`Kind::Map`];
 /// [`Kind::Tagged`] values are bytes and parts like [`Kind::Bytes`], with a tag that higher
 /// layers own (the Python package's codec, an application's record types) and the tools show.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     /// Plain bytes: one inline part, and zero or more out-of-line parts.
     Bytes,

@@ -37,7 +37,10 @@ pub use heap::{Heap, HeapOptions, Stats};
 pub use kind::Kind;
 pub use meta::SkippedCommit;
 pub use storage::registry::ReaderInfo;
-pub use txn::{Durability, Iter, Map, MapMut, ReadTxn, Value, WriteTxn};
+pub use txn::{
+    Durability, Iter, IterPosition, Map, MapMut, OrderedIter, OwnedBytes, OwnedIter, OwnedValue,
+    ReadTxn, SharedRead, Value, WriteTxn,
+};
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;

@@ -388,3 +388,125 @@ fn compaction_leaves_no_copied_node_at_the_tail() {
         heap.check().unwrap();
     }
 }
+
+/// The leaf of `key` of leaf kind `kind` in `img` (built in one transaction, so there is one).
+fn find_leaf(img: &[u8], key: &[u8], kind: u16) -> usize {
+    use crate::format::{DATA_START, LeafHeader};
+    use zerocopy::FromBytes;
+    (DATA_START as usize..img.len() - 64)
+        .step_by(8)
+        .find(|&o| {
+            let h = LeafHeader::read_from_bytes(&img[o..o + 16]).unwrap();
+            h.kind.get() == kind
+                && h.key_len.get() as usize == key.len()
+                && &img[o + 16..o + 16 + key.len()] == key
+        })
+        .expect("the leaf")
+}
+
+/// The value region of the leaf at `o`.
+fn leaf_value(img: &[u8], o: usize) -> (usize, usize) {
+    use crate::format::{LeafHeader, round8};
+    use zerocopy::FromBytes;
+    let h = LeafHeader::read_from_bytes(&img[o..o + 16]).unwrap();
+    let at = o + 16 + round8(h.key_len.get() as u64) as usize;
+    (at, h.val_len.get() as usize)
+}
+
+/// Replace the value region of the leaf at `o` (same length), its checksum made to match: a
+/// forgery only the structure's own checks can catch.
+fn forge_value(img: &mut [u8], o: usize, region: &[u8]) {
+    use crate::format::{LeafHeader, leaf_checksum};
+    use zerocopy::{FromBytes, IntoBytes};
+    let mut h = LeafHeader::read_from_bytes(&img[o..o + 16]).unwrap();
+    let (at, len) = leaf_value(img, o);
+    assert_eq!(len, region.len());
+    img[at..at + len].copy_from_slice(region);
+    let key = img[o + 16..o + 16 + h.key_len.get() as usize].to_vec();
+    h.checksum = leaf_checksum(h.kind.get(), h.flags.get(), &key, region).into();
+    img[o..o + 16].copy_from_slice(h.as_bytes());
+}
+
+#[test]
+fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
+    use crate::format::{LEAF_KIND_BYTES, LEAF_KIND_MAP, PARTS_HEADER_SIZE};
+    let (s, heap) = new_mem(boot(0));
+    let mut tx = heap.begin_write().unwrap();
+    for name in ["map-a", "map-b"] {
+        let mut m = tx.map_mut(name).unwrap();
+        for i in 0..200u32 {
+            m.insert(format!("{name}-{i}"), [i as u8; 24]).unwrap();
+        }
+    }
+    tx.map_mut("map-a").unwrap().map_mut("inner-map").unwrap().insert("x", "y").unwrap();
+    tx.insert_parts("parts", crate::Kind::Bytes, b"head", &[&[9u8; 5000][..], &[8u8; 300][..]])
+        .unwrap();
+    tx.commit().unwrap();
+    heap.checkpoint().unwrap();
+    heap.check().unwrap();
+    let img = s.image_after_power_loss(|_| true);
+    drop(heap);
+    let a = find_leaf(&img, b"map-a", LEAF_KIND_MAP);
+    let b = find_leaf(&img, b"map-b", LEAF_KIND_MAP);
+    let inner = find_leaf(&img, b"inner-map", LEAF_KIND_MAP);
+    let parts = find_leaf(&img, b"parts", LEAF_KIND_BYTES);
+    let a_value = {
+        let (at, len) = leaf_value(&img, a);
+        img[at..at + len].to_vec()
+    };
+    let open = |img: &[u8]| open_mem(&Arc::new(MemStorage::from_image(img, CAP)), boot(0)).unwrap();
+    let corrupt = |what: &str, r: crate::Result<()>| match r {
+        Err(Error::Corrupt { .. } | Error::NestingTooDeep { .. }) => {}
+        other => panic!("{what}: expected a corruption error, got {other:?}"),
+    };
+
+    // One subtree referenced twice: "map-b" names "map-a"'s tree.
+    let mut shared = img.clone();
+    forge_value(&mut shared, b, &a_value);
+    let h = open(&shared);
+    corrupt("walk of a shared subtree", h.check().map(|_| ()));
+    let mut tx = h.begin_write().unwrap();
+    let r = tx.remove("map-a").and_then(|_| tx.remove("map-b")).and_then(|_| tx.commit());
+    corrupt("freeing a shared subtree twice", r);
+    drop(h);
+    corrupt("the heap after the refused commit", open(&shared).check().map(|_| ()));
+
+    // A map reachable from itself: "inner-map" names "map-a", which holds it.
+    let mut cyclic = img.clone();
+    forge_value(&mut cyclic, inner, &a_value);
+    let h = open(&cyclic);
+    corrupt("walk of a cycle", h.check().map(|_| ()));
+    corrupt("compaction of a cycle", h.compact_with(true).map(|_| ()));
+    let mut tx = h.begin_write().unwrap();
+    corrupt("freeing a cycle", tx.remove("map-a").map(|_| ()));
+    drop(tx);
+    let dir = tempfile::tempdir().unwrap();
+    corrupt("copy of a cycle", h.copy_to(dir.path().join("copy")).map(|_| ()));
+    drop(h);
+
+    // A part past the end of the file, and a part over another record.
+    let (at, _) = leaf_value(&img, parts);
+    let ref_at = at + PARTS_HEADER_SIZE as usize;
+    for (what, rec) in [("past the end", (CAP as u64) << 4), ("over a node", a_value_root(&a_value))]
+    {
+        let mut forged = img.clone();
+        let (_, len) = leaf_value(&forged, parts);
+        let mut region = forged[at..at + len].to_vec();
+        region[ref_at - at..ref_at - at + 8].copy_from_slice(&rec.to_le_bytes());
+        forge_value(&mut forged, parts, &region);
+        let h = open(&forged);
+        corrupt(what, h.check().map(|_| ()));
+        let rx = h.begin_read().unwrap();
+        let read = rx
+            .get_value("parts")
+            .and_then(|v| v.expect("present").parts().collect::<crate::Result<Vec<_>>>());
+        if what == "past the end" {
+            corrupt("a read of a part past the end", read.map(|_| ()));
+        }
+    }
+}
+
+/// The root offset a [`crate::format::MapValue`] region names.
+fn a_value_root(region: &[u8]) -> u64 {
+    u64::from_le_bytes(region[..8].try_into().unwrap())
+}

@@ -20,7 +20,8 @@ fn defined_in(item: &str) -> Option<&'static str> {
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "env",
-        "Iter" | "Map" | "MapMut" | "ReadTxn" | "Value" | "WriteTxn" => "txn",
+        "Iter" | "IterPosition" | "Map" | "MapMut" | "OrderedIter" | "OwnedBytes" | "OwnedIter"
+        | "OwnedValue" | "ReadTxn" | "SharedRead" | "Value" | "WriteTxn" => "txn",
         "CheckReport" => "check",
         "Heap" | "HeapOptions" | "Stats" => "heap",
         "CompactStats" => "compact",

@@ -98,6 +98,13 @@ impl View {
         View { ptr, mapped, _backing: backing }
     }
 
+    /// The offset of a slice this view handed out (`None` for any other slice).
+    pub(crate) fn offset_of(&self, s: &[u8]) -> Option<u64> {
+        let (start, p) = (self.ptr as usize, s.as_ptr() as usize);
+        let off = p.checked_sub(start)? as u64;
+        (off + s.len() as u64 <= self.mapped).then_some(off)
+    }
+
     /// `len` bytes at `off`, if the range lies below `limit` (a snapshot's `end`, never beyond
     /// the file's length) and inside the mapping.
     #[inline]

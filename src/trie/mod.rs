@@ -6,6 +6,7 @@
 //! Reads validate every node and leaf they touch; writes copy the path, except nodes the running
 //! transaction allocated itself, which are rewritten in place.
 
+mod cursor;
 mod iter;
 mod read;
 mod relocate;
@@ -19,6 +20,7 @@ use std::hash::Hasher;
 
 use crate::format::*;
 
+pub(crate) use cursor::{Cursor, Position, order_key};
 pub(crate) use iter::Iter;
 pub(crate) use read::{LeafRef, NodeRef, Reader};
 pub(crate) use value::{NewValue, ValueRef};

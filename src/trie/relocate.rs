@@ -7,7 +7,7 @@ use super::MAX_BRANCH_BYTES;
 use super::write::NodeBuf;
 use super::{MapRoot, TrieWriter};
 use crate::alloc::Evacuation;
-use crate::error::Result;
+use crate::error::{Result, corrupt};
 use crate::format::*;
 
 /// Positions of a compaction pass: child `j` of the root's child `i` is position `64 i + j`.
@@ -31,7 +31,13 @@ impl TrieWriter<'_> {
     /// Move the leaf at `off` if compaction moves it, and what its value owns (a sub-map's
     /// records, out-of-line parts); returns where the leaf is. A leaf whose value changed (a
     /// new sub-map root, a moved part) is rewritten, like a node whose child moved.
-    fn lower_leaf(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
+    fn lower_leaf(
+        &mut self,
+        off: u64,
+        plan: &Evacuation,
+        moved: &mut u64,
+        nesting: usize,
+    ) -> Result<u64> {
         let r = self.reader();
         let l = r.leaf(Offset(off))?;
         let size = l.size();
@@ -44,7 +50,15 @@ impl TrieWriter<'_> {
             None
         };
         let region = if let Some(sub) = sub {
-            let root = if sub.is_empty() { 0 } else { self.lower_subtree(sub.root.0, plan, moved)? };
+            // A map nested deeper than the limit can only be a cycle of a forged file.
+            if nesting >= MAX_NESTING {
+                return Err(corrupt(off, "maps nested deeper than the limit"));
+            }
+            let root = if sub.is_empty() {
+                0
+            } else {
+                self.lower_subtree(sub.root.0, plan, moved, nesting + 1)?
+            };
             (root != sub.root.0).then(|| {
                 MapValue { root: root.into(), entries: sub.entries.into() }.as_bytes().to_vec()
             })
@@ -161,12 +175,13 @@ impl TrieWriter<'_> {
         i: usize,
         plan: &Evacuation,
         moved: &mut u64,
+        nesting: usize,
     ) -> Result<bool> {
         let c = n.children[i];
         let new = if i < n.leaf_count() {
-            self.lower_leaf(c, plan, moved)?
+            self.lower_leaf(c, plan, moved, nesting)?
         } else {
-            self.lower_subtree(c, plan, moved)?
+            self.lower_subtree(c, plan, moved, nesting)?
         };
         n.children[i] = new;
         Ok(new != c)
@@ -174,11 +189,17 @@ impl TrieWriter<'_> {
 
     /// Move every record of the subtree at `off` that compaction moves; returns the subtree's
     /// new offset.
-    fn lower_subtree(&mut self, off: u64, plan: &Evacuation, moved: &mut u64) -> Result<u64> {
+    fn lower_subtree(
+        &mut self,
+        off: u64,
+        plan: &Evacuation,
+        moved: &mut u64,
+        nesting: usize,
+    ) -> Result<u64> {
         let mut n = self.node_buf(off)?;
         let mut changed = false;
         for i in 0..n.children.len() {
-            changed |= self.lower_child(&mut n, i, plan, moved)?;
+            changed |= self.lower_child(&mut n, i, plan, moved, nesting)?;
         }
         self.place_node(off, &n, changed, plan, moved)
     }
@@ -204,7 +225,7 @@ impl TrieWriter<'_> {
         let mut next = None;
         for i in from / POSITIONS_PER_CHILD..r.children.len() {
             if i < r.leaf_count() {
-                r_changed |= self.lower_child(&mut r, i, plan, moved)?;
+                r_changed |= self.lower_child(&mut r, i, plan, moved, 0)?;
                 continue;
             }
             let c = r.children[i];
@@ -217,7 +238,7 @@ impl TrieWriter<'_> {
                     next = Some(i * POSITIONS_PER_CHILD + j);
                     break;
                 }
-                changed |= self.lower_child(&mut n, j, plan, moved)?;
+                changed |= self.lower_child(&mut n, j, plan, moved, 0)?;
             }
             let new = self.place_node(c, &n, changed, plan, moved)?;
             r.children[i] = new;

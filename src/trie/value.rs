@@ -10,7 +10,7 @@ use crate::error::{Error, Result, corrupt};
 use crate::format::*;
 
 /// A decoded value: its kind, its inline part and its out-of-line parts, each part's range
-/// checked against the snapshot's bounds (DESIGN §2.5, I15).
+/// checked against the snapshot's bounds (DESIGN §2.8, I15).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ValueRef<'a> {
     pub kind: Kind,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::trie::{
     Iter as TrieIter, KeyHasher, LeafRef, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX,
-    ValueRef,
+    ValueRef, order_key,
 };
 
 /// A value as stored: its [`Kind`], its inline part and its out-of-line parts, all borrowed from
@@ -34,7 +34,7 @@ impl fmt::Debug for Value<'_> {
 }
 
 impl<'a> Value<'a> {
-    fn of(reader: Reader<'a>, l: &LeafRef<'a>) -> Result<Value<'a>> {
+    pub(crate) fn of(reader: Reader<'a>, l: &LeafRef<'a>) -> Result<Value<'a>> {
         Ok(Value { key: l.key, v: reader.value(l)?, reader })
     }
 
@@ -152,6 +152,18 @@ impl fmt::Debug for Map<'_> {
 impl<'a> Map<'a> {
     pub(crate) fn new(reader: Reader<'a>, hasher: KeyHasher, root: MapRoot) -> Map<'a> {
         Map { reader, hasher, root }
+    }
+
+    pub(crate) fn reader(&self) -> Reader<'a> {
+        self.reader
+    }
+
+    pub(crate) fn hasher(&self) -> KeyHasher {
+        self.hasher
+    }
+
+    pub(crate) fn root(&self) -> MapRoot {
+        self.root
     }
 
     fn leaf(&self, key: &[u8], verify: usize) -> Result<Option<LeafRef<'a>>> {
@@ -553,18 +565,6 @@ impl<'t> MapMut<'t> {
     }
 }
 
-/// The position of a hash in the trie's iteration order: the 5-bit fragments of the levels,
-/// the root's most significant.
-pub(crate) fn order_key(hash: u64) -> u64 {
-    let mut out = 0u64;
-    for depth in 0..MAX_DEPTH {
-        let bits = if depth == MAX_DEPTH - 1 { 64 - BITS_PER_LEVEL * depth } else { BITS_PER_LEVEL };
-        let frag = (hash >> (BITS_PER_LEVEL * depth)) & ((1u64 << bits) - 1);
-        out = (out << bits) | frag;
-    }
-    out
-}
-
 impl WriteTxn {
     /// The map at `path` (keys from the top level) as this transaction sees it; an absent map
     /// reads as empty.
@@ -592,7 +592,7 @@ impl WriteTxn {
     }
 
     /// Apply `f` to the map at `path` (an absent map is empty, and created if `f` changes it),
-    /// then write the changed roots back up the path (DESIGN §3.4): a map leaf this transaction
+    /// then write the changed roots back up the path (DESIGN §2.6.2): a map leaf this transaction
     /// wrote is rewritten in place, which ends the walk up; any other is replaced, path-copying
     /// its parent map. Errors that change nothing leave the transaction usable; others fail it.
     pub(super) fn in_map<R>(

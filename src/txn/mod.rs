@@ -9,11 +9,13 @@
 
 mod commit;
 mod map;
+mod owned;
 mod read;
 mod write;
 
 pub use crate::env::Durability;
 pub use map::{Iter, Map, MapMut, Value};
+pub use owned::{IterPosition, OrderedIter, OwnedBytes, OwnedIter, OwnedValue, SharedRead};
 pub use read::ReadTxn;
 pub use write::WriteTxn;
 

@@ -42,9 +42,9 @@ thread_local! {
 /// # Ok::<(), pheap::Error>(())
 /// ```
 pub struct ReadTxn {
-    shared: Arc<Shared>,
-    view: Arc<View>,
-    snap: Snapshot,
+    pub(super) shared: Arc<Shared>,
+    pub(super) view: Arc<View>,
+    pub(super) snap: Snapshot,
     pin: Pin,
 }
 
@@ -78,7 +78,7 @@ impl ReadTxn {
         }
     }
 
-    fn reader(&self) -> Reader<'_> {
+    pub(super) fn reader(&self) -> Reader<'_> {
         Reader { view: &self.view, limit: self.snap.alloc.end }
     }
 

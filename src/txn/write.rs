@@ -70,6 +70,12 @@ impl WriteTxn {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
+        let heap = heap_id(shared);
+        let me = std::thread::current().id();
+        if WRITERS.lock().iter().any(|&(h, t)| h == heap && t == me) {
+            // Waiting would wait for ourselves.
+            return Err(Error::WriteOnThisThread);
+        }
         let guard = if wait {
             shared.writer.lock_arc()
         } else {
@@ -78,6 +84,7 @@ impl WriteTxn {
         let Some(length_known) = shared.registry.lock_writer(wait)? else {
             return Err(Error::WriteInProgress);
         };
+        WRITERS.lock().push((heap, me));
         let mut tx = WriteTxn {
             guard,
             shared: shared.clone(),
@@ -499,7 +506,24 @@ impl Drop for WriteTxn {
         self.rollback();
         // In a forked child the lock is the parent's.
         if self.locked && !self.shared.forked() {
+            let heap = heap_id(&self.shared);
+            WRITERS.lock().retain(|&(h, _)| h != heap);
             self.shared.registry.unlock_writer();
         }
+    }
+}
+
+/// The thread that began the write transaction of each heap file this process holds (files by
+/// device and inode, so every handle of one file counts): a second `begin_write` on that thread
+/// would wait for itself. (A transaction moved to another thread still counts for the thread
+/// that began it.)
+static WRITERS: parking_lot::Mutex<Vec<((u64, u64), std::thread::ThreadId)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+fn heap_id(shared: &Arc<Shared>) -> (u64, u64) {
+    match shared.storage.file_id() {
+        Some(id) => (id.dev, id.ino),
+        // A heap with no file (the simulated disk): the handle's own state.
+        None => (u64::MAX, Arc::as_ptr(shared) as u64),
     }
 }

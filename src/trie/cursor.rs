@@ -1,0 +1,207 @@
+//! Ordered, resumable, range-bounded iteration: the cursor holds offsets, not borrows, so an
+//! owning iterator can keep it next to the snapshot it reads, and its position (the last key
+//! returned) can be saved and continued in another snapshot or process.
+//!
+//! The order is the *order key* of a key's hash ([`order_key`]: the 5-bit fragments of the
+//! levels, the root's most significant), then the key's bytes (keys of one hash sit in a
+//! collision node). A node's children are visited by increasing fragment whether they are leaves
+//! or nodes, so the walk yields exactly that order, and a range of order keys is a set of
+//! subtrees: shards by hash prefix come out disjoint, and their union is the whole map.
+
+use super::{KeyHasher, LeafRef, MapRoot, Reader, VERIFY_ON_READ_MAX};
+use crate::error::{Result, corrupt};
+use crate::format::*;
+
+/// The position of a hash in iteration order.
+pub(crate) fn order_key(hash: u64) -> u64 {
+    let mut out = 0u64;
+    for depth in 0..MAX_DEPTH {
+        let bits = level_bits(depth);
+        let frag = (hash >> (BITS_PER_LEVEL * depth)) & ((1u64 << bits) - 1);
+        out = (out << bits) | frag;
+    }
+    out
+}
+
+/// Hash bits consumed at `depth` (5, but 4 at the last branch level).
+fn level_bits(depth: u32) -> u32 {
+    if depth == MAX_DEPTH - 1 { 64 - BITS_PER_LEVEL * depth } else { BITS_PER_LEVEL }
+}
+
+/// Order-key bits below the fragment of `depth` (the bits a subtree there leaves free).
+fn free_bits(depth: u32) -> u32 {
+    64 - (0..=depth).map(level_bits).sum::<u32>()
+}
+
+/// Where a cursor stands: after `(order key, key)` of the last entry returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Position {
+    pub order: u64,
+    pub key: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+enum Frame {
+    /// A branch node at `depth` whose children's order keys start with `prefix`; children
+    /// below fragment `next` are done.
+    Branch { off: Offset, depth: u32, prefix: u64, next: u32 },
+    /// A collision node: its children in key order, the first `next` done.
+    Collision { order: Vec<u64>, next: usize },
+}
+
+/// An ordered walk over the entries of one map whose order keys lie in `lo..hi` (`hi` is
+/// exclusive; `None` means to the end), resuming after a [`Position`].
+#[derive(Clone, Debug)]
+pub(crate) struct Cursor {
+    stack: Vec<Frame>,
+    root: MapRoot,
+    lo: u64,
+    hi: Option<u64>,
+    after: Option<Position>,
+    started: bool,
+    done: bool,
+    /// Nodes a valid trie of this many entries can have: a bound on the walk (I9).
+    budget: u64,
+}
+
+impl Cursor {
+    pub(crate) fn new(root: MapRoot, lo: u64, hi: Option<u64>, after: Option<Position>) -> Cursor {
+        Cursor {
+            stack: Vec::new(),
+            root,
+            lo,
+            hi,
+            after,
+            started: false,
+            done: false,
+            budget: (MAX_DEPTH as u64 + 1).saturating_mul(root.entries.saturating_add(1)),
+        }
+    }
+
+    /// The position after the last entry returned (or the one it started after).
+    pub(crate) fn position(&self) -> Option<&Position> {
+        self.after.as_ref()
+    }
+
+    /// Could a subtree whose order keys lie in `min..=max` hold an entry still to come?
+    fn wanted(&self, min: u64, max: u64) -> bool {
+        let floor = self.after.as_ref().map_or(self.lo, |p| p.order.max(self.lo));
+        max >= floor && self.hi.is_none_or(|hi| min < hi)
+    }
+
+    /// Is the entry `(order, key)` still to come?
+    fn includes(&self, order: u64, key: &[u8]) -> bool {
+        order >= self.lo
+            && self.hi.is_none_or(|hi| order < hi)
+            && self.after.as_ref().is_none_or(|p| (order, key) > (p.order, &p.key[..]))
+    }
+
+    fn spend(&mut self, off: Offset) -> Result<()> {
+        self.budget =
+            self.budget.checked_sub(1).ok_or_else(|| corrupt(off.0, "trie has more nodes than its entries allow"))?;
+        Ok(())
+    }
+
+    fn push(&mut self, r: &Reader<'_>, off: Offset, depth: u32, prefix: u64) -> Result<()> {
+        self.spend(off)?;
+        if depth > MAX_DEPTH {
+            return Err(corrupt(off.0, "trie deeper than its last level"));
+        }
+        let n = r.node(off)?;
+        if n.kind == NODE_KIND_COLLISION {
+            if depth != MAX_DEPTH {
+                return Err(corrupt(off.0, "collision node above the last level"));
+            }
+            let mut leaves = Vec::with_capacity(n.children.len());
+            for c in n.children {
+                leaves.push((r.leaf(Offset(c.get()))?.key.to_vec(), c.get()));
+            }
+            leaves.sort();
+            self.stack.push(Frame::Collision { order: leaves.into_iter().map(|l| l.1).collect(), next: 0 });
+        } else {
+            if depth == MAX_DEPTH {
+                return Err(corrupt(off.0, "branch node at the last level"));
+            }
+            self.stack.push(Frame::Branch { off, depth, prefix, next: 0 });
+        }
+        Ok(())
+    }
+
+    /// The next entry, in order.
+    pub(crate) fn next<'a>(&mut self, r: &Reader<'a>, h: &KeyHasher) -> Result<Option<LeafRef<'a>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let res = self.step(r, h);
+        if !matches!(res, Ok(Some(_))) {
+            self.done = true;
+            self.stack.clear();
+        }
+        res
+    }
+
+    fn step<'a>(&mut self, r: &Reader<'a>, h: &KeyHasher) -> Result<Option<LeafRef<'a>>> {
+        if !self.started {
+            self.started = true;
+            if !self.root.is_empty() && self.wanted(0, u64::MAX) {
+                self.push(r, self.root.root, 0, 0)?;
+            }
+        }
+        while let Some(top) = self.stack.last_mut() {
+            match top {
+                Frame::Collision { order, next } => {
+                    let Some(&c) = order.get(*next) else {
+                        self.stack.pop();
+                        continue;
+                    };
+                    *next += 1;
+                    let l = r.leaf_for_read(Offset(c), VERIFY_ON_READ_MAX)?;
+                    let o = order_key(h.hash(l.key));
+                    if self.includes(o, l.key) {
+                        return Ok(Some(self.returned(o, l)));
+                    }
+                }
+                Frame::Branch { off, depth, prefix, next } => {
+                    let (off, depth, prefix) = (*off, *depth, *prefix);
+                    let n = r.node(off)?;
+                    let used = n.datamap | n.nodemap;
+                    let rest = if *next >= 32 { 0 } else { used >> *next << *next };
+                    if rest == 0 {
+                        self.stack.pop();
+                        continue;
+                    }
+                    let bit = rest.trailing_zeros();
+                    *next = bit + 1;
+                    let free = free_bits(depth);
+                    let min = prefix | ((bit as u64) << free);
+                    let max = min | if free == 0 { 0 } else { (1u64 << free) - 1 };
+                    if !self.wanted(min, max) {
+                        continue;
+                    }
+                    let below = (1u32 << bit) - 1;
+                    if n.datamap & (1 << bit) != 0 {
+                        let idx = (n.datamap & below).count_ones() as usize;
+                        let l = r.leaf_for_read(Offset(n.children[idx].get()), VERIFY_ON_READ_MAX)?;
+                        let o = order_key(h.hash(l.key));
+                        if o < min || o > max {
+                            return Err(corrupt(l.off.0, "leaf on the wrong hash path"));
+                        }
+                        if self.includes(o, l.key) {
+                            return Ok(Some(self.returned(o, l)));
+                        }
+                    } else {
+                        let idx = n.datamap.count_ones() + (n.nodemap & below).count_ones();
+                        let child = Offset(n.children[idx as usize].get());
+                        self.push(r, child, depth + 1, min)?;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn returned<'a>(&mut self, order: u64, l: LeafRef<'a>) -> LeafRef<'a> {
+        self.after = Some(Position { order, key: l.key.to_vec() });
+        l
+    }
+}
