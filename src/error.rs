@@ -197,7 +197,7 @@ impl fmt::Display for Error {
             }
             Error::WrongKind { key, expected, found } => write!(
                 f,
-                "key {} holds {found}, not {expected}; nothing was changed",
+                "key {} holds {found}, not {expected}",
                 show_key(key)
             ),
             Error::NestingTooDeep { max } => {

@@ -421,6 +421,20 @@ impl Heap {
         self.shared.registry.last_writer_pid()
     }
 
+    /// Is a write transaction of another handle (of this or another process) in progress now?
+    /// `Some(pid)` of the process that began it (as [`Heap::last_writer_pid`] records it; 0
+    /// where unknown), `None` if there is none. A snapshot: it may end the next moment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the lock cannot be queried.
+    pub fn writer_in_progress(&self) -> Result<Option<u32>> {
+        Ok(match self.shared.registry.writer_active()? {
+            Some(true) => Some(self.last_writer_pid().unwrap_or(0)),
+            _ => None,
+        })
+    }
+
     /// The heap file's identity (none for the simulated disk).
     pub(crate) fn file_id(&self) -> Option<crate::storage::file::FileId> {
         self.shared.storage.file_id()

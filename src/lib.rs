@@ -20,6 +20,7 @@ mod meta;
 mod storage;
 mod trie;
 mod txn;
+pub mod typed;
 
 #[cfg(test)]
 mod crash_tests;
@@ -46,6 +47,8 @@ pub use txn::{
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;
 /// Longest value accepted.
 pub const MAX_VALUE_LEN: usize = format::MAX_VALUE_LEN;
+/// Values this long or longer are stored as one out-of-line part (64-byte aligned).
+pub const OUT_OF_LINE_MIN: usize = format::OUT_OF_LINE_MIN;
 /// Deepest nesting of maps (the top level is depth 0).
 pub const MAX_NESTING: usize = format::MAX_NESTING;
 /// The first eight bytes of every heap file.

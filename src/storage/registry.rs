@@ -670,6 +670,15 @@ impl Registry {
         }
     }
 
+    /// Does another handle (of any process) hold the writer lock now? `None` without a lock
+    /// file (no writer can exist).
+    pub(crate) fn writer_active(&self) -> Result<Option<bool>> {
+        match self.mode {
+            Mode::Unlocked => Ok(None),
+            _ => Ok(Some(held(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER)?)),
+        }
+    }
+
     /// Has an unregistered reader a read transaction open (whose snapshot is unknown)?
     pub(crate) fn anonymous_present(&self) -> Result<bool> {
         match self.mode {

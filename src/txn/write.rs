@@ -72,8 +72,8 @@ impl WriteTxn {
         }
         let heap = heap_id(shared);
         let me = std::thread::current().id();
-        if WRITERS.lock().iter().any(|&(h, t)| h == heap && t == me) {
-            // Waiting would wait for ourselves.
+        if wait && WRITERS.lock().iter().any(|&(h, t)| h == heap && t == me) {
+            // Waiting would wait for ourselves (`try_begin_write` says WriteInProgress).
             return Err(Error::WriteOnThisThread);
         }
         let guard = if wait {

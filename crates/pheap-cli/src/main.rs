@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pheap::{Durability, Error, Heap, WriteTxn};
+use pheap::{Durability, Error, Heap, Kind, Map, MapMut, Value, WriteTxn};
 
 #[derive(Parser)]
 #[command(
@@ -32,42 +32,79 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Format version, sizes, entries, transactions and readers.
+    /// Format version, sizes, entries, transactions, readers and a writer in progress; with
+    /// --map, the entries of one sub-map by kind.
     Stat {
+        /// The heap file.
         file: PathBuf,
+        /// A sub-map to describe: one --map per level, from the top.
+        #[arg(short, long = "map", value_name = "NAME")]
+        map: Vec<String>,
         /// One JSON object, for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        enc: Encoding,
     },
     /// Print the value of KEY (status 1 if it is missing).
     Get {
-        file: PathBuf,
-        key: String,
+        #[command(flatten)]
+        at: Target,
         #[command(flatten)]
         enc: Encoding,
     },
-    /// Set KEY to VALUE (or to standard input when VALUE is omitted); creates the heap if missing.
+    /// Set KEY to VALUE; creates the heap, and the sub-maps named by --map, if missing.
     Put {
-        file: PathBuf,
-        key: String,
+        #[command(flatten)]
+        at: Target,
+        /// The value (see --hex, --base64); `-` or omitted: standard input.
+        #[arg(conflicts_with = "value_file")]
         value: Option<String>,
+        /// Read the value from this file, byte for byte.
+        #[arg(long, value_name = "PATH")]
+        value_file: Option<PathBuf>,
         #[command(flatten)]
         enc: Encoding,
         #[command(flatten)]
         lock: Lock,
     },
-    /// Remove KEY (status 1 if it is missing).
+    /// Remove KEY, and everything in it if it is a map (status 1 if it is missing).
     Rm {
-        file: PathBuf,
-        key: String,
+        #[command(flatten)]
+        at: Target,
         #[command(flatten)]
         enc: Encoding,
         #[command(flatten)]
         lock: Lock,
     },
-    /// Every entry as JSON lines: {"key": TEXT, "value": TEXT}, with "key_base64" / "value_base64"
-    /// for bytes that are not UTF-8.
+    /// The keys of the top-level map (or of --map), one per line, in hash order; sub-maps end
+    /// with a `/` marker unless --plain.
+    Keys {
+        /// The heap file.
+        file: PathBuf,
+        /// The sub-map to list: one --map per level, from the top.
+        #[arg(short, long = "map", value_name = "NAME")]
+        map: Vec<String>,
+        /// Keys only, with no marker.
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        enc: Encoding,
+    },
+    /// The number of entries of the top-level map (or of --map).
+    Count {
+        /// The heap file.
+        file: PathBuf,
+        /// The sub-map to count: one --map per level, from the top.
+        #[arg(short, long = "map", value_name = "NAME")]
+        map: Vec<String>,
+    },
+    /// Every entry, sub-maps included, as JSON lines: {"key": TEXT, "value": TEXT}, with
+    /// "key_base64" / "value_base64" for bytes that are not UTF-8; an entry of a sub-map names
+    /// its map's path in "map" (a list of keys, each TEXT or {"base64": ...}); a sub-map is
+    /// {"key": ..., "kind": "map"}; a tagged value has "tag"; out-of-line parts are "parts".
     Dump {
+        /// The heap file.
         file: PathBuf,
         /// Write to this file instead of standard output (`-`: standard output). Never onto a
         /// heap file.
@@ -77,7 +114,9 @@ enum Cmd {
     /// Insert the entries of a dump (standard input, or --input); creates the heap if missing.
     /// All or nothing: one transaction, durable at the end; a bad line leaves the heap as it was.
     Load {
+        /// The heap file.
         file: PathBuf,
+        /// Read the dump from this file.
         #[arg(short, long)]
         input: Option<PathBuf>,
         /// Commit every N entries instead (streaming input larger than memory wants it): on an
@@ -87,13 +126,19 @@ enum Cmd {
         #[command(flatten)]
         lock: Lock,
     },
-    /// The full integrity walk (status 0 only when the heap is sound and opened at its newest
-    /// commit; 1 when it is unsound, or a newer commit was passed over).
-    Check { file: PathBuf },
+    /// The full integrity walk, every sub-map and part (status 0 only when the heap is sound
+    /// and opened at its newest commit; 1 when it is unsound, or a newer commit was passed
+    /// over).
+    Check {
+        /// The heap file.
+        file: PathBuf,
+    },
     /// A consistent, compacted copy of the latest commit, taken while the heap is in use. DEST
     /// `-` writes the copy to standard output.
     Copy {
+        /// The heap file.
         file: PathBuf,
+        /// Where the copy goes (must not exist, unless --force).
         dest: PathBuf,
         /// Replace DEST if it exists (a regular file that no process has open as a heap).
         #[arg(long)]
@@ -101,16 +146,36 @@ enum Cmd {
     },
     /// Move live records out of the file's tail and give it back, online.
     Compact {
+        /// The heap file.
         file: PathBuf,
         #[command(flatten)]
         lock: Lock,
     },
     /// Live read transactions of every process, and the space each holds back.
     Readers {
+        /// The heap file.
         file: PathBuf,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a key lives.
+#[derive(Args)]
+struct Target {
+    /// The heap file.
+    file: PathBuf,
+    /// The key (see --hex, --base64); or --key-file.
+    #[arg(required_unless_present = "key_file")]
+    key: Option<String>,
+    /// Read the key from this file (`-`: standard input), byte for byte: for keys too long for
+    /// the command line. (`put FILE --key-file K VALUE` then takes VALUE as the value.)
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// The sub-map the key is in: one --map per level, from the top (`--map users --map
+    /// alice`). Names are taken as the key is (--hex, --base64).
+    #[arg(short, long = "map", value_name = "NAME")]
+    map: Vec<String>,
 }
 
 /// How KEY and VALUE arguments (and `get`'s output) are written.
@@ -129,23 +194,52 @@ struct Lock {
     /// Wait for another process's write transaction instead of failing.
     #[arg(long)]
     wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    timeout: Option<f64>,
 }
 
-/// What ends a command early: a "no" (status 1) or an error (status 2).
+/// What ends a command early: a "no" (status 1), an error (status 2), or a reader that went
+/// away (`dump | head`: not an error).
 enum Fail {
     No(String),
     Err(String),
+    Pipe,
 }
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
-        Fail::Err(e.to_string())
+        match e {
+            Error::Io(e) => e.into(),
+            // Messages in the tool's words, not the library's calls.
+            Error::Exists { path } => {
+                Fail::Err(format!("{} exists; pass --force to replace it", path.display()))
+            }
+            Error::MultiPart { parts, .. } => Fail::Err(format!(
+                "the value has {parts} out-of-line parts; `pheap dump` shows every part"
+            )),
+            Error::ReadersFull { max } => Fail::Err(format!(
+                "all {max} reader slots are in use by live read transactions; retry once some end"
+            )),
+            e => Fail::Err(e.to_string()),
+        }
     }
 }
 
 impl From<std::io::Error> for Fail {
     fn from(e: std::io::Error) -> Fail {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Fail::Pipe;
+        }
         Fail::Err(e.to_string())
+    }
+}
+
+/// An I/O error on `path`, naming it.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> Fail + '_ {
+    move |e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => Fail::Pipe,
+        _ => Fail::Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -163,67 +257,99 @@ fn main() -> ExitCode {
             eprintln!("pheap: {msg}");
             ExitCode::from(2)
         }
+        Err(Fail::Pipe) => ExitCode::SUCCESS,
     }
 }
 
 fn run(cli: Cli) -> Res {
     let quiet = cli.quiet;
     match cli.cmd {
-        Cmd::Stat { file, json } => stat(&file, json),
-        Cmd::Get { file, key, enc } => {
-            let heap = open_read(&file)?;
-            let key = enc.decode(&key, "key")?;
+        Cmd::Stat { file, map, json, enc } => stat(&file, &enc.decode_all(&map)?, json),
+        Cmd::Get { at, enc } => {
+            let heap = open_read(&at.file)?;
+            let (path, key) = at.resolve(&enc)?;
             let rx = heap.begin_read()?;
-            match rx.get(&key)? {
+            let Some(map) = rx.root().map_path(&path)? else {
+                return Err(Fail::No(format!("no such map: {}", show_path(&enc, &path))));
+            };
+            match map.get(&key)? {
                 Some(v) => {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&enc.encode(v))?;
                     if std::io::stdout().is_terminal() || enc.hex || enc.base64 {
                         out.write_all(b"\n")?;
                     }
+                    out.flush()?;
                     Ok(())
                 }
                 None => Err(Fail::No(format!("key not found: {}", enc.show(&key)))),
             }
         }
-        Cmd::Put { file, key, value, enc, lock } => {
-            let key = enc.decode(&key, "key")?;
-            let value = match value {
-                Some(v) => enc.decode(&v, "value")?,
-                None => {
-                    let mut v = Vec::new();
-                    std::io::stdin().read_to_end(&mut v)?;
-                    v
-                }
+        Cmd::Put { mut at, mut value, value_file, enc, lock } => {
+            if at.key_file.is_some() && value.is_none() {
+                // With --key-file, the first word after FILE is the value.
+                value = at.key.take();
+            }
+            let (path, key) = at.resolve(&enc)?;
+            let value = match (value, value_file) {
+                (_, Some(f)) => read_all(&f)?,
+                (Some(v), None) if v != "-" => enc.decode(&v, "value")?,
+                _ => read_all(Path::new("-"))?,
             };
-            let heap = open_write(&file, true)?;
-            let mut tx = begin_write(&heap, &file, lock.wait)?;
-            tx.insert(&key, &value)?;
+            let heap = open_write(&at.file, true)?;
+            let mut tx = begin_write(&heap, &at.file, &lock)?;
+            tx.map_mut_path(&path)?.insert(&key, &value)?;
             tx.commit()?;
             Ok(())
         }
-        Cmd::Rm { file, key, enc, lock } => {
-            let key = enc.decode(&key, "key")?;
-            let heap = open_write(&file, false)?;
-            let mut tx = begin_write(&heap, &file, lock.wait)?;
-            if !tx.remove(&key)? {
+        Cmd::Rm { at, enc, lock } => {
+            let (path, key) = at.resolve(&enc)?;
+            let heap = open_write(&at.file, false)?;
+            let mut tx = begin_write(&heap, &at.file, &lock)?;
+            if tx.root()?.map_path(&path)?.is_none() || !tx.map_mut_path(&path)?.remove(&key)? {
                 return Err(Fail::No(format!("key not found: {}", enc.show(&key))));
             }
             tx.commit()?;
             Ok(())
         }
+        Cmd::Keys { file, map, plain, enc } => {
+            let heap = open_read(&file)?;
+            let path = enc.decode_all(&map)?;
+            let rx = heap.begin_read()?;
+            let Some(m) = rx.root().map_path(&path)? else {
+                return Err(Fail::No(format!("no such map: {}", show_path(&enc, &path))));
+            };
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for item in m.iter() {
+                let (k, v) = item?;
+                out.write_all(&enc.encode(k))?;
+                if v.kind() == Kind::Map && !plain {
+                    out.write_all(b"/")?;
+                }
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Cmd::Count { file, map } => {
+            let heap = open_read(&file)?;
+            let rx = heap.begin_read()?;
+            let path: Vec<Vec<u8>> = map.iter().map(|m| m.as_bytes().to_vec()).collect();
+            match rx.root().map_path(&path)? {
+                Some(m) => Ok(println!("{}", m.len())),
+                None => Err(Fail::No(format!("no such map: {}", path_text(&path)))),
+            }
+        }
         Cmd::Dump { file, output } => dump(&file, output.as_deref(), quiet),
         Cmd::Load { file, input, batch, lock } => {
-            load(&file, input.as_deref(), batch, lock.wait, quiet)
+            load(&file, input.as_deref(), batch, &lock, quiet)
         }
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
         Cmd::Compact { file, lock } => {
             let heap = open_write(&file, false)?;
-            if !lock.wait {
-                // Fail now rather than in the middle: compaction takes the lock many times.
-                drop(begin_write(&heap, &file, false)?);
-            }
+            // Fail (or wait) now rather than in the middle: compaction takes the lock many times.
+            drop(begin_write(&heap, &file, &lock)?);
             let bar = spinner(quiet, "compacting");
             let c = heap.compact()?;
             bar.finish_and_clear();
@@ -235,10 +361,51 @@ fn run(cli: Cli) -> Res {
                 size(c.moved_bytes),
                 c.steps
             );
+            if c.file_size_after > c.file_size_before {
+                let held = heap.stats()?.held_by_readers;
+                println!(
+                    "note: the file grew: records were moved while read transactions held the \
+                     space they left ({} now); it is reused, and the file shrinks, at later \
+                     commits once those readers end (`pheap readers` lists them)",
+                    size(held)
+                );
+            }
             Ok(())
         }
         Cmd::Readers { file, json } => readers(&file, json),
     }
+}
+
+impl Target {
+    /// The map path and the key, decoded.
+    fn resolve(&self, enc: &Encoding) -> Res<(Vec<Vec<u8>>, Vec<u8>)> {
+        let key = match (&self.key, &self.key_file) {
+            (None, Some(f)) => read_all(f)?,
+            (Some(k), None) => enc.decode(k, "key")?,
+            (Some(_), Some(_)) => return Err(Fail::Err("give KEY or --key-file, not both".into())),
+            (None, None) => return Err(Fail::Err("no key given".into())),
+        };
+        Ok((enc.decode_all(&self.map)?, key))
+    }
+}
+
+/// Every byte of `path` (`-`: standard input).
+fn read_all(path: &Path) -> Res<Vec<u8>> {
+    let mut v = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut v)?;
+    } else {
+        v = std::fs::read(path).map_err(at(path))?;
+    }
+    Ok(v)
+}
+
+fn path_text(path: &[Vec<u8>]) -> String {
+    path.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>().join(" / ")
+}
+
+fn show_path(enc: &Encoding, path: &[Vec<u8>]) -> String {
+    path.iter().map(|k| enc.show(k)).collect::<Vec<_>>().join(" / ")
 }
 
 fn copy(file: &Path, dest: &Path, force: bool, quiet: bool) -> Res {
@@ -314,23 +481,39 @@ fn open_error(file: &Path, e: Error) -> Fail {
     }
 }
 
-fn begin_write(heap: &Heap, file: &Path, wait: bool) -> Res<WriteTxn> {
-    if wait {
+fn begin_write(heap: &Heap, file: &Path, lock: &Lock) -> Res<WriteTxn> {
+    let deadline = lock.timeout.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    if lock.wait && deadline.is_none() {
         return Ok(heap.begin_write()?);
     }
-    match heap.try_begin_write() {
-        Err(Error::WriteInProgress) => {
-            let who = heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
-            Err(Fail::Err(format!(
-                "{} is locked by a writer{who}; retry, or pass --wait",
-                file.display()
-            )))
+    loop {
+        match heap.try_begin_write() {
+            Err(Error::WriteInProgress) => {
+                if deadline.is_some_and(|d| std::time::Instant::now() < d) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let who =
+                    heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
+                let hint = match lock.timeout {
+                    Some(s) => format!("gave up after {s} s"),
+                    None => "retry, or pass --wait (and --timeout SECONDS)".into(),
+                };
+                return Err(Fail::Err(format!(
+                    "{} is locked by a writer{who}; {hint}",
+                    file.display()
+                )));
+            }
+            r => return Ok(r?),
         }
-        r => Ok(r?),
     }
 }
 
 impl Encoding {
+    fn decode_all(&self, names: &[String]) -> Res<Vec<Vec<u8>>> {
+        names.iter().map(|n| self.decode(n, "map name")).collect()
+    }
+
     fn decode(&self, s: &str, what: &str) -> Res<Vec<u8>> {
         if self.hex {
             from_hex(s).ok_or_else(|| Fail::Err(format!("the {what} is not hexadecimal: {s}")))
@@ -400,10 +583,69 @@ fn counter(quiet: bool, total: Option<u64>, what: &str) -> ProgressBar {
     bar.with_message(what.to_owned())
 }
 
-fn stat(file: &Path, json: bool) -> Res {
+/// What one map holds, by kind.
+#[derive(Default)]
+struct MapSummary {
+    entries: u64,
+    bytes: u64,
+    maps: u64,
+    tagged: u64,
+    with_parts: u64,
+    parts: u64,
+    value_bytes: u64,
+}
+
+fn summarise(map: Map<'_>) -> Res<MapSummary> {
+    let mut s = MapSummary::default();
+    for item in map.iter() {
+        let (_, v) = item?;
+        s.entries += 1;
+        match v.kind() {
+            Kind::Map => s.maps += 1,
+            Kind::Tagged(_) => s.tagged += 1,
+            _ => s.bytes += 1,
+        }
+        if v.part_count() > 0 {
+            s.with_parts += 1;
+            s.parts += v.part_count() as u64;
+        }
+        s.value_bytes += v.inline().len() as u64;
+        for p in v.parts() {
+            s.value_bytes += p?.len() as u64;
+        }
+    }
+    Ok(s)
+}
+
+fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
     let heap = open_read(file)?;
+    if !path.is_empty() {
+        let rx = heap.begin_read()?;
+        let Some(map) = rx.root().map_path(path)? else {
+            return Err(Fail::No(format!("no such map: {}", path_text(path))));
+        };
+        let m = summarise(map)?;
+        if json {
+            let v = serde_json::json!({
+                "map": path.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>(),
+                "entries": m.entries, "bytes": m.bytes, "maps": m.maps, "tagged": m.tagged,
+                "values_with_parts": m.with_parts, "parts": m.parts, "value_bytes": m.value_bytes,
+            });
+            println!("{v}");
+            return Ok(());
+        }
+        println!("map               {}", path_text(path));
+        println!("entries           {}", m.entries);
+        println!("  bytes           {}", m.bytes);
+        println!("  maps            {}", m.maps);
+        println!("  tagged          {}", m.tagged);
+        println!("with parts        {} ({} out-of-line parts)", m.with_parts, m.parts);
+        println!("value bytes       {}", size(m.value_bytes));
+        return Ok(());
+    }
     let s = heap.stats()?;
     let readers = heap.readers()?;
+    let writer = heap.writer_in_progress()?;
     if json {
         let v = serde_json::json!({
             "file": file.display().to_string(),
@@ -419,6 +661,7 @@ fn stat(file: &Path, json: bool) -> Res {
             "durable_txn_id": s.durable_txn_id,
             "oldest_reader": s.oldest_reader,
             "readers": readers.len(),
+            "writer_pid": writer,
             "boot_id_known": s.boot_id_known,
             "skipped_commits": s.skipped_commits.iter().map(|k| serde_json::json!({
                 "slot": k.slot, "txn_id": k.txn_id, "reason": k.reason,
@@ -438,13 +681,18 @@ fn stat(file: &Path, json: bool) -> Res {
         size(s.pending_bytes),
         size(s.held_by_readers)
     );
-    println!("entries           {}", s.entries);
+    println!("entries           {} (top level; `pheap stat --map NAME` for a sub-map)", s.entries);
     println!("transaction       {} (last durable: {})", s.txn_id, s.durable_txn_id);
     match s.oldest_reader {
         Some(t) => {
             println!("readers           {} (oldest snapshot: transaction {t})", readers.len())
         }
         None => println!("readers           0"),
+    }
+    match writer {
+        Some(0) => println!("writer            a write transaction is in progress"),
+        Some(p) => println!("writer            a write transaction is in progress (process {p})"),
+        None => println!("writer            none"),
     }
     if !s.boot_id_known {
         println!("note              the boot id is unknown: every commit is made durable");
@@ -522,28 +770,114 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
     let (sink, bar): (Box<dyn Write>, _) = match output.filter(|p| *p != Path::new("-")) {
         Some(p) => {
             dump_destination(p)?;
-            (Box::new(std::fs::File::create(p)?), counter(quiet, Some(rx.len() as u64), "dumping"))
+            let f = std::fs::File::create(p).map_err(at(p))?;
+            (Box::new(f), counter(quiet, Some(rx.len() as u64), "dumping"))
         }
         None => (Box::new(std::io::stdout().lock()), ProgressBar::hidden()),
     };
-    let mut out = BufWriter::with_capacity(1 << 20, sink);
-    let mut line = Vec::with_capacity(512);
+    let mut d = Dumper { out: BufWriter::with_capacity(1 << 20, sink), line: Vec::new(), n: 0 };
+    let mut path = Vec::new();
     for (i, item) in rx.iter().enumerate() {
         let (k, v) = item?;
-        line.clear();
-        line.push(b'{');
-        field(&mut line, "key", k);
-        line.push(b',');
-        field(&mut line, "value", v.bytes()?);
-        line.extend_from_slice(b"}\n");
-        out.write_all(&line)?;
+        d.entry(rx.root(), &mut path, k, v)?;
         if i % 4096 == 0 {
             bar.set_position(i as u64);
         }
     }
-    out.flush()?;
+    d.out.flush()?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Writes dump lines.
+struct Dumper<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    n: u64,
+}
+
+impl<W: Write> Dumper<W> {
+    /// The line of `key` -> `value` of `map` (at `path`), and a sub-map's entries after it.
+    fn entry(&mut self, map: Map<'_>, path: &mut Vec<Vec<u8>>, key: &[u8], v: Value<'_>) -> Res {
+        let line = &mut self.line;
+        line.clear();
+        line.push(b'{');
+        if !path.is_empty() {
+            line.extend_from_slice(b"\"map\":[");
+            for (i, k) in path.iter().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                json_bytes(line, k);
+            }
+            line.extend_from_slice(b"],");
+        }
+        field(line, "key", key);
+        match v.kind() {
+            Kind::Map => line.extend_from_slice(b",\"kind\":\"map\""),
+            kind => {
+                line.push(b',');
+                // A long value that `insert` stored out of line is written as plain bytes (it
+                // loads back the same way); any other shape part by part.
+                let whole = match v.bytes() {
+                    Ok(b) if v.part_count() == 0 || b.len() >= pheap::OUT_OF_LINE_MIN => Some(b),
+                    _ => None,
+                };
+                field(line, "value", whole.unwrap_or(v.inline()));
+                if let Kind::Tagged(t) = kind {
+                    line.extend_from_slice(format!(",\"tag\":{t}").as_bytes());
+                }
+                if whole.is_none() {
+                    line.extend_from_slice(b",\"parts\":[");
+                    for (i, p) in v.parts().enumerate() {
+                        if i > 0 {
+                            line.push(b',');
+                        }
+                        json_bytes(line, p?);
+                    }
+                    line.push(b']');
+                }
+            }
+        }
+        line.extend_from_slice(b"}\n");
+        self.out.write_all(line)?;
+        self.n += 1;
+        if v.kind() == Kind::Map {
+            if path.len() >= pheap::MAX_NESTING {
+                return Err(Error::NestingTooDeep { max: pheap::MAX_NESTING }.into());
+            }
+            let sub = map.map(key)?.ok_or_else(|| Fail::Err("a sub-map vanished".into()))?;
+            path.push(key.to_vec());
+            for item in sub.iter() {
+                let (k, v) = item?;
+                self.entry(sub, path, k, v)?;
+            }
+            path.pop();
+        }
+        Ok(())
+    }
+}
+
+/// Bytes as one JSON value: a string if UTF-8, else {"base64": ...}.
+fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => out.extend_from_slice(serde_json::to_string(s).expect("a string").as_bytes()),
+        Err(_) => {
+            out.extend_from_slice(b"{\"base64\":\"");
+            out.extend_from_slice(B64.encode(b).as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// The bytes of a JSON value written by [`json_bytes`].
+fn from_json_bytes(v: &serde_json::Value, what: &str, at: usize) -> Res<Vec<u8>> {
+    let bad = || Fail::Err(format!("line {at}: {what} is neither a string nor {{\"base64\": ...}}"));
+    if let Some(s) = v.as_str() {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let s = v.get("base64").and_then(|b| b.as_str()).ok_or_else(bad)?;
+    B64.decode(s).map_err(|e| Fail::Err(format!("line {at}: {what}: {e}")))
 }
 
 /// The bytes of field NAME of a dump line (NAME or NAME_base64).
@@ -557,18 +891,18 @@ fn take(obj: &serde_json::Map<String, serde_json::Value>, name: &str, at: usize)
     B64.decode(s).map_err(|e| bad(&format!("\"{name}_base64\": {e}")))
 }
 
-fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, wait: bool, quiet: bool) -> Res {
+fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, lock: &Lock, quiet: bool) -> Res {
     let (source, total): (Box<dyn Read>, Option<u64>) = match input {
         Some(p) => {
-            let f = std::fs::File::open(p)?;
-            let len = f.metadata()?.len();
+            let f = std::fs::File::open(p).map_err(at(p))?;
+            let len = f.metadata().map_err(at(p))?.len();
             (Box::new(f), Some(len))
         }
         None => (Box::new(std::io::stdin().lock()), None),
     };
     let heap = Heap::options().durability(Durability::None).open(file)?;
     let bar = counter(quiet, total, "loading");
-    let mut load = Load { heap: &heap, file, wait, batch, tx: None, n: 0, committed: 0 };
+    let mut load = Load { heap: &heap, file, lock, batch, tx: None, n: 0, committed: 0 };
     let res = load.lines(source, &bar, total);
     bar.finish_and_clear();
     let Load { tx, n, committed, .. } = load;
@@ -576,7 +910,7 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, wait: bool, quiet
         // One durable commit ends the load (and makes earlier batches durable with it).
         let mut tx = match tx {
             Some(tx) => tx,
-            None => begin_write(&heap, file, wait)?,
+            None => begin_write(&heap, file, lock)?,
         };
         tx.set_durability(Durability::Immediate);
         Ok(tx.commit()?)
@@ -588,6 +922,7 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, wait: bool, quiet
             }
             Ok(())
         }
+        Err(Fail::Pipe) => Err(Fail::Pipe),
         Err(Fail::Err(msg) | Fail::No(msg)) => {
             let kept = if committed == 0 {
                 "nothing was loaded".to_owned()
@@ -604,7 +939,7 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, wait: bool, quiet
 struct Load<'a> {
     heap: &'a Heap,
     file: &'a Path,
-    wait: bool,
+    lock: &'a Lock,
     batch: Option<u64>,
     tx: Option<WriteTxn>,
     n: u64,
@@ -630,12 +965,11 @@ impl Load<'_> {
                 serde_json::from_str(&line).map_err(|e| Fail::Err(format!("line {at}: {e}")))?;
             let obj =
                 v.as_object().ok_or_else(|| Fail::Err(format!("line {at}: not an object")))?;
-            let (k, val) = (take(obj, "key", at)?, take(obj, "value", at)?);
             let tx = match &mut self.tx {
                 Some(tx) => tx,
-                slot => slot.insert(begin_write(self.heap, self.file, self.wait)?),
+                slot => slot.insert(begin_write(self.heap, self.file, self.lock)?),
             };
-            tx.insert(&k, &val)?;
+            load_line(obj, tx, at)?;
             self.n += 1;
             if self.n.is_multiple_of(4096) {
                 bar.set_position(if total.is_some() { read } else { self.n });
@@ -646,6 +980,49 @@ impl Load<'_> {
             }
         }
     }
+}
+
+/// Insert the entry of one dump line.
+fn load_line(obj: &serde_json::Map<String, serde_json::Value>, tx: &mut WriteTxn, at: usize) -> Res {
+    let bad = |what: &str| Fail::Err(format!("line {at}: {what}"));
+    let path = match obj.get("map") {
+        None => Vec::new(),
+        Some(p) => p
+            .as_array()
+            .ok_or_else(|| bad("\"map\" is not a list"))?
+            .iter()
+            .map(|k| from_json_bytes(k, "a map name", at))
+            .collect::<Res<Vec<_>>>()?,
+    };
+    let k = take(obj, "key", at)?;
+    let mut map: MapMut<'_> = tx.map_mut_path(&path)?;
+    match obj.get("kind").map(|k| k.as_str()) {
+        None => {}
+        Some(Some("map")) => {
+            map.map_mut(&k)?;
+            return Ok(());
+        }
+        Some(_) => return Err(bad("\"kind\" is not \"map\"")),
+    }
+    let val = take(obj, "value", at)?;
+    let kind = match obj.get("tag") {
+        None => Kind::Bytes,
+        Some(t) => Kind::Tagged(
+            t.as_u64().and_then(|t| u8::try_from(t).ok()).ok_or_else(|| bad("\"tag\" is not 0..=255"))?,
+        ),
+    };
+    let parts = match obj.get("parts") {
+        None => Vec::new(),
+        Some(p) => p
+            .as_array()
+            .ok_or_else(|| bad("\"parts\" is not a list"))?
+            .iter()
+            .map(|p| from_json_bytes(p, "a part", at))
+            .collect::<Res<Vec<_>>>()?,
+    };
+    let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+    map.insert_parts(&k, kind, &val, &parts)?;
+    Ok(())
 }
 
 fn check(file: &Path, quiet: bool) -> Res {
@@ -661,11 +1038,13 @@ fn check(file: &Path, quiet: bool) -> Res {
     let r = heap.check().map_err(sound)?;
     bar.finish_and_clear();
     println!(
-        "{}: sound. Transaction {}: {} entries ({} leaves, {} nodes, every checksum and hash path), {} runs, live {} and free {} as recorded, every page accounted for",
+        "{}: sound. Transaction {}: {} entries ({} leaves in {} maps, {} parts, {} nodes, every checksum and hash path), {} runs, live {} and free {} as recorded, every page accounted for",
         file.display(),
         r.txn_id,
         r.entries,
         r.leaves,
+        r.maps + 1,
+        r.parts,
         r.nodes,
         r.runs,
         size(r.live_bytes),

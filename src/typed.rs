@@ -1,0 +1,295 @@
+//! Typed maps: keys and values as Rust types through [`Codec`]s, in the spirit of heed's codecs
+//! and redb's `TableDefinition`, so that a Rust user never serialises by hand.
+//!
+//! ```
+//! use pheap::typed::{MapDef, Record, Str};
+//! # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq)]
+//! #[repr(C)]
+//! struct Frob { foo: u64, bar: u64 }
+//!
+//! const FROBS: MapDef<Str, Record<Frob>> = MapDef::new("frobs");
+//! # let dir = tempfile::tempdir()?;
+//! # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+//! let mut tx = heap.begin_write()?;
+//! tx.typed_mut(FROBS)?.insert("x", &Frob { foo: 9, bar: 23 })?;
+//! tx.commit()?;
+//! let rx = heap.begin_read()?;
+//! let frobs = rx.typed(FROBS)?.expect("the map exists");
+//! assert_eq!(frobs.get("x")?, Some(&Frob { foo: 9, bar: 23 })); // a view of the file, no copy
+//! # Ok::<(), pheap::Error>(())
+//! ```
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::error::{Error, Result};
+use crate::txn::{Map, MapMut, ReadTxn, WriteTxn};
+
+/// How a type is stored as bytes, as a key or a value.
+pub trait Codec {
+    /// What is written.
+    type Write: ?Sized;
+    /// What is read back, borrowing the transaction where the codec can (zero copy).
+    type Read<'a>;
+    /// The bytes of `v`.
+    fn encode(v: &Self::Write) -> Cow<'_, [u8]>;
+    /// The value of `bytes` (which `key` holds, for error messages).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TypeMismatch`] if the bytes are not a value of the type.
+    fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<Self::Read<'a>>;
+}
+
+fn mismatch(key: &[u8], type_name: &'static str, len: usize, reason: &'static str) -> Error {
+    Error::TypeMismatch { key: key.to_vec(), type_name, len, reason }
+}
+
+/// Raw bytes.
+#[derive(Debug)]
+pub enum Bytes {}
+
+impl Codec for Bytes {
+    type Write = [u8];
+    type Read<'a> = &'a [u8];
+    fn encode(v: &[u8]) -> Cow<'_, [u8]> {
+        Cow::Borrowed(v)
+    }
+    fn decode<'a>(_: &[u8], bytes: &'a [u8]) -> Result<&'a [u8]> {
+        Ok(bytes)
+    }
+}
+
+/// UTF-8 text, read back as `&str` without a copy.
+#[derive(Debug)]
+pub enum Str {}
+
+impl Codec for Str {
+    type Write = str;
+    type Read<'a> = &'a str;
+    fn encode(v: &str) -> Cow<'_, [u8]> {
+        Cow::Borrowed(v.as_bytes())
+    }
+    fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<&'a str> {
+        std::str::from_utf8(bytes).map_err(|_| mismatch(key, "str", bytes.len(), "not UTF-8"))
+    }
+}
+
+/// A `zerocopy` record (`#[repr(C)]` struct, or a slice such as `[f64]`), read back in place as
+/// `&T`: size and alignment checked, never a misaligned reference.
+#[derive(Debug)]
+pub struct Record<T: ?Sized>(PhantomData<T>);
+
+impl<T> Codec for Record<T>
+where
+    T: ?Sized + FromBytes + IntoBytes + KnownLayout + Immutable + 'static,
+{
+    type Write = T;
+    type Read<'a> = &'a T;
+    fn encode(v: &T) -> Cow<'_, [u8]> {
+        Cow::Borrowed(v.as_bytes())
+    }
+    fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<&'a T> {
+        T::ref_from_bytes(bytes).map_err(|e| {
+            let reason = match e {
+                zerocopy::CastError::Alignment(_) => "the value is not aligned for the type",
+                _ => "the value's length is not a size of the type",
+            };
+            mismatch(key, std::any::type_name::<T>(), bytes.len(), reason)
+        })
+    }
+}
+
+macro_rules! int_codec {
+    ($($t:ty),*) => {$(
+        /// Little-endian, fixed width.
+        impl Codec for $t {
+            type Write = $t;
+            type Read<'a> = $t;
+            fn encode(v: &$t) -> Cow<'_, [u8]> {
+                Cow::Owned(v.to_le_bytes().to_vec())
+            }
+            fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<$t> {
+                let b = bytes.try_into().map_err(|_| {
+                    mismatch(key, stringify!($t), bytes.len(), "the value's length is not the type's")
+                })?;
+                Ok(<$t>::from_le_bytes(b))
+            }
+        }
+    )*};
+}
+int_codec!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
+
+/// Any `serde` type, in the compact `postcard` encoding (feature `serde`); read back owned.
+#[cfg(feature = "serde")]
+#[derive(Debug)]
+pub struct Serde<T>(PhantomData<T>);
+
+#[cfg(feature = "serde")]
+impl<T> Codec for Serde<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    type Write = T;
+    type Read<'a> = T;
+    fn encode(v: &T) -> Cow<'_, [u8]> {
+        // Serialising into a Vec fails only for types serde cannot represent at all.
+        Cow::Owned(postcard::to_allocvec(v).expect("a serde type postcard can encode"))
+    }
+    fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<T> {
+        postcard::from_bytes(bytes).map_err(|_| {
+            mismatch(key, std::any::type_name::<T>(), bytes.len(), "not a postcard encoding of the type")
+        })
+    }
+}
+
+/// A typed map's name and its key and value codecs: a `const` shared by writers and readers.
+#[derive(Debug)]
+pub struct MapDef<K, V> {
+    name: &'static str,
+    _types: PhantomData<(fn() -> K, fn() -> V)>,
+}
+
+impl<K, V> Clone for MapDef<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for MapDef<K, V> {}
+
+impl<K, V> MapDef<K, V> {
+    /// The typed map stored as the sub-map `name` of the top-level map.
+    pub const fn new(name: &'static str) -> MapDef<K, V> {
+        MapDef { name, _types: PhantomData }
+    }
+
+    /// The sub-map's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// A typed read view of a map.
+#[derive(Debug)]
+pub struct Typed<'a, K: Codec, V: Codec> {
+    map: Map<'a>,
+    _types: PhantomData<(K, V)>,
+}
+
+impl<'a, K: Codec, V: Codec> Typed<'a, K, V> {
+    /// The typed view of an untyped map.
+    pub fn of(map: Map<'a>) -> Typed<'a, K, V> {
+        Typed { map, _types: PhantomData }
+    }
+
+    /// The value of `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get`]; [`Error::TypeMismatch`] if the value does not decode.
+    pub fn get(&self, key: &K::Write) -> Result<Option<V::Read<'a>>> {
+        let k = K::encode(key);
+        match self.map.get(&k)? {
+            Some(b) => V::decode(&k, b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Does the map hold no entry?
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every entry, decoded, in hash order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(K::Read<'a>, V::Read<'a>)>> + 'a {
+        self.map.iter().map(|item| {
+            let (k, v) = item?;
+            let b = v.bytes()?;
+            Ok((K::decode(k, k)?, V::decode(k, b)?))
+        })
+    }
+}
+
+/// A typed map being changed in a write transaction.
+#[derive(Debug)]
+pub struct TypedMut<'t, K: Codec, V: Codec> {
+    map: MapMut<'t>,
+    _types: PhantomData<(K, V)>,
+}
+
+impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
+    /// The typed handle of an untyped map.
+    pub fn of(map: MapMut<'t>) -> TypedMut<'t, K, V> {
+        TypedMut { map, _types: PhantomData }
+    }
+
+    /// Insert or replace; returns whether it replaced a value.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::insert`].
+    pub fn insert(&mut self, key: &K::Write, value: &V::Write) -> Result<bool> {
+        self.map.insert(K::encode(key), V::encode(value))
+    }
+
+    /// Remove; returns whether the key was present.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::remove`].
+    pub fn remove(&mut self, key: &K::Write) -> Result<bool> {
+        self.map.remove(K::encode(key))
+    }
+
+    /// The value of `key` as the transaction sees it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Typed::get`].
+    pub fn get(&self, key: &K::Write) -> Result<Option<V::Read<'_>>> {
+        let k = K::encode(key);
+        match self.map.get(&k)? {
+            Some(b) => V::decode(&k, b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of entries.
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::len`].
+    pub fn len(&self) -> Result<usize> {
+        self.map.len()
+    }
+}
+
+impl ReadTxn {
+    /// The typed map `def`, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReadTxn::map`].
+    pub fn typed<K: Codec, V: Codec>(&self, def: MapDef<K, V>) -> Result<Option<Typed<'_, K, V>>> {
+        Ok(self.map(def.name)?.map(Typed::of))
+    }
+}
+
+impl WriteTxn {
+    /// The typed map `def`, created if missing.
+    ///
+    /// # Errors
+    ///
+    /// As [`WriteTxn::map_mut`].
+    pub fn typed_mut<K: Codec, V: Codec>(&mut self, def: MapDef<K, V>) -> Result<TypedMut<'_, K, V>> {
+        Ok(TypedMut::of(self.map_mut(def.name)?))
+    }
+}
