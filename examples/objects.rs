@@ -58,7 +58,10 @@ fn main() -> pheap::Result<()> {
         user.map_mut("prefs")?.insert("theme", "dark")?;
     }
     tx.commit()?;
-    println!("wrote 100,000 Frob records in map \"frobs\" and 2 users with nested prefs: {}", ms(t));
+    println!(
+        "wrote 100,000 Frob records in map \"frobs\" and 2 users with nested prefs: {}",
+        ms(t)
+    );
 
     // 2. A large matrix written straight into its place in the heap.
     let n = mib << 17; // f64s in MIB mebibytes

@@ -1,4 +1,4 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get|readcost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get|readcost|txncost|opencost PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
@@ -107,6 +107,39 @@ fn main() -> pheap::Result<()> {
             }
             return Ok(());
         }
+        "txncost" => {
+            // A read transaction per lookup, as a Python `d[k]` pays it: begin_read, one get,
+            // drop. `hot`: the same key every time (the transaction's own cost); `random`: keys
+            // in shuffled order (plus the lookup's cache misses).
+            let heap = Heap::options().create(false).open(path)?;
+            let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();
+            for hot in [true, false] {
+                let best = fastest_of_5(|| {
+                    let mut sum = 0u64;
+                    for (i, k) in keys.iter().enumerate().take(1_000_000) {
+                        let k = if hot { &keys[i % 8] } else { k };
+                        let rx = heap.begin_read()?;
+                        sum += rx.get(k)?.expect("present").len() as u64;
+                    }
+                    std::hint::black_box(sum);
+                    Ok(())
+                })?;
+                let what = if hot { "hot key" } else { "random keys" };
+                let ops = n.min(1_000_000) as f64;
+                println!("begin_read + get + drop, {what}: {:.0} ns", best * 1e9 / ops);
+            }
+            let rx = heap.begin_read()?;
+            let best = fastest_of_5(|| {
+                let mut sum = 0u64;
+                for i in 0..1_000_000 {
+                    sum += rx.get(&keys[i % 8])?.expect("present").len() as u64;
+                }
+                std::hint::black_box(sum);
+                Ok(())
+            })?;
+            println!("get alone (one transaction), hot key: {:.0} ns", best * 1e3);
+            return Ok(());
+        }
         "opencost" => {
             let best = fastest_of_5(|| {
                 for i in 0..2000u64 {
@@ -118,7 +151,9 @@ fn main() -> pheap::Result<()> {
             println!("open, get, close: {:.1} us", best * 1e6 / 2000.0);
             return Ok(());
         }
-        _ => panic!("load | nosync | durable | single | inproc | get | readcost | opencost"),
+        _ => panic!(
+            "load | nosync | durable | single | inproc | get | readcost | txncost | opencost"
+        ),
     }
     println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
     Ok(())

@@ -186,7 +186,9 @@ fn main() {
     let heap = Heap::options().read_only(true).open(&path).unwrap();
     let map: HashMap<Vec<u8>, Vec<u8>> = {
         let rx = heap.begin_read().unwrap();
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect()
+        rx.iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap())
+            .collect()
     };
     drop(heap);
     let copy = proc_kib(std::process::id(), "status", "VmRSS:").saturating_sub(before);

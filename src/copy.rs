@@ -11,12 +11,12 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::format::{Kind, MAX_NESTING};
 use crate::heap::Heap;
 use crate::storage::file::FileId;
 use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
-use crate::format::{Kind, MAX_NESTING};
 use crate::txn::{Durability, Map, MapMut, Value};
 
 /// What [`Heap::copy_to`] wrote.

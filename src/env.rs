@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     /// [`fork_generation`] when the handle was opened: in a forked child it differs.
     pub fork_gen: u64,
     pub poisoned: AtomicBool,
+    /// The latest commit as last chosen, the view it was chosen with, and the meta-slot words
+    /// ([`meta_signature`]) it was chosen from: while they are unchanged, no slot was written,
+    /// so the choice stands (read transactions skip parsing and checksumming the slots).
+    pub latest_cache: Mutex<Option<(MetaSignature, Snapshot, Arc<View>)>>,
     /// Results of verifying one-phase slots of an earlier boot: (slot, txn, intact).
     pub verified: Mutex<Vec<(usize, TxnId, bool)>>,
 }
@@ -179,6 +183,29 @@ impl Shared {
         }
     }
 
+    /// As [`Shared::latest`], answered from the cache while no meta slot has been written since
+    /// (the common case of a read transaction): two atomic loads per slot instead of parsing
+    /// and checksumming all three. A slot being written changes its transaction id (stored
+    /// early) or its checksum (stored last), so a torn or new slot always misses the cache; a
+    /// reader that meets the cache just before a commit's slot store sees the previous commit,
+    /// as it would have by reading a moment earlier.
+    /// Also returns the signature the choice stands for: while [`meta_signature`] still reads
+    /// it, the choice is still the latest.
+    pub(crate) fn latest_cached(&self) -> Result<(Snapshot, Arc<View>, MetaSignature)> {
+        {
+            let cache = self.latest_cache.lock();
+            if let Some((sig, snap, view)) = &*cache
+                && meta_signature(view) == *sig
+            {
+                return Ok((*snap, view.clone(), *sig));
+            }
+        }
+        let sig = meta_signature(&self.storage.view());
+        let (snap, view) = self.latest()?;
+        *self.latest_cache.lock() = Some((sig, snap, view.clone()));
+        Ok((snap, view, sig))
+    }
+
     /// Commits newer than `chosen` that were passed over; `trusted` is [`Shared::trusted`].
     pub(crate) fn skipped(&self, chosen: &Snapshot, trusted: &[Snapshot]) -> Vec<SkippedCommit> {
         skipped(&self.storage.view(), &self.boot, chosen, trusted)
@@ -206,6 +233,18 @@ impl Shared {
     pub(crate) fn live_pins(&self) -> Result<Vec<LivePin>> {
         self.registry.live_pins(false)
     }
+}
+
+/// The transaction id and checksum words of every meta slot (atomic loads).
+pub(crate) type MetaSignature = [u64; 2 * META_SLOTS];
+
+pub(crate) fn meta_signature(view: &View) -> MetaSignature {
+    let mut sig = [0; 2 * META_SLOTS];
+    for (i, &at) in META_OFFSETS.iter().enumerate() {
+        sig[2 * i] = view.read_meta_word(at + META_TXN_AT);
+        sig[2 * i + 1] = view.read_meta_word(at + META_CHECKSUM_AT);
+    }
+    sig
 }
 
 /// For the integrity walk: the allocator of a pinned snapshot. Its blob, chunks and run headers

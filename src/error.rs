@@ -195,11 +195,9 @@ impl fmt::Display for Error {
             Error::ValueTooLarge { len, max } => {
                 write!(f, "value of {len} bytes exceeds the limit of {max} bytes")
             }
-            Error::WrongKind { key, expected, found } => write!(
-                f,
-                "key {} holds {found}, not {expected}",
-                show_key(key)
-            ),
+            Error::WrongKind { key, expected, found } => {
+                write!(f, "key {} holds {found}, not {expected}", show_key(key))
+            }
             Error::NestingTooDeep { max } => {
                 write!(f, "maps nest at most {max} deep; flatten the structure")
             }

@@ -138,6 +138,10 @@ pub struct MetaSlot {
     pub checksum: U64,
 }
 pub const META_SIZE: usize = 256;
+/// [`MetaSlot::txn`], from the slot's start.
+pub const META_TXN_AT: u64 = offset_of!(MetaSlot, txn) as u64;
+/// [`MetaSlot::checksum`], from the slot's start (written last).
+pub const META_CHECKSUM_AT: u64 = offset_of!(MetaSlot, checksum) as u64;
 const _: () = assert!(size_of::<MetaSlot>() == META_SIZE);
 
 impl MetaSlot {

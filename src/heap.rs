@@ -156,7 +156,14 @@ impl HeapOptions {
             let header = read_header(&storage, path)?;
             match Registry::open(path, &storage.id, self.read_only) {
                 Ok(registry) => {
-                    return Heap::from_parts(Arc::new(storage), header, registry, self, path, boot_id());
+                    return Heap::from_parts(
+                        Arc::new(storage),
+                        header,
+                        registry,
+                        self,
+                        path,
+                        boot_id(),
+                    );
                 }
                 Err(JoinError::Replaced) => continue,
                 Err(JoinError::Other(e)) => return Err(e),
@@ -225,6 +232,7 @@ impl Heap {
             fork_gen: fork_generation(),
             poisoned: AtomicBool::new(false),
             verified: Mutex::new(Vec::new()),
+            latest_cache: Mutex::new(None),
         });
         // Fail now, not at the first read, if no commit can be trusted.
         shared.latest()?;

@@ -29,5 +29,9 @@ impl fmt::Display for Kind {
 pub(crate) fn show_key(key: &[u8]) -> String {
     const MAX: usize = 64;
     let shown: String = key[..key.len().min(MAX)].escape_ascii().to_string();
-    if key.len() > MAX { format!("\"{shown}...\" ({} bytes)", key.len()) } else { format!("\"{shown}\"") }
+    if key.len() > MAX {
+        format!("\"{shown}...\" ({} bytes)", key.len())
+    } else {
+        format!("\"{shown}\"")
+    }
 }

@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::meta::new_heap_image;
 use crate::storage::mem::{FailKind, FailPlan, MemStorage};
-use crate::testkit::{CAP, Harness, Model, Val, boot_id as boot, contents, file_ops, open_mem, sim_ops};
+use crate::testkit::{
+    CAP, Harness, Model, Val, boot_id as boot, contents, file_ops, open_mem, sim_ops,
+};
 use crate::{Durability, Error, Heap};
 
 fn new_mem(boot_id: [u8; 16]) -> (Arc<MemStorage>, Heap) {
@@ -487,7 +489,8 @@ fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
     // A part past the end of the file, and a part over another record.
     let (at, _) = leaf_value(&img, parts);
     let ref_at = at + PARTS_HEADER_SIZE as usize;
-    for (what, rec) in [("past the end", (CAP as u64) << 4), ("over a node", a_value_root(&a_value))]
+    for (what, rec) in
+        [("past the end", (CAP as u64) << 4), ("over a node", a_value_root(&a_value))]
     {
         let mut forged = img.clone();
         let (_, len) = leaf_value(&forged, parts);

@@ -141,7 +141,12 @@ where
     }
     fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<T> {
         postcard::from_bytes(bytes).map_err(|_| {
-            mismatch(key, std::any::type_name::<T>(), bytes.len(), "not a postcard encoding of the type")
+            mismatch(
+                key,
+                std::any::type_name::<T>(),
+                bytes.len(),
+                "not a postcard encoding of the type",
+            )
         })
     }
 }
@@ -289,7 +294,10 @@ impl WriteTxn {
     /// # Errors
     ///
     /// As [`WriteTxn::map_mut`].
-    pub fn typed_mut<K: Codec, V: Codec>(&mut self, def: MapDef<K, V>) -> Result<TypedMut<'_, K, V>> {
+    pub fn typed_mut<K: Codec, V: Codec>(
+        &mut self,
+        def: MapDef<K, V>,
+    ) -> Result<TypedMut<'_, K, V>> {
         Ok(TypedMut::of(self.map_mut(def.name)?))
     }
 }

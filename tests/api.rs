@@ -138,7 +138,9 @@ fn concurrent_readers_on_threads_see_whole_commits() {
                     last_txn = rx.txn_id();
                     let sum: u64 = rx
                         .iter()
-                        .map(|r| u64::from_le_bytes(r.unwrap().1.bytes().unwrap().try_into().unwrap()))
+                        .map(|r| {
+                            u64::from_le_bytes(r.unwrap().1.bytes().unwrap().try_into().unwrap())
+                        })
                         .sum();
                     assert_eq!(sum, total);
                     seen += 1;

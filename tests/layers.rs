@@ -5,8 +5,8 @@ use std::path::Path;
 
 /// The layers, lowest first (DESIGN.md §1).
 const LAYERS: [&str; 14] = [
-    "kind", "error", "format", "storage", "alloc", "trie", "meta", "env", "txn", "typed", "check", "heap",
-    "compact", "copy",
+    "kind", "error", "format", "storage", "alloc", "trie", "meta", "env", "txn", "typed", "check",
+    "heap", "compact", "copy",
 ];
 
 /// The module defining each item the crate root re-exports.
@@ -14,9 +14,8 @@ fn defined_in(item: &str) -> Option<&'static str> {
     Some(match item {
         "Error" | "Result" => "error",
         "Kind" => "kind",
-        "MAX_KEY_LEN" | "MAX_NESTING" | "MAX_VALUE_LEN" | "OUT_OF_LINE_MIN" | "FILE_MAGIC" | "FORMAT_VERSION" | "MAX_READERS" => {
-            "format"
-        }
+        "MAX_KEY_LEN" | "MAX_NESTING" | "MAX_VALUE_LEN" | "OUT_OF_LINE_MIN" | "FILE_MAGIC"
+        | "FORMAT_VERSION" | "MAX_READERS" => "format",
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "env",

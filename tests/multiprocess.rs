@@ -413,8 +413,10 @@ fn one_writer_four_readers_killed_at_random() {
 fn snapshot_holder(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let rx = heap.begin_read().unwrap();
-    let before: Vec<(Vec<u8>, Vec<u8>)> =
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect();
+    let before: Vec<(Vec<u8>, Vec<u8>)> = rx
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap())
+        .collect();
     println!("pinned {}", rx.txn_id());
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
@@ -631,8 +633,10 @@ fn read_only_reader(path: &Path) {
     let heap = Heap::options().read_only(true).open(path).unwrap();
     assert!(matches!(heap.begin_write(), Err(Error::ReadOnly)));
     let rx = heap.begin_read().unwrap();
-    let before: Vec<(Vec<u8>, Vec<u8>)> =
-        rx.iter().map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap()).collect();
+    let before: Vec<(Vec<u8>, Vec<u8>)> = rx
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap())
+        .collect();
     println!("pinned {} {}", rx.txn_id(), before.len());
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();

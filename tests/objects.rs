@@ -323,8 +323,14 @@ fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
     assert_eq!(got, all, "the two halves hold every key once");
     assert!(n_rest >= 2500);
     // The ordered walk and the owned one agree on the order.
-    let ordered: Vec<Vec<u8>> =
-        shared.root().map("m").unwrap().unwrap().iter_ordered().map(|r| r.unwrap().0.to_vec()).collect();
+    let ordered: Vec<Vec<u8>> = shared
+        .root()
+        .map("m")
+        .unwrap()
+        .unwrap()
+        .iter_ordered()
+        .map(|r| r.unwrap().0.to_vec())
+        .collect();
     let owned: Vec<Vec<u8>> =
         shared.iter_owned(&["m"]).unwrap().map(|r| r.unwrap().0.to_vec()).collect();
     assert_eq!(ordered, owned);
@@ -336,8 +342,13 @@ fn copies_and_compaction_keep_maps_parts_and_tags() {
     let mut tx = heap.begin_write().unwrap();
     for i in 0..300u32 {
         let mut m = tx.map_mut_path(&[format!("m{}", i % 7), format!("n{}", i % 3)]).unwrap();
-        m.insert_parts(i.to_le_bytes(), Kind::Tagged(i as u8), b"x", &[&vec![i as u8; 70_000 * (i as usize % 2)]])
-            .unwrap();
+        m.insert_parts(
+            i.to_le_bytes(),
+            Kind::Tagged(i as u8),
+            b"x",
+            &[&vec![i as u8; 70_000 * (i as usize % 2)]],
+        )
+        .unwrap();
         tx.insert(format!("junk{i}"), vec![1u8; 3000]).unwrap();
     }
     tx.commit().unwrap();

@@ -44,7 +44,10 @@ fn typed_maps_round_trip_and_check_their_types() {
     let names = rx.typed(NAMES).unwrap().unwrap();
     assert_eq!(names.get("alice").unwrap(), Some("Alice Liddell"));
     assert!(matches!(names.get("bad"), Err(Error::TypeMismatch { .. })));
-    assert_eq!(rx.typed(SERIES).unwrap().unwrap().get(&b"s"[..]).unwrap(), Some(&[1.0, 2.0, 3.5][..]));
+    assert_eq!(
+        rx.typed(SERIES).unwrap().unwrap().get(&b"s"[..]).unwrap(),
+        Some(&[1.0, 2.0, 3.5][..])
+    );
     // The wrong codec for a map's values: an error naming the type.
     let wrong: MapDef<u64, u32> = MapDef::new("frobs");
     match rx.typed(wrong).unwrap().unwrap().get(&1) {

@@ -217,7 +217,8 @@ impl Allocator {
     ) -> Result<()> {
         // A forged file whose maps share a subtree (or cycle) can make a transaction free one
         // record twice; committing that would hand the record out twice. Refuse (I16).
-        let mut freed: Vec<u64> = self.freed_now.iter().chain(&self.freed_now_ro).copied().collect();
+        let mut freed: Vec<u64> =
+            self.freed_now.iter().chain(&self.freed_now_ro).copied().collect();
         freed.sort_unstable();
         if let Some(w) = freed.windows(2).find(|w| w[0] == w[1]) {
             let at = Freed::unpack(w[0]).map_or(0, |f| match f {

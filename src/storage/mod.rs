@@ -144,6 +144,15 @@ impl View {
     /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
     /// which case the checksum of the copy fails and the caller uses another slot (I2 keeps the
     /// latest commit's slot untouched while a new one is written).
+    /// One 8-byte word of a meta slot (`off` 8-aligned, inside the header pages), by an atomic
+    /// load as [`View::read_meta`] reads them.
+    pub(crate) fn read_meta_word(&self, off: u64) -> u64 {
+        assert!(off.is_multiple_of(8) && off + 8 <= self.mapped);
+        // SAFETY: as in `read_meta`: inside the mapping, 8-aligned, and every concurrent access
+        // to meta slots is atomic.
+        unsafe { (*(self.ptr.add(off as usize) as *const AtomicU64)).load(Ordering::SeqCst) }
+    }
+
     pub(crate) fn read_meta(&self, off: u64) -> [u8; META_SIZE] {
         assert!(off.is_multiple_of(8) && off + META_SIZE as u64 <= self.mapped);
         let mut out = [0u8; META_SIZE];

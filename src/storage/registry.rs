@@ -94,6 +94,9 @@ pub(crate) struct Registry {
     map: Option<MmapRaw>,
     mode: Mode,
     pool: Mutex<Pool>,
+    /// One idle slot of this handle (1 + its index; 0: none), taken and given back without the
+    /// pool's lock: the common case of one read transaction after another. It stays owned.
+    spare: AtomicU32,
     /// Live anonymous read transactions of this handle.
     anonymous: Mutex<usize>,
     /// Entry in the table the fork handler walks.
@@ -365,6 +368,7 @@ impl Registry {
             map,
             mode,
             pool: Mutex::new(Pool { idle: Vec::new(), owned: vec![0; READER_SLOTS as usize / 64] }),
+            spare: AtomicU32::new(0),
             anonymous: Mutex::new(0),
             fork_entry,
             fork_gen: fork_generation(),
@@ -382,6 +386,7 @@ impl Registry {
             map: None,
             mode: Mode::Unlocked,
             pool: Mutex::new(Pool { idle: Vec::new(), owned: Vec::new() }),
+            spare: AtomicU32::new(0),
             anonymous: Mutex::new(0),
             fork_entry: None,
             fork_gen: fork_generation(),
@@ -501,6 +506,10 @@ impl Registry {
                 Ok(Pin::Anonymous)
             }
             Mode::Registered => {
+                let spare = self.spare.swap(0, Ordering::Acquire);
+                if spare != 0 {
+                    return Ok(Pin::Slot(spare - 1));
+                }
                 let mut pool = self.pool.lock();
                 if let Some(i) = pool.idle.pop() {
                     return Ok(Pin::Slot(i));
@@ -528,8 +537,9 @@ impl Registry {
     pub(crate) fn pin(&self, pin: Pin, txn: TxnId, end: u64) {
         if let Pin::Slot(i) = pin {
             self.slot_word(i, SLOT_END_AT).store(end, Ordering::Relaxed);
-            self.slot_word(i, SLOT_SINCE_AT).store(now_ns(), Ordering::Relaxed);
-            self.slot_word(i, SLOT_PIN_AT).store(txn.0 + 1, Ordering::SeqCst);
+            self.slot_word(i, SLOT_SINCE_AT).store(coarse_now_ns(), Ordering::Relaxed);
+            // Ordered before the caller's re-read of the slots by the fence below.
+            self.slot_word(i, SLOT_PIN_AT).store(txn.0 + 1, Ordering::Relaxed);
         }
         fence(Ordering::SeqCst);
     }
@@ -539,6 +549,13 @@ impl Registry {
         match pin {
             Pin::Slot(i) => {
                 self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::Release);
+                if self
+                    .spare
+                    .compare_exchange(0, i + 1, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
                 let mut pool = self.pool.lock();
                 if pool.idle.len() < MAX_IDLE_SLOTS {
                     pool.idle.push(i);
@@ -733,6 +750,18 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Wall-clock nanoseconds, from the coarse clock (a few ns, milliseconds of resolution): the
+/// pin's `since` is a diagnostic, read by `readers()`; every read transaction sets it.
+fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given, which outlives the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

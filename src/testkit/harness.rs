@@ -156,7 +156,9 @@ impl Harness {
                         assert_eq!(t.get(&key).expect("get"), Some(&value[..]));
                         assert_eq!(t.len(), m.len());
                     }
-                    (res, expect) => self.settle_map_op("insert", res.map(|_| ()), expect.is_none()),
+                    (res, expect) => {
+                        self.settle_map_op("insert", res.map(|_| ()), expect.is_none())
+                    }
                 }
             }
             Op::Put { path, key, tag, inline, parts } => {

@@ -97,8 +97,10 @@ impl Cursor {
     }
 
     fn spend(&mut self, off: Offset) -> Result<()> {
-        self.budget =
-            self.budget.checked_sub(1).ok_or_else(|| corrupt(off.0, "trie has more nodes than its entries allow"))?;
+        self.budget = self
+            .budget
+            .checked_sub(1)
+            .ok_or_else(|| corrupt(off.0, "trie has more nodes than its entries allow"))?;
         Ok(())
     }
 
@@ -117,7 +119,10 @@ impl Cursor {
                 leaves.push((r.leaf(Offset(c.get()))?.key.to_vec(), c.get()));
             }
             leaves.sort();
-            self.stack.push(Frame::Collision { order: leaves.into_iter().map(|l| l.1).collect(), next: 0 });
+            self.stack.push(Frame::Collision {
+                order: leaves.into_iter().map(|l| l.1).collect(),
+                next: 0,
+            });
         } else {
             if depth == MAX_DEPTH {
                 return Err(corrupt(off.0, "branch node at the last level"));
@@ -128,7 +133,11 @@ impl Cursor {
     }
 
     /// The next entry, in order.
-    pub(crate) fn next<'a>(&mut self, r: &Reader<'a>, h: &KeyHasher) -> Result<Option<LeafRef<'a>>> {
+    pub(crate) fn next<'a>(
+        &mut self,
+        r: &Reader<'a>,
+        h: &KeyHasher,
+    ) -> Result<Option<LeafRef<'a>>> {
         if self.done {
             return Ok(None);
         }
@@ -181,7 +190,8 @@ impl Cursor {
                     let below = (1u32 << bit) - 1;
                     if n.datamap & (1 << bit) != 0 {
                         let idx = (n.datamap & below).count_ones() as usize;
-                        let l = r.leaf_for_read(Offset(n.children[idx].get()), VERIFY_ON_READ_MAX)?;
+                        let l =
+                            r.leaf_for_read(Offset(n.children[idx].get()), VERIFY_ON_READ_MAX)?;
                         let o = order_key(h.hash(l.key));
                         if o < min || o > max {
                             return Err(corrupt(l.off.0, "leaf on the wrong hash path"));

@@ -68,8 +68,10 @@ impl TrieWriter<'_> {
                 changed |= self.lower_part(p, plan, moved)?;
             }
             changed.then(|| {
-                let head =
-                    PartsHeader { count: (parts.len() as u32).into(), inline_len: (inline.len() as u32).into() };
+                let head = PartsHeader {
+                    count: (parts.len() as u32).into(),
+                    inline_len: (inline.len() as u32).into(),
+                };
                 [head.as_bytes(), parts.as_bytes(), &inline].concat()
             })
         } else {

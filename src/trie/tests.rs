@@ -53,7 +53,8 @@ fn check(a: &Allocator, hasher: KeyHasher, map: MapRoot, model: &Model) {
     assert_eq!(&got, model);
     assert_eq!(map.entries, model.len() as u64);
     for (k, v) in model {
-        let found = r.get(map.root, hasher.hash(k), k, VERIFY_ON_READ_MAX).unwrap().map(|l| l.value);
+        let found =
+            r.get(map.root, hasher.hash(k), k, VERIFY_ON_READ_MAX).unwrap().map(|l| l.value);
         assert_eq!(found, Some(&v[..]));
     }
     assert!(r.get(map.root, hasher.hash(b"absent"), b"absent", 0).unwrap().is_none());

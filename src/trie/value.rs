@@ -66,7 +66,8 @@ impl<'a> Reader<'a> {
         if len == 0 {
             return Ok(&[]);
         }
-        let data = self.view.slice(off, len, self.limit).ok_or_else(|| corrupt(off, "part range"))?;
+        let data =
+            self.view.slice(off, len, self.limit).ok_or_else(|| corrupt(off, "part range"))?;
         if len <= verify as u64 && checksum64(data) != p.checksum.get() {
             return Err(corrupt(off, "part checksum mismatch"));
         }
@@ -178,7 +179,8 @@ impl TrieWriter<'_> {
         let r = self.reader();
         let l = r.leaf(off)?;
         let (size, map) = (l.size(), l.map_root());
-        let parts = if l.flags & LEAF_FLAG_PARTS != 0 { r.value(&l)?.parts.to_vec() } else { Vec::new() };
+        let parts =
+            if l.flags & LEAF_FLAG_PARTS != 0 { r.value(&l)?.parts.to_vec() } else { Vec::new() };
         self.free_parts_of(&parts);
         self.alloc.free(off, size);
         Ok(map)

@@ -10,8 +10,8 @@ use super::WriteTxn;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::trie::{
-    Iter as TrieIter, KeyHasher, LeafRef, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX,
-    ValueRef, order_key,
+    Iter as TrieIter, KeyHasher, LeafRef, MapRoot, NewValue, Reader, TrieWriter,
+    VERIFY_ON_READ_MAX, ValueRef, order_key,
 };
 
 /// A value as stored: its [`Kind`], its inline part and its out-of-line parts, all borrowed from
@@ -583,9 +583,11 @@ impl WriteTxn {
             let hash = w.hasher.hash(key);
             match w.reader().get(map.root, hash, key, VERIFY_ON_READ_MAX)? {
                 Some(l) if l.map_root().is_some() => Ok((map, ())),
-                Some(l) => {
-                    Err(Error::WrongKind { key: key.to_vec(), expected: Kind::Map, found: l.kind() })
-                }
+                Some(l) => Err(Error::WrongKind {
+                    key: key.to_vec(),
+                    expected: Kind::Map,
+                    found: l.kind(),
+                }),
                 None => Ok((w.insert(map, key, &NewValue::Map(MapRoot::EMPTY))?.0, ())),
             }
         })
@@ -614,7 +616,11 @@ impl WriteTxn {
                         Some(m) => (Some(l.off), m),
                         None => {
                             let found = l.kind();
-                            return Err(Error::WrongKind { key: key.clone(), expected: Kind::Map, found });
+                            return Err(Error::WrongKind {
+                                key: key.clone(),
+                                expected: Kind::Map,
+                                found,
+                            });
                         }
                     },
                 };

@@ -30,8 +30,9 @@ impl IterPosition {
     /// A position saved by [`IterPosition::to_bytes`]; `None` for bytes it cannot have written.
     pub fn from_bytes(bytes: &[u8]) -> Option<IterPosition> {
         let (order, key) = bytes.split_first_chunk::<8>()?;
-        (key.len() <= MAX_KEY_LEN)
-            .then(|| IterPosition(Position { order: u64::from_le_bytes(*order), key: key.to_vec() }))
+        (key.len() <= MAX_KEY_LEN).then(|| {
+            IterPosition(Position { order: u64::from_le_bytes(*order), key: key.to_vec() })
+        })
     }
 }
 
@@ -169,7 +170,11 @@ impl SharedRead {
         if b.is_empty() {
             return Ok(OwnedBytes { rx: self.0.clone(), off: 0, len: 0 });
         }
-        let off = self.0.view.offset_of(b).ok_or_else(|| crate::error::corrupt(0, "a slice outside the mapping"))?;
+        let off = self
+            .0
+            .view
+            .offset_of(b)
+            .ok_or_else(|| crate::error::corrupt(0, "a slice outside the mapping"))?;
         Ok(OwnedBytes { rx: self.0.clone(), off, len: b.len() })
     }
 
@@ -188,7 +193,11 @@ impl SharedRead {
     /// # Errors
     ///
     /// As [`SharedRead::iter_owned`].
-    pub fn iter_owned_after<K: AsRef<[u8]>>(&self, path: &[K], pos: &IterPosition) -> Result<OwnedIter> {
+    pub fn iter_owned_after<K: AsRef<[u8]>>(
+        &self,
+        path: &[K],
+        pos: &IterPosition,
+    ) -> Result<OwnedIter> {
         self.owned(path, 0, None, Some(pos.0.clone()))
     }
 
@@ -266,7 +275,11 @@ impl OwnedValue {
     /// As [`Value::bytes`].
     pub fn bytes(&self, key: &[u8]) -> Result<&OwnedBytes> {
         if self.kind == Kind::Map {
-            return Err(Error::WrongKind { key: key.to_vec(), expected: Kind::Bytes, found: Kind::Map });
+            return Err(Error::WrongKind {
+                key: key.to_vec(),
+                expected: Kind::Bytes,
+                found: Kind::Map,
+            });
         }
         match &self.parts[..] {
             [] => Ok(&self.inline),

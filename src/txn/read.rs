@@ -3,15 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::env::Shared;
+use crate::env::{Shared, meta_signature};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::meta::Snapshot;
 use crate::storage::View;
 use crate::storage::registry::Pin;
-use zerocopy::{FromBytes, Immutable, KnownLayout};
 use crate::trie::Reader;
+use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 use super::map::{Iter, Map, Value};
 
@@ -61,11 +61,12 @@ impl ReadTxn {
         shared.check()?;
         let pin = shared.registry.enter()?;
         let pinned = (|| loop {
-            let (snap, view) = shared.latest()?;
+            let (snap, view, sig) = shared.latest_cached()?;
             #[cfg(test)]
             BEFORE_PIN.with(|hook| hook.take().map(|f| f()));
             shared.registry.pin(pin, snap.txn, snap.alloc.end);
-            if shared.latest()?.0.txn == snap.txn {
+            // No slot written since the choice (the common case), or the full choice agrees.
+            if meta_signature(&view) == sig || shared.latest()?.0.txn == snap.txn {
                 return Ok((snap, view));
             }
         })();

@@ -8,8 +8,8 @@ use parking_lot::{ArcMutexGuard, RawMutex};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::map::{Iter, Map, MapMut, Value};
 use super::Durability;
+use super::map::{Iter, Map, MapMut, Value};
 use crate::alloc::{Allocator, Evacuation, Pager};
 use crate::env::{Shared, WriterState};
 use crate::error::{Error, Result};

@@ -872,7 +872,8 @@ fn json_bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 /// The bytes of a JSON value written by [`json_bytes`].
 fn from_json_bytes(v: &serde_json::Value, what: &str, at: usize) -> Res<Vec<u8>> {
-    let bad = || Fail::Err(format!("line {at}: {what} is neither a string nor {{\"base64\": ...}}"));
+    let bad =
+        || Fail::Err(format!("line {at}: {what} is neither a string nor {{\"base64\": ...}}"));
     if let Some(s) = v.as_str() {
         return Ok(s.as_bytes().to_vec());
     }
@@ -983,7 +984,11 @@ impl Load<'_> {
 }
 
 /// Insert the entry of one dump line.
-fn load_line(obj: &serde_json::Map<String, serde_json::Value>, tx: &mut WriteTxn, at: usize) -> Res {
+fn load_line(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    tx: &mut WriteTxn,
+    at: usize,
+) -> Res {
     let bad = |what: &str| Fail::Err(format!("line {at}: {what}"));
     let path = match obj.get("map") {
         None => Vec::new(),
@@ -1008,7 +1013,9 @@ fn load_line(obj: &serde_json::Map<String, serde_json::Value>, tx: &mut WriteTxn
     let kind = match obj.get("tag") {
         None => Kind::Bytes,
         Some(t) => Kind::Tagged(
-            t.as_u64().and_then(|t| u8::try_from(t).ok()).ok_or_else(|| bad("\"tag\" is not 0..=255"))?,
+            t.as_u64()
+                .and_then(|t| u8::try_from(t).ok())
+                .ok_or_else(|| bad("\"tag\" is not 0..=255"))?,
         ),
     };
     let parts = match obj.get("parts") {
