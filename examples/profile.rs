@@ -30,6 +30,17 @@ fn main() -> pheap::Result<()> {
             }
             tx.commit()?;
         }
+        "loadmany" => {
+            // As `load`, through insert_many (the batch sorted by hash first).
+            let _ = std::fs::remove_file(path);
+            let heap = Heap::open(path)?;
+            let batch: Vec<([u8; 24], [u8; 150])> = (0..n).map(|i| (key(i), [i as u8; 150])).collect();
+            let t = std::time::Instant::now();
+            let mut tx = heap.begin_write()?;
+            tx.insert_many(batch)?;
+            tx.commit()?;
+            println!("insert_many + commit: {:.3} s", t.elapsed().as_secs_f64());
+        }
         "nosync" => {
             let heap = Heap::open(path)?;
             for i in 0..200_000u64 {

@@ -384,3 +384,45 @@ fn copies_and_compaction_keep_maps_parts_and_tags() {
     c.check().unwrap();
     assert!(dump(&c) == before, "the copy differs");
 }
+
+#[test]
+fn insert_many_matches_inserting_one_by_one() {
+    let (_dir, heap) = heap();
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..20_000u32)
+        .map(|i| (format!("k{}", i % 15_000).into_bytes(), vec![i as u8; (i % 300) as usize]))
+        .collect();
+    entries.push((b"big".to_vec(), vec![3u8; 70_000]));
+    entries.push((Vec::new(), b"empty key".to_vec()));
+    // The expected map: later pairs win.
+    let mut model = std::collections::BTreeMap::new();
+    for (k, v) in &entries {
+        model.insert(k.clone(), v.clone());
+    }
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert_many(entries.clone()).unwrap(); // into an empty map: built bottom-up
+    let mut sub = tx.map_mut("sub").unwrap();
+    sub.insert("pre", "existing").unwrap();
+    sub.insert_many(entries.clone()).unwrap(); // into a non-empty one: sorted inserts
+    tx.commit().unwrap();
+    heap.check().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let got: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = rx
+        .iter()
+        .filter(|r| r.as_ref().unwrap().1.kind() == Kind::Bytes)
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.bytes().unwrap().to_vec())).unwrap())
+        .collect();
+    assert_eq!(got, model);
+    let sub = rx.map("sub").unwrap().unwrap();
+    assert_eq!(sub.len(), model.len() + 1);
+    for (k, v) in &model {
+        assert_eq!(sub.get(k).unwrap(), Some(&v[..]));
+    }
+    let mut tx = heap.begin_write().unwrap();
+    let too_long = vec![0u8; pheap::MAX_KEY_LEN + 1];
+    assert!(matches!(
+        tx.insert_many([(too_long, b"v".to_vec())]),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    tx.insert("still", "usable").unwrap();
+    tx.commit().unwrap();
+}

@@ -342,6 +342,50 @@ impl TrieWriter<'_> {
         }
     }
 
+    /// The map holding exactly `leaves` (written leaves: their keys' hashes and offsets, sorted
+    /// by [`super::order_key`] of the hash, keys distinct), built bottom-up: each node is written
+    /// once, after its children, instead of a path copy per insert.
+    pub(crate) fn build(&mut self, leaves: &[(u64, u64)]) -> Result<MapRoot> {
+        if leaves.is_empty() {
+            return Ok(MapRoot::EMPTY);
+        }
+        let root = self.build_node(leaves, 0)?;
+        Ok(MapRoot { root: Offset(root), entries: leaves.len() as u64 })
+    }
+
+    /// The node at `depth` of `leaves` (at least two unless at the root), which share the hash
+    /// fragments of the levels above.
+    fn build_node(&mut self, leaves: &[(u64, u64)], depth: u32) -> Result<u64> {
+        if depth == MAX_DEPTH {
+            let children = Kids::Heap(leaves.iter().map(|l| l.1).collect());
+            let node = NodeBuf { kind: NODE_KIND_COLLISION, datamap: 0, nodemap: 0, children };
+            return self.store(&node, None);
+        }
+        let (mut datamap, mut nodemap) = (0u32, 0u32);
+        let (mut leaf_kids, mut node_kids) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while i < leaves.len() {
+            let f = fragment(leaves[i].0, depth);
+            let j = i + leaves[i..].iter().take_while(|l| fragment(l.0, depth) == f).count();
+            if j - i == 1 {
+                datamap |= 1 << f;
+                leaf_kids.push(leaves[i].1);
+            } else {
+                nodemap |= 1 << f;
+                node_kids.push(self.build_node(&leaves[i..j], depth + 1)?);
+            }
+            i = j;
+        }
+        leaf_kids.extend(node_kids);
+        let node = NodeBuf {
+            kind: NODE_KIND_BRANCH,
+            datamap,
+            nodemap,
+            children: Kids::from_slice(&leaf_kids),
+        };
+        self.store(&node, None)
+    }
+
     /// A subtree at `depth` holding two leaves with different keys.
     fn make_pair(&mut self, depth: u32, a: u64, ha: u64, b: NewLeaf<'_>) -> Result<u64> {
         if depth == MAX_DEPTH {

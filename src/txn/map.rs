@@ -526,23 +526,63 @@ impl<'t> MapMut<'t> {
         Ok(())
     }
 
-    /// Insert every pair of `entries` (plain bytes), in the trie's order: the batch is sorted by
-    /// key hash first, so consecutive inserts share their path and rewrite it in place.
+    /// Insert every pair of `entries` (plain bytes; a key given twice keeps its last value).
+    /// The batch is sorted by key hash first; into an empty map the trie is then built bottom-up
+    /// (each node written once, leaves in order), into a non-empty one inserted in the trie's
+    /// order (consecutive inserts share their path and rewrite it in place).
     ///
     /// # Errors
     ///
-    /// As [`MapMut::insert`], for the first pair that fails (the ones before it stay inserted).
+    /// [`Error::KeyTooLarge`] or [`Error::ValueTooLarge`] before anything is written; otherwise
+    /// as [`MapMut::insert`] (an error of the bulk build fails the transaction).
     pub fn insert_many<K, V>(&mut self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()>
     where
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
         let hasher = self.tx.shared.hasher;
-        let mut batch: Vec<(u64, K, V)> =
-            entries.into_iter().map(|(k, v)| (order_key(hasher.hash(k.as_ref())), k, v)).collect();
-        batch.sort_unstable_by_key(|e| e.0);
-        for (_, k, v) in batch {
-            self.insert(k, v)?;
+        let mut batch: Vec<(u64, u64, usize, K, V)> = Vec::new();
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            let (kl, vl) = (k.as_ref().len(), v.as_ref().len());
+            if kl > MAX_KEY_LEN {
+                return Err(Error::KeyTooLarge { len: kl, max: MAX_KEY_LEN });
+            }
+            if vl > MAX_VALUE_LEN {
+                return Err(Error::ValueTooLarge { len: vl, max: MAX_VALUE_LEN });
+            }
+            let h = hasher.hash(k.as_ref());
+            batch.push((order_key(h), h, i, k, v));
+        }
+        // Trie order; equal keys together, the last given last.
+        batch.sort_unstable_by(|a, b| (a.0, a.3.as_ref(), a.2).cmp(&(b.0, b.3.as_ref(), b.2)));
+        let last = |i: usize, batch: &[(u64, u64, usize, K, V)]| {
+            batch.get(i + 1).is_none_or(|n| n.0 != batch[i].0 || n.3.as_ref() != batch[i].3.as_ref())
+        };
+        if self.as_map()?.is_empty() {
+            return self.tx.in_map(&self.path, |w, map| {
+                debug_assert!(map.is_empty());
+                let mut leaves = Vec::with_capacity(batch.len());
+                for i in 0..batch.len() {
+                    if !last(i, &batch) {
+                        continue;
+                    }
+                    let (_, h, _, k, v) = &batch[i];
+                    let (k, v) = (k.as_ref(), v.as_ref());
+                    let off = if v.len() >= OUT_OF_LINE_MIN {
+                        let parts = w.write_parts(&[v])?;
+                        w.write_leaf(k, &NewValue::Parts { kind: Kind::Bytes, inline: &[], parts: &parts })?
+                    } else {
+                        w.write_leaf(k, &NewValue::Inline { kind: Kind::Bytes, bytes: v })?
+                    };
+                    leaves.push((*h, off));
+                }
+                Ok((w.build(&leaves)?, ()))
+            });
+        }
+        for i in 0..batch.len() {
+            if last(i, &batch) {
+                self.insert(batch[i].3.as_ref(), batch[i].4.as_ref())?;
+            }
         }
         Ok(())
     }

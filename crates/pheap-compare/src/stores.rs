@@ -88,8 +88,14 @@ impl Store for Pheap {
     fn insert(&mut self, data: &Data, range: Range<usize>) {
         let mut tx = self.0.begin_write().unwrap();
         let mut buf = [0u8; 256];
-        for i in range {
-            tx.insert(data.key(i), data.value(i, &mut buf)).unwrap();
+        if range.len() == 1 {
+            tx.insert(data.key(range.start), data.value(range.start, &mut buf)).unwrap();
+        } else {
+            // A batch: insert_many sorts it by hash and, into an empty map, builds the trie
+            // bottom-up. Its values are made here, as a user's batch would hold them.
+            let batch: Vec<(&[u8], Vec<u8>)> =
+                range.map(|i| (data.key(i), data.value(i, &mut buf).to_vec())).collect();
+            tx.insert_many(batch).unwrap();
         }
         tx.commit().unwrap();
     }
