@@ -1,4 +1,4 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|nosync|durable|single|inproc|get|readcost|txncost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|readcost|txncost|objload|objcost|opencost PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
@@ -34,7 +34,8 @@ fn main() -> pheap::Result<()> {
             // As `load`, through insert_many (the batch sorted by hash first).
             let _ = std::fs::remove_file(path);
             let heap = Heap::open(path)?;
-            let batch: Vec<([u8; 24], [u8; 150])> = (0..n).map(|i| (key(i), [i as u8; 150])).collect();
+            let batch: Vec<([u8; 24], [u8; 150])> =
+                (0..n).map(|i| (key(i), [i as u8; 150])).collect();
             let t = std::time::Instant::now();
             let mut tx = heap.begin_write()?;
             tx.insert_many(batch)?;
@@ -150,6 +151,48 @@ fn main() -> pheap::Result<()> {
             })?;
             println!("get alone (one transaction), hot key: {:.0} ns", best * 1e3);
             return Ok(());
+        }
+        "objcost" => {
+            // The object model's read costs on a heap of 1M entries at the top level and the
+            // same 1M in sub-map "m" (made by `objload`): random gets at the top level, in the
+            // sub-map (looked up once, and once per get), and get_as::<[u64]> against get.
+            let heap = Heap::options().create(false).open(path)?;
+            let rx = heap.begin_read()?;
+            let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();
+            let m = rx.map("m")?.expect("the sub-map");
+            let cases: [(&str, &dyn Fn(&[u8; 24]) -> pheap::Result<usize>); 5] = [
+                ("top level, get", &|k| Ok(rx.get(k)?.expect("present").len())),
+                ("sub-map, get", &|k| Ok(m.get(k)?.expect("present").len())),
+                ("sub-map looked up per get", &|k| {
+                    Ok(rx.map("m")?.expect("map").get(k)?.expect("present").len())
+                }),
+                ("top level, get_as::<[u64]>", &|k| {
+                    Ok(rx.get_as::<[u64]>(k)?.expect("present").len())
+                }),
+                ("top level, get again", &|k| Ok(rx.get(k)?.expect("present").len())),
+            ];
+            for (what, f) in cases {
+                let best = fastest_of_5(|| {
+                    let mut sum = 0usize;
+                    for k in &keys {
+                        sum += f(k)?;
+                    }
+                    std::hint::black_box(sum);
+                    Ok(())
+                })?;
+                println!("{what}: {:.0} ns per lookup", best * 1e9 / n as f64);
+            }
+            return Ok(());
+        }
+        "objload" => {
+            let _ = std::fs::remove_file(path);
+            let heap = Heap::open(path)?;
+            let batch: Vec<([u8; 24], [u8; 160])> =
+                (0..n).map(|i| (key(i), [i as u8; 160])).collect();
+            let mut tx = heap.begin_write()?;
+            tx.insert_many(batch.iter().map(|(k, v)| (k, v)))?;
+            tx.map_mut("m")?.insert_many(batch.iter().map(|(k, v)| (k, v)))?;
+            tx.commit()?;
         }
         "opencost" => {
             let best = fastest_of_5(|| {

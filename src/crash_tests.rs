@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::meta::new_heap_image_seeded;
 use crate::storage::mem::{CrashKind, FailKind, FailPlan, MemStorage};
-use crate::testkit::{CAP, History, Model, Val, contents, open_mem as open};
+use crate::testkit::{CAP, History, Model, Val, contents, model_map, open_mem as open};
 use crate::{Durability, Error, Heap};
 
 /// Boot ids (never all zeros, which means "unknown").
@@ -23,8 +23,10 @@ fn boot(n: u8) -> [u8; 16] {
     crate::testkit::boot_id(n.into())
 }
 
-/// 50 to 300 random operations: inserts (some large), removes, commits of both durabilities,
-/// aborts, checkpoints, compactions. Stops at the first error.
+/// 50 to 300 random operations: inserts (some large), inserts into sub-maps one and two levels
+/// down, values of several parts (one of 1 MiB now and then), removes of keys and of whole
+/// sub-maps, commits of both durabilities, aborts, checkpoints, compactions. Stops at the first
+/// error.
 fn workload(heap: &Heap, seed: u64, log: &mut History) -> crate::Result<()> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let ops = 50 + rng.random_range(0..251);
@@ -36,7 +38,37 @@ fn workload(heap: &Heap, seed: u64, log: &mut History) -> crate::Result<()> {
         }
         let (t, m) = tx.as_mut().expect("open");
         match rng.random_range(0..100) {
-            0..55 => {
+            40..48 => {
+                // Into a sub-map, one or two levels down.
+                let mut path = vec![format!("m{}", rng.random_range(0..3)).into_bytes()];
+                if rng.random::<bool>() {
+                    path.push(format!("n{}", rng.random_range(0..2)).into_bytes());
+                }
+                let k = format!("k{}", rng.random_range(0..16)).into_bytes();
+                let v = vec![rng.random::<u8>(); rng.random_range(0..300)];
+                t.map_mut_path(&path)?.insert(&k, &v)?;
+                model_map(m, &path).expect("map names never hold bytes").insert(k, Val::plain(&v));
+            }
+            48..52 => {
+                // A value of several parts, one of them 1 MiB now and then, in a sub-map.
+                let path = [format!("m{}", rng.random_range(0..3)).into_bytes()];
+                let k = format!("p{}", rng.random_range(0..4)).into_bytes();
+                let big = if rng.random_range(0..8) == 0 { 1 << 20 } else { 5000 };
+                let parts = vec![vec![rng.random::<u8>(); big], vec![rng.random::<u8>(); 40]];
+                let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+                let kind = crate::Kind::Tagged(7);
+                t.map_mut_path(&path)?.insert_parts(&k, kind, b"inline", &refs)?;
+                model_map(m, &path)
+                    .expect("map names never hold bytes")
+                    .insert(k, Val::of(kind, b"inline", &parts));
+            }
+            52..55 => {
+                // A whole sub-map goes, with everything in it.
+                let k = format!("m{}", rng.random_range(0..3)).into_bytes();
+                t.remove(&k)?;
+                m.remove(&k);
+            }
+            0..40 => {
                 let k = format!("k{}", rng.random_range(0..48)).into_bytes();
                 let len = if rng.random_range(0..40) == 0 {
                     66_000 + rng.random_range(0..9000)

@@ -507,6 +507,28 @@ fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
             corrupt("a read of a part past the end", read.map(|_| ()));
         }
     }
+
+    // A part table whose count disagrees with its length, and a map leaf whose root is not a
+    // node: both refused on read.
+    let mut forged = img.clone();
+    let (_, len) = leaf_value(&forged, parts);
+    let mut region = forged[at..at + len].to_vec();
+    region[..4].copy_from_slice(&7u32.to_le_bytes());
+    forge_value(&mut forged, parts, &region);
+    let h = open(&forged);
+    corrupt(
+        "a part table of the wrong count",
+        h.begin_read().unwrap().get_value("parts").map(|_| ()),
+    );
+    corrupt("the walk of it", h.check().map(|_| ()));
+    let mut forged = img.clone();
+    let mut region = a_value.clone();
+    region[..8].copy_from_slice(&(a_value_root(&a_value) + 8).to_le_bytes());
+    forge_value(&mut forged, a, &region);
+    let h = open(&forged);
+    let rx = h.begin_read().unwrap();
+    corrupt("a map whose root is no node", rx.map("map-a").unwrap().unwrap().get("x").map(|_| ()));
+    corrupt("the walk of it", h.check().map(|_| ()));
 }
 
 /// The root offset a [`crate::format::MapValue`] region names.

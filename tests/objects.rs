@@ -419,10 +419,7 @@ fn insert_many_matches_inserting_one_by_one() {
     }
     let mut tx = heap.begin_write().unwrap();
     let too_long = vec![0u8; pheap::MAX_KEY_LEN + 1];
-    assert!(matches!(
-        tx.insert_many([(too_long, b"v".to_vec())]),
-        Err(Error::KeyTooLarge { .. })
-    ));
+    assert!(matches!(tx.insert_many([(too_long, b"v".to_vec())]), Err(Error::KeyTooLarge { .. })));
     tx.insert("still", "usable").unwrap();
     tx.commit().unwrap();
 }

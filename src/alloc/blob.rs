@@ -215,17 +215,19 @@ impl Allocator {
         one_phase: bool,
         no_reader_since: &dyn Fn(TxnId) -> bool,
     ) -> Result<()> {
-        // A forged file whose maps share a subtree (or cycle) can make a transaction free one
-        // record twice; committing that would hand the record out twice. Refuse (I16).
-        let mut freed: Vec<u64> =
-            self.freed_now.iter().chain(&self.freed_now_ro).copied().collect();
-        freed.sort_unstable();
-        if let Some(w) = freed.windows(2).find(|w| w[0] == w[1]) {
-            let at = Freed::unpack(w[0]).map_or(0, |f| match f {
-                Freed::Slot { off, .. } => off,
-                Freed::Run { start, .. } => start,
-            });
-            return Err(corrupt(at, "record freed twice: maps share or cycle"));
+        // A forged file whose maps share a subtree can make a transaction free one record twice;
+        // committing that would hand the record out twice. Refuse (I16). Both lists are sorted
+        // in place (their order does not matter), so the check takes no memory; a record lands
+        // in the same list whenever it is freed.
+        for list in [&mut self.freed_now, &mut self.freed_now_ro] {
+            list.sort_unstable();
+            if let Some(w) = list.windows(2).find(|w| w[0] == w[1]) {
+                let at = Freed::unpack(w[0]).map_or(0, |f| match f {
+                    Freed::Slot { off, .. } => off,
+                    Freed::Run { start, .. } => start,
+                });
+                return Err(corrupt(at, "record freed twice: maps share or cycle"));
+            }
         }
         if let Some((start, pages)) = self.blob.take() {
             self.free_run(start, pages);

@@ -153,7 +153,9 @@ impl Allocator {
         }
         let c = class_of(size);
         let s = CLASS_SIZES[c] as u64;
-        self.live_bytes -= s;
+        // Saturating: a forged file can make a transaction free a record twice, which its
+        // commit then refuses (I16); the count must not wrap before that.
+        self.live_bytes = self.live_bytes.saturating_sub(s);
         self.free_bytes += s;
         if self.is_fresh(off) {
             self.pager.untrack(off.0, s);
@@ -166,7 +168,7 @@ impl Allocator {
     /// Free a run (large record, chunk page or blob) of `pages` pages at `start`.
     pub(super) fn free_run(&mut self, start: u64, pages: u64) {
         self.dirty = true;
-        self.live_bytes -= pages * PAGE_SIZE;
+        self.live_bytes = self.live_bytes.saturating_sub(pages * PAGE_SIZE);
         self.free_bytes += pages * PAGE_SIZE;
         if self.is_fresh(Offset(start)) {
             self.pager.untrack(start, pages * PAGE_SIZE);

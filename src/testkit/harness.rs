@@ -1,20 +1,7 @@
 //! The harness: runs [`Op`]s against a heap and checks every result against the [`History`].
 
-use super::{History, Model, Op, SimDisk, Val, contents, snapshot, txn_contents};
+use super::{History, Model, Op, SimDisk, Val, contents, model_map, snapshot, txn_contents};
 use crate::{Durability, Error, Heap, Kind, ReadTxn, WriteTxn};
-
-/// The model's map at `path`, levels created as `map_mut_path` creates them; `None` where a
-/// level holds bytes (the heap then answers [`Error::WrongKind`]; the levels before stay).
-fn model_map<'m>(m: &'m mut Model, path: &[Vec<u8>]) -> Option<&'m mut Model> {
-    let mut cur = m;
-    for k in path {
-        match cur.entry(k.clone()).or_insert_with(|| Val::Map(Model::new())) {
-            Val::Map(sub) => cur = sub,
-            Val::Bytes { .. } => return None,
-        }
-    }
-    Some(cur)
-}
 
 /// Where the heap lives.
 #[derive(Debug)]

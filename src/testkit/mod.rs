@@ -67,6 +67,19 @@ impl Val {
     }
 }
 
+/// The model's map at `path`, levels created as `map_mut_path` creates them; `None` where a
+/// level holds bytes (the heap then answers [`Error::WrongKind`]; the levels before stay).
+pub fn model_map<'m>(m: &'m mut Model, path: &[Vec<u8>]) -> Option<&'m mut Model> {
+    let mut cur = m;
+    for k in path {
+        match cur.entry(k.clone()).or_insert_with(|| Val::Map(Model::new())) {
+            Val::Map(sub) => cur = sub,
+            Val::Bytes { .. } => return None,
+        }
+    }
+    Some(cur)
+}
+
 /// A flat model of plain values, as a nested one.
 pub fn plain_model<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Model {
     entries.into_iter().map(|(k, v)| (k.to_vec(), Val::plain(v))).collect()

@@ -556,7 +556,9 @@ impl<'t> MapMut<'t> {
         // Trie order; equal keys together, the last given last.
         batch.sort_unstable_by(|a, b| (a.0, a.3.as_ref(), a.2).cmp(&(b.0, b.3.as_ref(), b.2)));
         let last = |i: usize, batch: &[(u64, u64, usize, K, V)]| {
-            batch.get(i + 1).is_none_or(|n| n.0 != batch[i].0 || n.3.as_ref() != batch[i].3.as_ref())
+            batch
+                .get(i + 1)
+                .is_none_or(|n| n.0 != batch[i].0 || n.3.as_ref() != batch[i].3.as_ref())
         };
         if self.as_map()?.is_empty() {
             return self.tx.in_map(&self.path, |w, map| {
@@ -570,7 +572,10 @@ impl<'t> MapMut<'t> {
                     let (k, v) = (k.as_ref(), v.as_ref());
                     let off = if v.len() >= OUT_OF_LINE_MIN {
                         let parts = w.write_parts(&[v])?;
-                        w.write_leaf(k, &NewValue::Parts { kind: Kind::Bytes, inline: &[], parts: &parts })?
+                        w.write_leaf(
+                            k,
+                            &NewValue::Parts { kind: Kind::Bytes, inline: &[], parts: &parts },
+                        )?
                     } else {
                         w.write_leaf(k, &NewValue::Inline { kind: Kind::Bytes, bytes: v })?
                     };

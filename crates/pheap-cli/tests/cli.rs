@@ -464,3 +464,236 @@ fn refused_opens_leave_nothing_and_lock_files_keep_the_owner() {
     );
     assert_eq!((l.uid(), l.gid(), l.mode() & 0o777), (h.uid(), h.gid(), h.mode() & 0o666));
 }
+
+/// Every entry at every level, as (map path, key, kind, inline, parts).
+type Deep = Vec<(Vec<Vec<u8>>, Vec<u8>, pheap::Kind, Vec<u8>, Vec<Vec<u8>>)>;
+
+fn deep(path: &Path) -> Deep {
+    fn walk(map: pheap::Map<'_>, path: &mut Vec<Vec<u8>>, out: &mut Deep) {
+        for r in map.iter() {
+            let (k, v) = r.unwrap();
+            let parts = v.parts().map(|p| p.unwrap().to_vec()).collect();
+            out.push((path.clone(), k.to_vec(), v.kind(), v.inline().to_vec(), parts));
+            if v.kind() == pheap::Kind::Map {
+                path.push(k.to_vec());
+                walk(map.map(k).unwrap().unwrap(), path, out);
+                path.pop();
+            }
+        }
+    }
+    let heap = pheap::Heap::options().create(false).open(path).unwrap();
+    let rx = heap.begin_read().unwrap();
+    let mut out = Vec::new();
+    walk(rx.root(), &mut Vec::new(), &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn maps_kinds_and_parts_round_trip_through_dump_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.pheap"), dir.path().join("b.pheap"));
+    {
+        let heap = pheap::Heap::open(&a).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert("plain", "v").unwrap();
+        tx.insert("big", vec![7u8; 10_000]).unwrap();
+        let mut users = tx.map_mut("users").unwrap();
+        users.insert([0xffu8, 0], "binary key").unwrap();
+        let mut alice = users.map_mut("alice").unwrap();
+        alice
+            .insert_parts(
+                "pickle",
+                pheap::Kind::Tagged(3),
+                b"head",
+                &[&[1u8; 5000], &[2u8; 10], b""],
+            )
+            .unwrap();
+        alice.insert_parts("small-part", pheap::Kind::Bytes, b"", &[b"tiny"]).unwrap();
+        alice.map_mut([0x80u8]).unwrap(); // an empty map with a binary name
+        tx.commit().unwrap();
+    }
+    let dump = pheap().arg("dump").arg(&a).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(dump.clone()).unwrap();
+    assert!(text.contains("\"kind\":\"map\""), "{text}");
+    assert!(text.contains("\"tag\":3"));
+    assert!(text.contains("\"map\":[\"users\",\"alice\"]"));
+    assert!(text.contains("{\"base64\":"));
+    pheap().arg("load").arg(&b).write_stdin(dump).assert().success();
+    assert_eq!(deep(&a), deep(&b), "load(dump(a)) differs from a");
+    pheap().arg("check").arg(&b).assert().success().stdout(predicate::str::contains("parts"));
+}
+
+#[test]
+fn paths_of_maps_keys_count_and_stat_per_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.pheap");
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .args(["--map", "users", "--map", "alice", "theme", "dark"])
+        .assert()
+        .success();
+    pheap().arg("put").arg(&f).args(["-m", "users", "bob", "b"]).assert().success();
+    pheap().arg("put").arg(&f).args(["top", "t"]).assert().success();
+    pheap()
+        .arg("get")
+        .arg(&f)
+        .args(["-m", "users", "-m", "alice", "theme"])
+        .assert()
+        .success()
+        .stdout("dark");
+    pheap()
+        .arg("get")
+        .arg(&f)
+        .arg("users")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("holds a map, not bytes"));
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .args(["-m", "top", "k", "v"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("holds bytes, not a map"));
+    pheap().arg("get").arg(&f).args(["-m", "nobody", "k"]).assert().code(1);
+    pheap().arg("count").arg(&f).assert().success().stdout("2\n");
+    pheap().arg("count").arg(&f).args(["-m", "users"]).assert().success().stdout("2\n");
+    let keys = pheap()
+        .arg("keys")
+        .arg(&f)
+        .args(["-m", "users"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let mut keys: Vec<&str> = std::str::from_utf8(&keys).unwrap().lines().collect();
+    keys.sort();
+    assert_eq!(keys, ["alice/", "bob"]);
+    pheap().arg("stat").arg(&f).args(["-m", "users"]).assert().success().stdout(
+        predicate::str::contains("maps            1")
+            .and(predicate::str::contains("entries           2")),
+    );
+    // Removing a map removes everything in it.
+    pheap().arg("rm").arg(&f).arg("users").assert().success();
+    pheap().arg("count").arg(&f).assert().success().stdout("1\n");
+    pheap().arg("rm").arg(&f).args(["-m", "users", "bob"]).assert().code(1);
+}
+
+#[test]
+fn keys_and_values_from_files_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("k.pheap");
+    let long_key = vec![b'k'; 2 << 20]; // too long for an argument list
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, &long_key[..1 << 20]).unwrap();
+    let value_file = dir.path().join("value");
+    std::fs::write(&value_file, [9u8; 3000]).unwrap();
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .arg("--key-file")
+        .arg(&key_file)
+        .arg("--value-file")
+        .arg(&value_file)
+        .assert()
+        .success();
+    pheap()
+        .arg("get")
+        .arg(&f)
+        .arg("--key-file")
+        .arg(&key_file)
+        .assert()
+        .success()
+        .stdout(&[9u8; 3000][..]);
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .args(["--key-file", "-", "from-arg"])
+        .write_stdin("stdin-key")
+        .assert()
+        .success();
+    pheap().arg("get").arg(&f).arg("stdin-key").assert().success().stdout("from-arg");
+    // `-` is standard input, as elsewhere.
+    pheap().arg("put").arg(&f).args(["dash", "-"]).write_stdin("piped").assert().success();
+    pheap().arg("get").arg(&f).arg("dash").assert().success().stdout("piped");
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .arg("--key-file")
+        .arg(dir.path().join("missing"))
+        .arg("v")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("missing"));
+}
+
+#[test]
+fn wait_with_a_timeout_gives_up_and_stat_shows_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.pheap");
+    let heap = pheap::Heap::open(&f).unwrap();
+    let tx = heap.begin_write().unwrap();
+    let t = std::time::Instant::now();
+    pheap()
+        .arg("put")
+        .arg(&f)
+        .args(["--wait", "--timeout", "0.3", "k", "v"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("gave up after 0.3 s"));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+    pheap()
+        .arg("stat")
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("a write transaction is in progress"));
+    drop(tx);
+    pheap()
+        .arg("stat")
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("writer            none"));
+}
+
+#[test]
+fn a_closed_pipe_ends_a_dump_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.pheap");
+    build(&f, 50_000);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pheap"))
+        .arg("dump")
+        .arg(&f)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    drop(out); // as `| head` does
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn help_describes_every_argument() {
+    for cmd in
+        ["get", "put", "rm", "keys", "count", "stat", "dump", "load", "check", "copy", "compact"]
+    {
+        let out = pheap().arg(cmd).arg("--help").assert().success().get_output().stdout.clone();
+        let text = String::from_utf8(out).unwrap();
+        let args = text.split("Arguments:").nth(1).map(|a| a.split("Options:").next().unwrap());
+        for line in args.unwrap_or("").lines().filter(|l| !l.trim().is_empty()) {
+            let described = line.trim().splitn(2, ' ').nth(1).is_some_and(|d| !d.trim().is_empty());
+            assert!(described, "{cmd}: {line:?} is not described");
+        }
+    }
+}
