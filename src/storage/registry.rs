@@ -557,7 +557,8 @@ impl Registry {
                     return;
                 }
                 let mut pool = self.pool.lock();
-                if pool.idle.len() < MAX_IDLE_SLOTS {
+                // The spare counts among the idle slots a handle keeps.
+                if pool.idle.len() + 1 < MAX_IDLE_SLOTS {
                     pool.idle.push(i);
                 } else {
                     pool.owned[i as usize / 64] &= !(1 << (i % 64));

@@ -510,7 +510,8 @@ fn maps_kinds_and_parts_round_trip_through_dump_and_load() {
             )
             .unwrap();
         alice.insert_parts("small-part", pheap::Kind::Bytes, b"", &[b"tiny"]).unwrap();
-        alice.map_mut([0x80u8]).unwrap(); // an empty map with a binary name
+        alice.map_mut([0x81u8]).unwrap(); // an empty map with a binary name
+        alice.map_mut([0x80u8]).unwrap().insert("in a binary-named map", "x").unwrap();
         tx.commit().unwrap();
     }
     let dump = pheap().arg("dump").arg(&a).assert().success().get_output().stdout.clone();
