@@ -119,7 +119,7 @@ fn benches(c: &mut Criterion) {
                     let rx = heap.begin_read().unwrap();
                     let mut sum = 0usize;
                     for &i in part {
-                        sum += rx.get(&d.keys[i]).unwrap().unwrap().len();
+                        sum += rx.get(d.keys[i]).unwrap().unwrap().len();
                     }
                     assert_eq!(sum, 150 * part.len());
                 });
@@ -147,7 +147,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             for &i in &d.shuffled[..1000] {
                 let rx = heap.begin_read().unwrap();
-                assert_eq!(rx.get(&d.keys[i]).unwrap().unwrap().len(), 150);
+                assert_eq!(rx.get(d.keys[i]).unwrap().unwrap().len(), 150);
             }
         })
     });
@@ -167,7 +167,7 @@ fn benches(c: &mut Criterion) {
                         let i = (counter.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n as u64) as usize;
                         let mut tx = heap.begin_write().unwrap();
                         tx.set_durability(durability);
-                        tx.insert(&d.keys[i], &d.values[(i + 1) % n]).unwrap();
+                        tx.insert(d.keys[i], d.values[(i + 1) % n]).unwrap();
                         tx.commit().unwrap();
                     }
                     total += t.elapsed();
@@ -184,7 +184,7 @@ fn benches(c: &mut Criterion) {
                 for _ in 0..1000 {
                     counter += 1;
                     let i = (counter.wrapping_mul(0x9e37_79b9_7f4a_7c15) % n as u64) as usize;
-                    tx.insert(&d.keys[i], &d.values[(i + 7) % n]).unwrap();
+                    tx.insert(d.keys[i], d.values[(i + 7) % n]).unwrap();
                 }
                 tx.commit().unwrap();
             }

@@ -48,7 +48,7 @@ fn lookups(heap: &Heap, n: u64, seed: u64, deadline: Instant) -> u64 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            assert_eq!(rx.get(&key(x % n)).unwrap().unwrap().len(), 150);
+            assert_eq!(rx.get(key(x % n)).unwrap().unwrap().len(), 150);
         }
         done += 100;
     }
@@ -136,7 +136,7 @@ fn main() {
     for chunk in (0..n).collect::<Vec<_>>().chunks(100_000) {
         let mut tx = heap.begin_write().unwrap();
         for &i in chunk {
-            tx.insert(&key(i), &value).unwrap();
+            tx.insert(key(i), value).unwrap();
         }
         tx.commit().unwrap();
     }

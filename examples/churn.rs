@@ -18,7 +18,7 @@ fn main() {
     let value = |r: u64| vec![r as u8; 20 + (r % 400) as usize];
     let mut tx = heap.begin_write().unwrap();
     for k in 0..keys {
-        tx.insert(&k.to_be_bytes(), &value(rnd())).unwrap();
+        tx.insert(k.to_be_bytes(), value(rnd())).unwrap();
     }
     tx.commit().unwrap();
     println!("{:>6} {:>12} {:>12} {:>12} {:>7}", "round", "file", "live", "free", "ratio");
@@ -27,11 +27,11 @@ fn main() {
         for _ in 0..keys / 10 {
             let k = rnd() % keys;
             if rnd() % 4 == 0 {
-                tx.remove(&k.to_be_bytes()).unwrap();
+                tx.remove(k.to_be_bytes()).unwrap();
                 let k2 = rnd() % keys;
-                tx.insert(&k2.to_be_bytes(), &value(rnd())).unwrap();
+                tx.insert(k2.to_be_bytes(), value(rnd())).unwrap();
             } else {
-                tx.insert(&k.to_be_bytes(), &value(rnd())).unwrap();
+                tx.insert(k.to_be_bytes(), value(rnd())).unwrap();
             }
         }
         tx.set_durability(if round % durable_every == 0 {

@@ -50,7 +50,7 @@ fn main() -> pheap::Result<()> {
     let mut keys = Keys(42);
     for _ in 0..n {
         let k = keys.key();
-        tx.insert(&k, &value(&k))?;
+        tx.insert(k, value(&k))?;
     }
     let filled = t.elapsed();
     tx.commit()?;
@@ -96,7 +96,7 @@ fn reopen(path: &str, n: u64) -> pheap::Result<()> {
     let rx = heap.begin_read()?;
     let mut keys = Keys(42);
     let first = keys.key();
-    let v = rx.get(&first)?.expect("first key present");
+    let v = rx.get(first)?.expect("first key present");
     assert_eq!(v, &value(&first)[..]);
     let first_get = t.elapsed();
     println!(

@@ -100,7 +100,7 @@ fn read(path: &str, n: usize) -> pheap::Result<()> {
         "fresh process: open to first element {:.3} ms (matrix of {} f64 at a 64-byte aligned address: {})",
         open_to_first.as_secs_f64() * 1e3,
         matrix.len(),
-        matrix.as_ptr() as usize % 64 == 0
+        (matrix.as_ptr() as usize).is_multiple_of(64)
     );
     assert_eq!(first, cell(0));
     let t = Instant::now();

@@ -26,7 +26,7 @@ fn main() -> pheap::Result<()> {
             let heap = Heap::open(path)?;
             let mut tx = heap.begin_write()?;
             for i in 0..n {
-                tx.insert(&key(i), &[i as u8; 150])?;
+                tx.insert(key(i), [i as u8; 150])?;
             }
             tx.commit()?;
         }
@@ -47,7 +47,7 @@ fn main() -> pheap::Result<()> {
             for i in 0..200_000u64 {
                 let mut tx = heap.begin_write()?;
                 tx.set_durability(Durability::None);
-                tx.insert(&key(i * 7 % n), &[3u8; 150])?;
+                tx.insert(key(i * 7 % n), [3u8; 150])?;
                 tx.commit()?;
                 if i % 1000 == 999 {
                     heap.checkpoint()?;
@@ -64,7 +64,7 @@ fn main() -> pheap::Result<()> {
                 if what == "single" {
                     tx.set_durability(Durability::None);
                 }
-                tx.insert(&key(n + i), &[5u8; 150])?;
+                tx.insert(key(n + i), [5u8; 150])?;
                 tx.commit()?;
             }
         }
@@ -75,14 +75,14 @@ fn main() -> pheap::Result<()> {
             let heap = Heap::options().durability(Durability::None).open(path)?;
             let mut tx = heap.begin_write()?;
             for i in 0..n {
-                tx.insert(&key(i), &[i as u8; 150])?;
+                tx.insert(key(i), [i as u8; 150])?;
             }
             tx.commit()?;
             let commits = std::env::var("COMMITS").map_or(200_000, |c| c.parse().expect("COMMITS"));
             let t = std::time::Instant::now();
             for i in 0..commits {
                 let mut tx = heap.begin_write()?;
-                tx.insert(&key(n + i), &[5u8; 150])?;
+                tx.insert(key(n + i), [5u8; 150])?;
                 tx.commit()?;
             }
             println!(
@@ -95,7 +95,7 @@ fn main() -> pheap::Result<()> {
             let rx = heap.begin_read()?;
             let mut sum = 0;
             for i in 0..3 * n {
-                sum += rx.get(&key(i.wrapping_mul(7919) % n))?.map_or(0, |v| v.len());
+                sum += rx.get(key(i.wrapping_mul(7919) % n))?.map_or(0, |v| v.len());
             }
             assert!(sum > 0);
         }
@@ -144,7 +144,7 @@ fn main() -> pheap::Result<()> {
             let best = fastest_of_5(|| {
                 let mut sum = 0u64;
                 for i in 0..1_000_000 {
-                    sum += rx.get(&keys[i % 8])?.expect("present").len() as u64;
+                    sum += rx.get(keys[i % 8])?.expect("present").len() as u64;
                 }
                 std::hint::black_box(sum);
                 Ok(())
@@ -160,7 +160,8 @@ fn main() -> pheap::Result<()> {
             let rx = heap.begin_read()?;
             let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();
             let m = rx.map("m")?.expect("the sub-map");
-            let cases: [(&str, &dyn Fn(&[u8; 24]) -> pheap::Result<usize>); 5] = [
+            type Lookup<'a> = &'a dyn Fn(&[u8; 24]) -> pheap::Result<usize>;
+            let cases: [(&str, Lookup<'_>); 5] = [
                 ("top level, get", &|k| Ok(rx.get(k)?.expect("present").len())),
                 ("sub-map, get", &|k| Ok(m.get(k)?.expect("present").len())),
                 ("sub-map looked up per get", &|k| {
@@ -198,7 +199,7 @@ fn main() -> pheap::Result<()> {
             let best = fastest_of_5(|| {
                 for i in 0..2000u64 {
                     let heap = Heap::options().create(false).open(path)?;
-                    std::hint::black_box(heap.begin_read()?.get(&key(i))?.map(|v| v.len()));
+                    std::hint::black_box(heap.begin_read()?.get(key(i))?.map(|v| v.len()));
                 }
                 Ok(())
             })?;

@@ -77,7 +77,7 @@ fn worker(path: &str, entries: u64) {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let v = rx.get(&key(x % entries)).unwrap().unwrap();
+            let v = rx.get(key(x % entries)).unwrap().unwrap();
             assert_eq!(v.len(), 200);
         }
         n += 1000;
@@ -148,7 +148,7 @@ fn main() {
     for chunk in (0..entries).collect::<Vec<_>>().chunks(100_000) {
         let mut tx = heap.begin_write().unwrap();
         for &i in chunk {
-            tx.insert(&key(i), &value(i)).unwrap();
+            tx.insert(key(i), value(i)).unwrap();
         }
         tx.commit().unwrap();
     }

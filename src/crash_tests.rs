@@ -34,7 +34,7 @@ fn workload(heap: &Heap, seed: u64, log: &mut History) -> crate::Result<()> {
     let mut tx = None;
     // One workload in eight writes one value with a 1 MiB part (once: each replays the whole
     // workload for every crash point, so they are the expensive ones).
-    let mut big_left = seed % 8 == 0;
+    let mut big_left = seed.is_multiple_of(8);
     for _ in 0..ops {
         if tx.is_none() {
             tx = Some((heap.begin_write()?, model.clone()));
@@ -287,7 +287,7 @@ fn a_lost_fsync_does_not_let_the_next_process_build_on_lost_pages() {
     let (s, heap) = fresh(1);
     let put = |h: &Heap, k: &[u8], durable: bool| {
         let mut t = h.begin_write()?;
-        t.insert(k, &[5; 3000])?;
+        t.insert(k, [5; 3000])?;
         t.set_durability(if durable { Durability::Immediate } else { Durability::None });
         t.commit()
     };
@@ -349,10 +349,10 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
     let (s, _) = fresh(2);
     let a = on(&s);
     let mut t = a.begin_write().unwrap();
-    t.insert(b"k1", &[1; 500]).unwrap();
+    t.insert(b"k1", [1; 500]).unwrap();
     t.commit().unwrap();
     let mut t = a.begin_write().unwrap();
-    t.insert(b"k2", &[2; 500]).unwrap();
+    t.insert(b"k2", [2; 500]).unwrap();
     t.set_durability(Durability::None);
     t.commit().unwrap();
     // A reader of another handle (as of another process) pins the non-durable commit.
@@ -376,7 +376,7 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
     drop(rx);
     // Once no reader holds it, the discarded commit is gone for everyone.
     let mut t = b.begin_write().unwrap();
-    t.insert(b"k3", &[3; 500]).unwrap();
+    t.insert(b"k3", [3; 500]).unwrap();
     t.commit().unwrap();
     b.check().unwrap();
 }
@@ -387,10 +387,10 @@ fn a_pin_on_a_discarded_commit_holds_writers_back() {
 fn a_failed_settling_sync_keeps_durable_commits() {
     let (s, heap) = fresh(3);
     let mut t = heap.begin_write().unwrap();
-    t.insert(b"durable", &[1; 700]).unwrap();
+    t.insert(b"durable", [1; 700]).unwrap();
     t.commit().unwrap();
     let mut t = heap.begin_write().unwrap();
-    t.insert(b"fast", &[2; 700]).unwrap();
+    t.insert(b"fast", [2; 700]).unwrap();
     t.set_durability(Durability::None);
     t.commit().unwrap();
     drop(heap);
@@ -412,7 +412,7 @@ fn a_failed_settling_sync_keeps_durable_commits() {
     // The next process commits durably; then the power fails. The commit whose pages the failed
     // sync may have lost must not be under it (found by a longer `ops_crash` run).
     let mut t = heap.begin_write().unwrap();
-    t.insert(b"later", &[3; 700]).unwrap();
+    t.insert(b"later", [3; 700]).unwrap();
     t.commit().unwrap();
     drop(heap);
     for kind in [CrashKind::DurableOnly, CrashKind::RandomSubset, CrashKind::TornLast] {
@@ -453,7 +453,7 @@ fn fail_sync(s: &MemStorage, after: u64, kind: FailKind) {
 fn rebooted_with_a_durable_commit(seed: u64) -> (Arc<MemStorage>, Heap) {
     let (s, heap) = fresh(seed);
     let mut t = heap.begin_write().unwrap();
-    t.insert(b"durable", &[1; 900]).unwrap();
+    t.insert(b"durable", [1; 900]).unwrap();
     t.commit().unwrap();
     drop(heap);
     let s = Arc::new(MemStorage::from_image(&s.crash_image(CrashKind::DurableOnly, 0), CAP));
@@ -470,7 +470,7 @@ fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
     let (s, heap) = rebooted_with_a_durable_commit(11);
     for i in 0..20u8 {
         let mut t = heap.begin_write().unwrap();
-        t.insert(&[b'f', i], &[i; 700]).unwrap();
+        t.insert([b'f', i], [i; 700]).unwrap();
         t.set_durability(Durability::None);
         t.commit().unwrap();
     }
@@ -485,7 +485,7 @@ fn a_failed_checkpoint_never_comes_back_over_overwritten_records() {
     let heap = open(&s2, boot(1)).unwrap();
     let mut t = heap.begin_write().unwrap();
     for i in 0..20u8 {
-        t.insert(&[b'g', i], &[0xee; 700]).unwrap();
+        t.insert([b'g', i], [0xee; 700]).unwrap();
     }
     t.set_durability(Durability::None);
     t.commit().unwrap();
@@ -500,7 +500,7 @@ fn a_failed_large_commit_never_comes_back_under_a_live_writer() {
     let (s, heap) = rebooted_with_a_durable_commit(12);
     let mut t = heap.begin_write().unwrap();
     for i in 0..80u8 {
-        t.insert(&[b'b', i], &[i; 4000]).unwrap();
+        t.insert([b'b', i], [i; 4000]).unwrap();
     }
     fail_sync(&s, 1, FailKind::Eio);
     assert!(t.commit().is_err());
@@ -509,7 +509,7 @@ fn a_failed_large_commit_never_comes_back_under_a_live_writer() {
     let heap = open(&s, boot(1)).unwrap();
     let mut t = heap.begin_write().unwrap();
     for i in 0..80u8 {
-        t.insert(&[b'c', i], &[0xee; 4000]).unwrap();
+        t.insert([b'c', i], [0xee; 4000]).unwrap();
     }
     // The power fails with the write transaction open.
     every_power_loss_is_sound(&s, 256, Some(b"durable"));
@@ -528,19 +528,19 @@ fn a_non_durable_commit_that_returned_ok_stays() {
     };
     let mut t = heap.begin_write().unwrap();
     for i in 0..16u8 {
-        t.insert(&[b'b', i], &vec![i; 600_000]).unwrap();
+        t.insert([b'b', i], vec![i; 600_000]).unwrap();
     }
     commit(t).unwrap();
     let mut t = heap.begin_write().unwrap();
     for i in 0..16u8 {
-        t.remove(&[b'b', i]).unwrap();
+        t.remove([b'b', i]).unwrap();
     }
     commit(t).unwrap();
     // The next commits may give the tail back; every sync among them fails.
     for i in 0..6u8 {
         fail_sync(&s, 0, FailKind::SyncLost);
         let mut t = heap.begin_write().unwrap();
-        t.insert(&[b's', i], b"small").unwrap();
+        t.insert([b's', i], b"small").unwrap();
         if commit(t).is_err() {
             break;
         }
@@ -548,7 +548,7 @@ fn a_non_durable_commit_that_returned_ok_stays() {
         // Acknowledged: a reopen (the process lives on, or died) holds it.
         let again = open(&Arc::new(s.crash_clone()), boot(0)).unwrap();
         assert_eq!(
-            again.begin_read().unwrap().get(&[b's', i]).unwrap(),
+            again.begin_read().unwrap().get([b's', i]).unwrap(),
             Some(&b"small"[..]),
             "commit {i} returned Ok and was discarded"
         );

@@ -148,7 +148,7 @@ fn small_durable_commits_sync_once() {
     let (s, heap) = new_mem(boot(0));
     let commit = |k: &[u8], d: Durability| {
         let mut tx = heap.begin_write().unwrap();
-        tx.insert(k, &[7u8; 150]).unwrap();
+        tx.insert(k, [7u8; 150]).unwrap();
         tx.set_durability(d);
         let before = s.syncs();
         tx.commit().unwrap();
@@ -169,7 +169,7 @@ fn small_durable_commits_sync_once() {
     // A large commit writes too much to list: two syncs.
     let mut tx = heap.begin_write().unwrap();
     for i in 0..5000u32 {
-        tx.insert(&(i + 1_000_000).to_le_bytes(), &[1u8; 100]).unwrap();
+        tx.insert((i + 1_000_000).to_le_bytes(), [1u8; 100]).unwrap();
     }
     let before = s.syncs();
     tx.commit().unwrap();
@@ -187,7 +187,7 @@ fn one_phase_commit_torn_by_power_loss_is_detected() {
         tx.commit().unwrap();
         let mut tx = heap.begin_write().unwrap();
         for i in 0..20u32 {
-            tx.insert(&i.to_le_bytes(), &[i as u8; 300]).unwrap();
+            tx.insert(i.to_le_bytes(), [i as u8; 300]).unwrap();
         }
         let syncs = s.syncs();
         // Fail the commit's one sync: its writes and its meta slot are all unsynced.
@@ -255,7 +255,7 @@ fn full_disk_is_a_clean_error() {
     let big = vec![7u8; 1 << 20];
     let mut err = None;
     for i in 0..64u32 {
-        if let Err(e) = tx.insert(&i.to_le_bytes(), &big) {
+        if let Err(e) = tx.insert(i.to_le_bytes(), &big) {
             err = Some(e);
             break;
         }
@@ -281,7 +281,7 @@ fn a_reader_that_pins_late_moves_to_the_latest_commit() {
     let (_s, heap) = new_mem(boot(1));
     let put = |h: &Heap, v: u8| {
         let mut tx = h.begin_write().unwrap();
-        tx.insert(b"k", &[v; 100]).unwrap();
+        tx.insert(b"k", [v; 100]).unwrap();
         tx.commit().unwrap();
     };
     put(&heap, b'o');
@@ -368,14 +368,14 @@ fn compaction_leaves_no_copied_node_at_the_tail() {
         for k in 0..60_000u64 {
             let large = if k % 1000 == 0 { 70_000 } else { 0 };
             let v = vec![k as u8; x.random_range(0..600) + large];
-            tx.insert(&k.to_be_bytes(), &v).unwrap();
+            tx.insert(k.to_be_bytes(), &v).unwrap();
         }
         tx.commit().unwrap();
         // Two keys in three removed: holes in every span, the tail included.
         for chunk in (0..60_000u64).filter(|k| k % 3 != 0).collect::<Vec<_>>().chunks(5000) {
             let mut tx = heap.begin_write().unwrap();
             for k in chunk {
-                tx.remove(&k.to_be_bytes()).unwrap();
+                tx.remove(k.to_be_bytes()).unwrap();
             }
             tx.commit().unwrap();
         }
@@ -489,9 +489,7 @@ fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
     // A part past the end of the file, and a part over another record.
     let (at, _) = leaf_value(&img, parts);
     let ref_at = at + PARTS_HEADER_SIZE as usize;
-    for (what, rec) in
-        [("past the end", (CAP as u64) << 4), ("over a node", a_value_root(&a_value))]
-    {
+    for (what, rec) in [("past the end", CAP << 4), ("over a node", a_value_root(&a_value))] {
         let mut forged = img.clone();
         let (_, len) = leaf_value(&forged, parts);
         let mut region = forged[at..at + len].to_vec();

@@ -112,7 +112,7 @@ macro_rules! int_codec {
             fn encode(v: &$t) -> Cow<'_, [u8]> {
                 Cow::Owned(v.to_le_bytes().to_vec())
             }
-            fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<$t> {
+            fn decode(key: &[u8], bytes: &[u8]) -> Result<$t> {
                 let b = bytes.try_into().map_err(|_| {
                     mismatch(key, stringify!($t), bytes.len(), "the value's length is not the type's")
                 })?;
@@ -139,7 +139,7 @@ where
         // Serialising into a Vec fails only for types serde cannot represent at all.
         Cow::Owned(postcard::to_allocvec(v).expect("a serde type postcard can encode"))
     }
-    fn decode<'a>(key: &[u8], bytes: &'a [u8]) -> Result<T> {
+    fn decode(key: &[u8], bytes: &[u8]) -> Result<T> {
         postcard::from_bytes(bytes).map_err(|_| {
             mismatch(
                 key,
@@ -151,11 +151,14 @@ where
     }
 }
 
+/// The codecs a [`MapDef`] names (a marker: `Send`, `Sync` and `Copy` whatever they are).
+type Codecs<K, V> = PhantomData<(fn() -> K, fn() -> V)>;
+
 /// A typed map's name and its key and value codecs: a `const` shared by writers and readers.
 #[derive(Debug)]
 pub struct MapDef<K, V> {
     name: &'static str,
-    _types: PhantomData<(fn() -> K, fn() -> V)>,
+    _types: Codecs<K, V>,
 }
 
 impl<K, V> Clone for MapDef<K, V> {
@@ -274,6 +277,15 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     /// As [`MapMut::len`].
     pub fn len(&self) -> Result<usize> {
         self.map.len()
+    }
+
+    /// Does the map hold no entry?
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::len`].
+    pub fn is_empty(&self) -> Result<bool> {
+        self.map.is_empty()
     }
 }
 

@@ -59,21 +59,21 @@ fn readers_keep_their_snapshot_while_the_writer_commits() {
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..1000u32 {
-        tx.insert(&i.to_be_bytes(), &[1u8; 100]).unwrap();
+        tx.insert(i.to_be_bytes(), [1u8; 100]).unwrap();
     }
     tx.commit().unwrap();
     let rx = heap.begin_read().unwrap();
     let before = snapshot(&rx);
-    let held = rx.get(&7u32.to_be_bytes()).unwrap().unwrap();
+    let held = rx.get(7u32.to_be_bytes()).unwrap().unwrap();
     // Overwrite and remove everything many times: space freed by these commits must not be
     // reused under the open snapshot.
     for round in 0..20u8 {
         let mut tx = heap.begin_write().unwrap();
         for i in 0..1000u32 {
             if i % 3 == 0 {
-                tx.remove(&i.to_be_bytes()).unwrap();
+                tx.remove(i.to_be_bytes()).unwrap();
             } else {
-                tx.insert(&i.to_be_bytes(), &[round + 2; 100]).unwrap();
+                tx.insert(i.to_be_bytes(), [round + 2; 100]).unwrap();
             }
         }
         tx.set_durability(if round % 2 == 0 { Durability::None } else { Durability::Immediate });
@@ -84,7 +84,7 @@ fn readers_keep_their_snapshot_while_the_writer_commits() {
     assert_eq!(rx.len(), 1000);
     let now = heap.begin_read().unwrap();
     assert_eq!(now.len(), 666);
-    assert_eq!(now.get(&1u32.to_be_bytes()).unwrap().unwrap(), &[21u8; 100][..]);
+    assert_eq!(now.get(1u32.to_be_bytes()).unwrap().unwrap(), &[21u8; 100][..]);
     assert!(now.txn_id() > rx.txn_id());
     drop(rx);
     drop(now);
@@ -99,7 +99,7 @@ fn concurrent_readers_on_threads_see_whole_commits() {
     let accounts = 50u32;
     let mut tx = heap.begin_write().unwrap();
     for a in 0..accounts {
-        tx.insert(&a.to_be_bytes(), &100u64.to_le_bytes()).unwrap();
+        tx.insert(a.to_be_bytes(), 100u64.to_le_bytes()).unwrap();
     }
     tx.commit().unwrap();
     let total = 100 * accounts as u64;
@@ -154,12 +154,12 @@ fn concurrent_readers_on_threads_see_whole_commits() {
         x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         let (a, b) = (((x >> 33) % accounts as u64) as u32, ((x >> 13) % accounts as u64) as u32);
         let mut tx = heap.begin_write().unwrap();
-        let va = u64::from_le_bytes(tx.get(&a.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
-        let vb = u64::from_le_bytes(tx.get(&b.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
+        let va = u64::from_le_bytes(tx.get(a.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
+        let vb = u64::from_le_bytes(tx.get(b.to_be_bytes()).unwrap().unwrap().try_into().unwrap());
         let amount = va.min(7);
-        tx.insert(&a.to_be_bytes(), &(va - amount).to_le_bytes()).unwrap();
+        tx.insert(a.to_be_bytes(), (va - amount).to_le_bytes()).unwrap();
         let vb = if a == b { va - amount } else { vb };
-        tx.insert(&b.to_be_bytes(), &(vb + amount).to_le_bytes()).unwrap();
+        tx.insert(b.to_be_bytes(), (vb + amount).to_le_bytes()).unwrap();
         tx.set_durability(if i % 50 == 0 { Durability::Immediate } else { Durability::None });
         let txn = tx.txn_id();
         tx.commit().unwrap();
@@ -247,7 +247,7 @@ fn value_of_a_gibibyte_and_a_file_past_one_gibibyte_keep_borrowed_slices_valid()
     // And more, so the file outgrows its first address-space reservation.
     let mut tx = heap.begin_write().unwrap();
     for i in 0..40u32 {
-        tx.insert(&i.to_be_bytes(), &vec![i as u8; 4 << 20]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![i as u8; 4 << 20]).unwrap();
     }
     tx.commit().unwrap();
     let stats = heap.stats().unwrap();
@@ -257,7 +257,7 @@ fn value_of_a_gibibyte_and_a_file_past_one_gibibyte_keep_borrowed_slices_valid()
     assert_eq!(early, b"small and early");
     let rx2 = heap.begin_read().unwrap();
     assert!(rx2.get(b"gib").unwrap().unwrap() == &gib[..]);
-    assert_eq!(rx2.get(&39u32.to_be_bytes()).unwrap().unwrap(), &vec![39u8; 4 << 20][..]);
+    assert_eq!(rx2.get(39u32.to_be_bytes()).unwrap().unwrap(), &vec![39u8; 4 << 20][..]);
     drop(gib);
     drop((rx, rx2));
     heap.check().unwrap();
@@ -328,7 +328,7 @@ fn read_only_and_two_handles_in_one_process() {
     let rx = ro.begin_read().unwrap();
     for i in 0..50u32 {
         let mut tx = heap.begin_write().unwrap();
-        tx.insert(b"k", &i.to_le_bytes().repeat(40)).unwrap();
+        tx.insert(b"k", i.to_le_bytes().repeat(40)).unwrap();
         tx.commit().unwrap();
     }
     assert_eq!(rx.get(b"k").unwrap(), Some(&b"v"[..]), "the pinned snapshot is intact");
@@ -347,7 +347,7 @@ fn stats_report_the_latest_commit() {
     assert_eq!((s0.entries, s0.txn_id, s0.oldest_reader), (0, 0, None));
     let mut tx = heap.begin_write().unwrap();
     for i in 0..100u32 {
-        tx.insert(&i.to_le_bytes(), &[0; 50]).unwrap();
+        tx.insert(i.to_le_bytes(), [0; 50]).unwrap();
     }
     tx.commit().unwrap();
     let rx = heap.begin_read().unwrap();
@@ -384,7 +384,7 @@ fn closing_gives_back_the_growth_slack() {
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..20_000u32 {
-        tx.insert(&i.to_le_bytes(), &[7u8; 150]).unwrap();
+        tx.insert(i.to_le_bytes(), [7u8; 150]).unwrap();
     }
     tx.commit().unwrap();
     let stats = heap.stats().unwrap();

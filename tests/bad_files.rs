@@ -36,7 +36,7 @@ fn sample(dir: &Path) -> (Vec<u8>, Model, Model) {
         tx.insert(&k, &v).unwrap();
         first.insert(k, v);
     }
-    tx.insert(b"big", &vec![9u8; 100_000]).unwrap();
+    tx.insert(b"big", vec![9u8; 100_000]).unwrap();
     first.insert(b"big".to_vec(), vec![9u8; 100_000]);
     tx.commit().unwrap();
     let mut second = first.clone();
@@ -213,7 +213,7 @@ fn damaged_records_are_errors_on_read_not_wrong_bytes() {
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..200u32 {
-        tx.insert(format!("key {i}").as_bytes(), &[i as u8; 150]).unwrap();
+        tx.insert(format!("key {i}").as_bytes(), [i as u8; 150]).unwrap();
     }
     let value: Vec<u8> = (0..150u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
     tx.insert(b"needle-key", &value).unwrap();

@@ -22,8 +22,8 @@ fn value(i: u64) -> Vec<u8> {
 
 fn commit(heap: &Heap, i: u64) {
     let mut tx = heap.begin_write().unwrap();
-    tx.insert(format!("slot{}", i % 50).as_bytes(), &value(i)).unwrap();
-    tx.insert(b"seq", &i.to_le_bytes()).unwrap();
+    tx.insert(format!("slot{}", i % 50).as_bytes(), value(i)).unwrap();
+    tx.insert(b"seq", i.to_le_bytes()).unwrap();
     tx.set_durability(if i.is_multiple_of(5) { Durability::Immediate } else { Durability::None });
     tx.commit().unwrap();
 }
@@ -150,7 +150,7 @@ fn a_killed_copy_leaves_nothing_at_the_destination() {
     let heap = Heap::open(&src).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..60_000u64 {
-        tx.insert(&i.to_be_bytes(), &vec![i as u8; (i % 200) as usize]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![i as u8; (i % 200) as usize]).unwrap();
     }
     tx.commit().unwrap();
     let expected = contents(&heap);

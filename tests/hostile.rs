@@ -61,7 +61,7 @@ fn sample(dir: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
         let heap = Heap::open(&path).unwrap();
         let mut tx = heap.begin_write().unwrap();
         for (i, k) in keys.iter().enumerate() {
-            tx.insert(k, &[i as u8; 150]).unwrap();
+            tx.insert(k, [i as u8; 150]).unwrap();
         }
         tx.commit().unwrap();
     }

@@ -137,15 +137,15 @@ fn run_commands(path: &Path) {
         match (cmd, arg) {
             ("fill", Some(tag)) => {
                 for i in 0..300u32 {
-                    tx.insert(&i.to_be_bytes(), &vec![tag as u8; 100_000]).unwrap();
+                    tx.insert(i.to_be_bytes(), vec![tag as u8; 100_000]).unwrap();
                 }
             }
             ("drain", None) => {
                 for i in 0..300u32 {
-                    tx.remove(&i.to_be_bytes()).unwrap();
+                    tx.remove(i.to_be_bytes()).unwrap();
                 }
             }
-            ("small", Some(i)) => drop(tx.insert(b"small", &i.to_le_bytes()).unwrap()),
+            ("small", Some(i)) => drop(tx.insert(b"small", i.to_le_bytes()).unwrap()),
             other => panic!("unknown command {other:?}"),
         }
         tx.commit().unwrap();
@@ -212,7 +212,7 @@ fn writers_with_the_same_pid_in_two_pid_namespaces() {
     let heap = Heap::open(&path).unwrap();
     heap.check().unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.get(&299u32.to_be_bytes()).unwrap(), Some(&[2u8; 100_000][..]));
+    assert_eq!(rx.get(299u32.to_be_bytes()).unwrap(), Some(&[2u8; 100_000][..]));
     assert_eq!(rx.get(b"small").unwrap(), Some(&10u32.to_le_bytes()[..]));
 }
 
@@ -227,11 +227,11 @@ fn bank_writer(path: &Path) {
         let seq = u64_of(tx.get(b"seq").unwrap().unwrap()) + 1;
         let a = (seed.random::<u64>() % ACCOUNTS as u64) as u32;
         let b = (seed.random::<u64>() % ACCOUNTS as u64) as u32;
-        let va = u64_of(tx.get(&a.to_be_bytes()).unwrap().unwrap());
+        let va = u64_of(tx.get(a.to_be_bytes()).unwrap().unwrap());
         let amount = va.min(seed.random::<u64>() % 50);
-        tx.insert(&a.to_be_bytes(), &(va - amount).to_le_bytes()).unwrap();
-        let vb = u64_of(tx.get(&b.to_be_bytes()).unwrap().unwrap());
-        tx.insert(&b.to_be_bytes(), &(vb + amount).to_le_bytes()).unwrap();
+        tx.insert(a.to_be_bytes(), (va - amount).to_le_bytes()).unwrap();
+        let vb = u64_of(tx.get(b.to_be_bytes()).unwrap().unwrap());
+        tx.insert(b.to_be_bytes(), (vb + amount).to_le_bytes()).unwrap();
         match seed.random::<u64>() % 4 {
             0 => {
                 tx.remove(b"blob").unwrap();
@@ -243,7 +243,7 @@ fn bank_writer(path: &Path) {
                 tx.insert(b"blob", &v).unwrap();
             }
         }
-        tx.insert(b"seq", &seq.to_le_bytes()).unwrap();
+        tx.insert(b"seq", seq.to_le_bytes()).unwrap();
         let durable = seed.random::<u64>().is_multiple_of(4);
         tx.set_durability(if durable { Durability::Immediate } else { Durability::None });
         tx.commit().unwrap();
@@ -255,7 +255,7 @@ fn bank_writer(path: &Path) {
 /// The invariant of one snapshot: the accounts sum to the total and the blob is whole.
 fn check_snapshot(rx: &pheap::ReadTxn) -> u64 {
     let seq = u64_of(rx.get(b"seq").unwrap().unwrap());
-    let sum: u64 = (0..ACCOUNTS).map(|a| u64_of(rx.get(&a.to_be_bytes()).unwrap().unwrap())).sum();
+    let sum: u64 = (0..ACCOUNTS).map(|a| u64_of(rx.get(a.to_be_bytes()).unwrap().unwrap())).sum();
     assert_eq!(sum, TOTAL, "snapshot {seq}: the accounts do not sum to the total");
     if let Some(blob) = rx.get(b"blob").unwrap() {
         let at = u64_of(&blob[..8]);
@@ -291,9 +291,9 @@ fn new_bank(path: &Path) -> Heap {
     let heap = Heap::open(path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for a in 0..ACCOUNTS {
-        tx.insert(&a.to_be_bytes(), &START.to_le_bytes()).unwrap();
+        tx.insert(a.to_be_bytes(), START.to_le_bytes()).unwrap();
     }
-    tx.insert(b"seq", &0u64.to_le_bytes()).unwrap();
+    tx.insert(b"seq", 0u64.to_le_bytes()).unwrap();
     tx.commit().unwrap();
     heap
 }
@@ -430,7 +430,7 @@ fn churn(heap: &Heap, rounds: u32) {
     for r in 0..rounds {
         let mut tx = heap.begin_write().unwrap();
         for i in 0..20u32 {
-            tx.insert(&i.to_be_bytes(), &vec![r as u8; 100 + (r as usize * 37 + i as usize) % 900])
+            tx.insert(i.to_be_bytes(), vec![r as u8; 100 + (r as usize * 37 + i as usize) % 900])
                 .unwrap();
         }
         tx.commit().unwrap();
@@ -726,7 +726,7 @@ fn compact_while_another_process_holds_a_snapshot() {
     let heap = Heap::open(&path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..20_000u32 {
-        tx.insert(&i.to_be_bytes(), &vec![i as u8; 50 + (i as usize * 7) % 400]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![i as u8; 50 + (i as usize * 7) % 400]).unwrap();
     }
     tx.commit().unwrap();
     let mut holder = spawn("holder", &path);
@@ -735,7 +735,7 @@ fn compact_while_another_process_holds_a_snapshot() {
     kill(&mut holder, libc::SIGSTOP);
     let mut tx = heap.begin_write().unwrap();
     for i in (0..20_000u32).filter(|i| i % 3 != 0) {
-        tx.remove(&i.to_be_bytes()).unwrap();
+        tx.remove(i.to_be_bytes()).unwrap();
     }
     tx.commit().unwrap();
     let held = heap.stats().unwrap().file_size;
@@ -753,6 +753,6 @@ fn compact_while_another_process_holds_a_snapshot() {
     let rx = heap.begin_read().unwrap();
     assert_eq!(rx.len(), 6667);
     for i in (0..20_000u32).step_by(3) {
-        assert_eq!(rx.get(&i.to_be_bytes()).unwrap().unwrap().len(), 50 + (i as usize * 7) % 400);
+        assert_eq!(rx.get(i.to_be_bytes()).unwrap().unwrap().len(), 50 + (i as usize * 7) % 400);
     }
 }

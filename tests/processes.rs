@@ -35,9 +35,9 @@ fn child_process() {
     };
     loop {
         let mut tx = heap.begin_write().unwrap();
-        tx.insert(&next.to_be_bytes(), &value(next)).unwrap();
+        tx.insert(next.to_be_bytes(), value(next)).unwrap();
         if next > 50 {
-            tx.remove(&(next - 50).to_be_bytes()).unwrap();
+            tx.remove((next - 50).to_be_bytes()).unwrap();
         }
         tx.set_durability(if next % 3 == 0 { Durability::None } else { Durability::Immediate });
         tx.commit().unwrap();

@@ -14,7 +14,7 @@ fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
     tx.commit().unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..300u32 {
-        tx.insert(&i.to_be_bytes(), &vec![i as u8; 100_000]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![i as u8; 100_000]).unwrap();
     }
     tx.commit().unwrap();
     let big = heap.stats().unwrap().file_size;
@@ -22,13 +22,13 @@ fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
     let rx = heap.begin_read().unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..300u32 {
-        tx.remove(&i.to_be_bytes()).unwrap();
+        tx.remove(i.to_be_bytes()).unwrap();
     }
     tx.commit().unwrap();
     let bump = |n: u32| {
         for i in 0..n {
             let mut tx = heap.begin_write().unwrap();
-            tx.insert(b"small", &i.to_le_bytes()).unwrap();
+            tx.insert(b"small", i.to_le_bytes()).unwrap();
             tx.commit().unwrap();
         }
     };
@@ -39,7 +39,7 @@ fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
     assert!(s.held_by_readers >= 300 * 100_000, "{s:?}");
     assert_eq!(s.oldest_reader, Some(rx.txn_id()));
     for i in (0..300u32).step_by(37) {
-        assert_eq!(rx.get(&i.to_be_bytes()).unwrap(), Some(&vec![i as u8; 100_000][..]));
+        assert_eq!(rx.get(i.to_be_bytes()).unwrap(), Some(&vec![i as u8; 100_000][..]));
     }
     drop(rx);
     // Released: the next commit frees the runs, the ones after give the file back.
@@ -57,14 +57,14 @@ fn non_durable_commits_keep_the_durable_commits_tail_until_a_checkpoint() {
     let heap = Heap::open(dir.path().join("d.pheap")).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..100u32 {
-        tx.insert(&i.to_be_bytes(), &vec![1; 100_000]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![1; 100_000]).unwrap();
     }
     tx.commit().unwrap(); // durable
     let big = heap.stats().unwrap().file_size;
     for i in 0..100u32 {
         let mut tx = heap.begin_write().unwrap();
         tx.set_durability(Durability::None);
-        tx.remove(&i.to_be_bytes()).unwrap();
+        tx.remove(i.to_be_bytes()).unwrap();
         tx.commit().unwrap();
     }
     // A power loss would bring back the durable commit: its records must stay.
@@ -96,7 +96,7 @@ fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
     let value = |r: u64| vec![r as u8; 20 + (r % 400) as usize];
     let mut tx = heap.begin_write().unwrap();
     for k in 0..keys {
-        tx.insert(&k.to_be_bytes(), &value(x.random::<u64>())).unwrap();
+        tx.insert(k.to_be_bytes(), value(x.random::<u64>())).unwrap();
     }
     tx.commit().unwrap();
     let mut worst = 0f64;
@@ -105,11 +105,11 @@ fn churn_keeps_the_file_within_one_and_a_half_times_the_live_bytes() {
         for _ in 0..keys / 20 {
             let k = x.random::<u64>() % keys;
             if x.random::<u64>().is_multiple_of(4) {
-                tx.remove(&k.to_be_bytes()).unwrap();
+                tx.remove(k.to_be_bytes()).unwrap();
                 let k2 = x.random::<u64>() % keys;
-                tx.insert(&k2.to_be_bytes(), &value(x.random::<u64>())).unwrap();
+                tx.insert(k2.to_be_bytes(), value(x.random::<u64>())).unwrap();
             } else {
-                tx.insert(&k.to_be_bytes(), &value(x.random::<u64>())).unwrap();
+                tx.insert(k.to_be_bytes(), value(x.random::<u64>())).unwrap();
             }
         }
         tx.commit().unwrap();
@@ -140,7 +140,7 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
             k as u8;
             (x.random::<u64>() % 600) as usize + if k % 1000 == 0 { 70_000 } else { 0 }
         ];
-        tx.insert(&k.to_be_bytes(), &v).unwrap();
+        tx.insert(k.to_be_bytes(), &v).unwrap();
         model.insert(k, v);
     }
     tx.commit().unwrap();
@@ -148,7 +148,7 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     for chunk in (0..60_000u64).filter(|k| k % 3 != 0).collect::<Vec<_>>().chunks(5000) {
         let mut tx = heap.begin_write().unwrap();
         for k in chunk {
-            assert!(tx.remove(&k.to_be_bytes()).unwrap());
+            assert!(tx.remove(k.to_be_bytes()).unwrap());
             model.remove(k);
         }
         tx.commit().unwrap();
@@ -178,7 +178,7 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     let rx = heap.begin_read().unwrap();
     assert_eq!(rx.len(), model.len());
     for (k, v) in &model {
-        assert_eq!(rx.get(&k.to_be_bytes()).unwrap(), Some(&v[..]));
+        assert_eq!(rx.get(k.to_be_bytes()).unwrap(), Some(&v[..]));
     }
 }
 
@@ -193,13 +193,13 @@ fn a_writer_learns_the_length_another_handle_left() {
     let fill = |heap: &Heap, tag: u8| {
         let mut tx = heap.begin_write().unwrap();
         for i in 0..300u32 {
-            tx.insert(&i.to_be_bytes(), &vec![tag; 100_000]).unwrap();
+            tx.insert(i.to_be_bytes(), vec![tag; 100_000]).unwrap();
         }
         tx.commit().unwrap();
     };
     let small = |heap: &Heap, i: u32| {
         let mut tx = heap.begin_write().unwrap();
-        tx.insert(b"small", &i.to_le_bytes()).unwrap();
+        tx.insert(b"small", i.to_le_bytes()).unwrap();
         tx.commit().unwrap();
     };
     let file_len = || std::fs::metadata(&path).unwrap().len();
@@ -209,7 +209,7 @@ fn a_writer_learns_the_length_another_handle_left() {
     assert!(grown > 25 << 20);
     let mut tx = a.begin_write().unwrap();
     for i in 0..300u32 {
-        assert!(tx.remove(&i.to_be_bytes()).unwrap());
+        assert!(tx.remove(i.to_be_bytes()).unwrap());
     }
     tx.commit().unwrap();
     for i in 1..10 {
@@ -222,7 +222,7 @@ fn a_writer_learns_the_length_another_handle_left() {
     for heap in [&a, &b] {
         heap.check().unwrap();
         let rx = heap.begin_read().unwrap();
-        assert_eq!(rx.get(&299u32.to_be_bytes()).unwrap(), Some(&[2u8; 100_000][..]));
+        assert_eq!(rx.get(299u32.to_be_bytes()).unwrap(), Some(&[2u8; 100_000][..]));
         assert_eq!(rx.get(b"small").unwrap(), Some(&10u32.to_le_bytes()[..]));
     }
 }

@@ -399,6 +399,15 @@ impl<'t> MapMut<'t> {
         Ok(self.as_map()?.len())
     }
 
+    /// Does the map hold no entry?
+    ///
+    /// # Errors
+    ///
+    /// As [`MapMut::len`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.as_map()?.is_empty())
+    }
+
     /// Insert or replace `key` -> `value` (plain bytes); returns whether it replaced a value.
     /// Values of 4 KiB or more are stored out of line, 64-byte aligned.
     ///
@@ -560,7 +569,7 @@ impl<'t> MapMut<'t> {
                 .get(i + 1)
                 .is_none_or(|n| n.0 != batch[i].0 || n.3.as_ref() != batch[i].3.as_ref())
         };
-        if self.as_map()?.is_empty() {
+        if self.is_empty()? {
             return self.tx.in_map(&self.path, |w, map| {
                 debug_assert!(map.is_empty());
                 let mut leaves = Vec::with_capacity(batch.len());

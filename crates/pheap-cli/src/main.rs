@@ -336,7 +336,10 @@ fn run(cli: Cli) -> Res {
             let rx = heap.begin_read()?;
             let path: Vec<Vec<u8>> = map.iter().map(|m| m.as_bytes().to_vec()).collect();
             match rx.root().map_path(&path)? {
-                Some(m) => Ok(println!("{}", m.len())),
+                Some(m) => {
+                    println!("{}", m.len());
+                    Ok(())
+                }
                 None => Err(Fail::No(format!("no such map: {}", path_text(&path)))),
             }
         }

@@ -105,7 +105,7 @@ fn stat_readers_copy_compact_and_check() {
     let heap = pheap::Heap::open(&f).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..20_000u32 {
-        tx.insert(&i.to_be_bytes(), &vec![i as u8; 100 + (i % 300) as usize]).unwrap();
+        tx.insert(i.to_be_bytes(), vec![i as u8; 100 + (i % 300) as usize]).unwrap();
     }
     tx.commit().unwrap();
     let rx = heap.begin_read().unwrap(); // a live reader of this process
@@ -138,7 +138,7 @@ fn stat_readers_copy_compact_and_check() {
     // Remove two thirds, then copy (refusing to overwrite) and compact.
     let mut tx = heap.begin_write().unwrap();
     for i in (0..20_000u32).filter(|i| i % 3 != 0) {
-        tx.remove(&i.to_be_bytes()).unwrap();
+        tx.remove(i.to_be_bytes()).unwrap();
     }
     tx.commit().unwrap();
     drop(heap);
@@ -170,7 +170,7 @@ fn check_finds_planted_corruption() {
         let heap = pheap::Heap::open(&f).unwrap();
         let mut tx = heap.begin_write().unwrap();
         for i in 0..100u32 {
-            tx.insert(&i.to_be_bytes(), b"ordinary").unwrap();
+            tx.insert(i.to_be_bytes(), b"ordinary").unwrap();
         }
         tx.insert(b"victim", marker).unwrap();
         tx.commit().unwrap();
@@ -248,7 +248,7 @@ fn build(path: &Path, n: u32) {
     let heap = pheap::Heap::open(path).unwrap();
     let mut tx = heap.begin_write().unwrap();
     for i in 0..n {
-        tx.insert(format!("key{i}").as_bytes(), &[i as u8; 150]).unwrap();
+        tx.insert(format!("key{i}").as_bytes(), [i as u8; 150]).unwrap();
     }
     tx.commit().unwrap();
 }
@@ -693,7 +693,8 @@ fn help_describes_every_argument() {
         let text = String::from_utf8(out).unwrap();
         let args = text.split("Arguments:").nth(1).map(|a| a.split("Options:").next().unwrap());
         for line in args.unwrap_or("").lines().filter(|l| !l.trim().is_empty()) {
-            let described = line.trim().splitn(2, ' ').nth(1).is_some_and(|d| !d.trim().is_empty());
+            let described =
+                line.trim().split_once(' ').map(|x| x.1).is_some_and(|d| !d.trim().is_empty());
             assert!(described, "{cmd}: {line:?} is not described");
         }
     }
