@@ -180,6 +180,15 @@ impl<K, V> MapDef<K, V> {
     }
 }
 
+/// The value of `key` in `map`, decoded.
+fn typed_get<'a, K: Codec, V: Codec>(map: Map<'a>, key: &K::Write) -> Result<Option<V::Read<'a>>> {
+    let k = K::encode(key);
+    match map.get(&k)? {
+        Some(b) => V::decode(&k, b).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A typed read view of a map.
 #[derive(Debug)]
 pub struct Typed<'a, K: Codec, V: Codec> {
@@ -199,11 +208,7 @@ impl<'a, K: Codec, V: Codec> Typed<'a, K, V> {
     ///
     /// As [`Map::get`]; [`Error::TypeMismatch`] if the value does not decode.
     pub fn get(&self, key: &K::Write) -> Result<Option<V::Read<'a>>> {
-        let k = K::encode(key);
-        match self.map.get(&k)? {
-            Some(b) => V::decode(&k, b).map(Some),
-            None => Ok(None),
-        }
+        typed_get::<K, V>(self.map, key)
     }
 
     /// Number of entries.
@@ -263,11 +268,7 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     ///
     /// As [`Typed::get`].
     pub fn get(&self, key: &K::Write) -> Result<Option<V::Read<'_>>> {
-        let k = K::encode(key);
-        match self.map.get(&k)? {
-            Some(b) => V::decode(&k, b).map(Some),
-            None => Ok(None),
-        }
+        typed_get::<K, V>(self.map.as_map()?, key)
     }
 
     /// Number of entries.
