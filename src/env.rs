@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub storage: Arc<dyn Storage>,
     /// The path the heap was opened at.
     pub path: std::path::PathBuf,
+    /// The header's format version (of the build that created the file).
+    pub format_version: u32,
     pub hasher: KeyHasher,
     pub read_only: bool,
     pub durability: Durability,

@@ -108,6 +108,9 @@ pub struct Stats {
     /// Whether the kernel's boot id could be read. Without it every commit is made durable
     /// ([`Durability::None`] cannot be honoured safely: DESIGN §4.1).
     pub boot_id_known: bool,
+    /// The format version in the file's header: that of the build that created it (this build
+    /// writes [`crate::FORMAT_VERSION`] and extends older files as they are).
+    pub format_version: u32,
 }
 
 impl HeapOptions {
@@ -222,6 +225,7 @@ impl Heap {
     ) -> Result<Heap> {
         let shared = Arc::new(Shared {
             path: path.to_owned(),
+            format_version: header.version.get(),
             storage,
             hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
             read_only: opts.read_only,
@@ -384,6 +388,7 @@ impl Heap {
             readers: pins.len() as u64,
             skipped_commits: self.shared.skipped(&snap, &trusted),
             boot_id_known: self.shared.boot_known(),
+            format_version: self.shared.format_version,
         })
     }
 

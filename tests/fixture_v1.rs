@@ -71,8 +71,24 @@ fn the_version_1_fixture_opens_reads_and_checks() {
         assert_eq!(rx.get_verified(k).unwrap(), Some(&v[..]));
     }
     drop(rx);
+    assert_eq!(heap.stats().unwrap().format_version, 1);
     let mut tx = heap.begin_write().unwrap();
     tx.insert(b"written by a later build", b"yes").unwrap();
+    // Version-2 records go into the version-1 file as it is (DESIGN.md, version 2).
+    let mut sub = tx.map_mut("a version-2 map").unwrap();
+    sub.insert_parts("parts", pheap::Kind::Tagged(5), b"inline", &[&[7u8; 5000]]).unwrap();
     tx.commit().unwrap();
+    heap.check().unwrap();
+    drop(heap);
+    let heap = Heap::options().create(false).open(&path).unwrap();
+    assert_eq!(heap.stats().unwrap().format_version, 1, "the header is never rewritten");
+    let rx = heap.begin_read().unwrap();
+    let v = rx.map("a version-2 map").unwrap().unwrap().get_value("parts").unwrap().unwrap();
+    assert_eq!(
+        (v.kind(), v.inline(), v.part(0).unwrap()),
+        (pheap::Kind::Tagged(5), &b"inline"[..], &[7u8; 5000][..])
+    );
+    assert_eq!(rx.get(b"written by a later build").unwrap(), Some(&b"yes"[..]));
+    assert_eq!(rx.len(), expected().len() + 2);
     heap.check().unwrap();
 }

@@ -652,7 +652,7 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
     if json {
         let v = serde_json::json!({
             "file": file.display().to_string(),
-            "format_version": pheap::FORMAT_VERSION,
+            "format_version": s.format_version,
             "file_size": s.file_size,
             "used_size": s.used_size,
             "live_bytes": s.live_bytes,
@@ -674,7 +674,15 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
         return Ok(());
     }
     println!("file              {}", file.display());
-    println!("format version    {}", pheap::FORMAT_VERSION);
+    if s.format_version == pheap::FORMAT_VERSION {
+        println!("format version    {}", s.format_version);
+    } else {
+        println!(
+            "format version    {} (created by an older build; this one reads it and writes version-{} records into it)",
+            s.format_version,
+            pheap::FORMAT_VERSION
+        );
+    }
     println!("file size         {} ({} bytes)", size(s.file_size), s.file_size);
     println!("in use            {}", size(s.used_size));
     println!("live              {}", size(s.live_bytes));
