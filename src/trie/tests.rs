@@ -124,3 +124,90 @@ proptest! {
         check(&a, hasher, pinned, &pinned_model);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PHEAP_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// The ordered walk against a sorted model: order, shards, resumption at any entry (in the
+    /// same map and in one changed since), and a bulk-built map equal to an inserted one.
+    #[test]
+    fn ordered_walks_shards_and_positions_match_a_sorted_model(
+        keys in prop::collection::btree_set(0u16..5000, 0..600),
+        later in prop::collection::btree_set(0u16..5000, 0..50),
+        cut in any::<prop::sample::Index>(),
+        shards in 1usize..40,
+        seed in any::<[u64; 2]>(),
+    ) {
+        use super::{Cursor, order_key};
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(64 << 20));
+        storage.grow(DATA_START).unwrap();
+        let mut a = Allocator::empty(Pager::new(storage));
+        a.begin_txn(TxnId(0), TxnId(0)).unwrap();
+        let hasher = KeyHasher::new(seed);
+        let mut map = MapRoot::EMPTY;
+        for &k in &keys {
+            let v = value(k, 8);
+            let v = NewValue::Inline { kind: crate::Kind::Bytes, bytes: &v };
+            map = TrieWriter { alloc: &mut a, hasher }.insert(map, &key(k), &v).unwrap().0;
+        }
+        // The model: (order key, key), sorted (two numbers can make one key: a set).
+        let model: Vec<(u64, Vec<u8>)> = keys
+            .iter()
+            .map(|&k| (order_key(hasher.hash(&key(k))), key(k)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let walk = |a: &Allocator, map: MapRoot, lo: u64, hi: Option<u64>, after| {
+            let r = reader(a);
+            let mut c = Cursor::new(map, lo, hi, after);
+            let mut out = Vec::new();
+            while let Some(l) = c.next(&r, &hasher).unwrap() {
+                out.push((order_key(hasher.hash(l.key)), l.key.to_vec()));
+            }
+            out
+        };
+        prop_assert_eq!(&walk(&a, map, 0, None, None), &model);
+        // Shards: each its range, together everything.
+        let mut union = Vec::new();
+        for i in 0..shards {
+            let at = |i: usize| ((i as u128) << 64) / shards as u128;
+            let (lo, hi) = (at(i) as u64, (i + 1 < shards).then(|| at(i + 1) as u64));
+            let part = walk(&a, map, lo, hi, None);
+            prop_assert!(part.iter().all(|e| e.0 >= lo && hi.is_none_or(|h| e.0 < h)));
+            union.extend(part);
+        }
+        prop_assert_eq!(&union, &model);
+        // Resume after any entry, in this map and after more inserts.
+        if !model.is_empty() {
+            let i = cut.index(model.len());
+            let pos = super::Position { order: model[i].0, key: model[i].1.clone() };
+            prop_assert_eq!(&walk(&a, map, 0, None, Some(pos.clone()))[..], &model[i + 1..]);
+            for &k in &later {
+                let v = value(k, 3);
+                let v = NewValue::Inline { kind: crate::Kind::Bytes, bytes: &v };
+                map = TrieWriter { alloc: &mut a, hasher }.insert(map, &key(k), &v).unwrap().0;
+            }
+            let all: std::collections::BTreeSet<(u64, Vec<u8>)> = keys
+                .union(&later)
+                .map(|&k| (order_key(hasher.hash(&key(k))), key(k)))
+                .collect();
+            let rest: Vec<_> = all.into_iter().filter(|e| (e.0, &e.1) > (pos.order, &pos.key)).collect();
+            prop_assert_eq!(walk(&a, map, 0, None, Some(pos)), rest);
+        }
+        // A bulk build of the model's keys is the same map: the same entries in the same order,
+        // canonical, every lookup found.
+        let mut leaves = Vec::new();
+        for (_, k) in &model {
+            let v = value(0, 8);
+            let v = NewValue::Inline { kind: crate::Kind::Bytes, bytes: &v };
+            let off = TrieWriter { alloc: &mut a, hasher }.write_leaf(k, &v).unwrap();
+            leaves.push((hasher.hash(k), off));
+        }
+        let built = TrieWriter { alloc: &mut a, hasher }.build(&leaves).unwrap();
+        prop_assert_eq!(walk(&a, built, 0, None, None), model.clone());
+        let expect: Model = model.iter().map(|(_, k)| (k.clone(), value(0, 8))).collect();
+        check(&a, hasher, built, &expect);
+    }
+}
