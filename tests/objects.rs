@@ -423,3 +423,16 @@ fn insert_many_matches_inserting_one_by_one() {
     tx.insert("still", "usable").unwrap();
     tx.commit().unwrap();
 }
+
+#[test]
+fn owned_handles_are_send_sync_and_static() {
+    fn owned<T: Send + Sync + 'static>() {}
+    owned::<pheap::SharedRead>();
+    owned::<pheap::OwnedBytes>();
+    owned::<pheap::OwnedValue>();
+    owned::<pheap::OwnedIter>();
+    owned::<pheap::ReadTxn>();
+    owned::<IterPosition>();
+    fn clone<T: Clone + AsRef<[u8]>>() {}
+    clone::<pheap::OwnedBytes>();
+}
