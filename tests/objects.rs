@@ -278,8 +278,43 @@ fn owned_handles_keep_their_snapshot_alive() {
     let it = clone.iter_owned::<&str>(&[]).unwrap();
     drop(clone);
     drop(heap);
-    let keys: BTreeSet<Vec<u8>> = it.map(|r| r.unwrap().0.to_vec()).collect();
+    let mut keys = BTreeSet::new();
+    for r in it {
+        let (k, v) = r.unwrap();
+        match &k[..] {
+            b"k" => assert_eq!(&v.bytes(&k).unwrap()[..], b"old"),
+            _ => {
+                assert_eq!((v.kind, v.map_len), (Kind::Map, Some(1)));
+                assert!(matches!(v.bytes(&k), Err(Error::WrongKind { .. })));
+            }
+        }
+        keys.insert(k.to_vec());
+    }
     assert_eq!(keys, BTreeSet::from([b"k".to_vec(), b"m".to_vec()]));
+}
+
+#[test]
+fn maps_nest_to_the_limit_and_no_deeper() {
+    let (_dir, heap) = heap();
+    let path: Vec<String> = (0..pheap::MAX_NESTING).map(|i| format!("l{i}")).collect();
+    let mut tx = heap.begin_write().unwrap();
+    tx.map_mut_path(&path).unwrap().insert("deepest", "here").unwrap();
+    let mut deeper = path.clone();
+    deeper.push("one too many".into());
+    assert!(matches!(tx.map_mut_path(&deeper), Err(Error::NestingTooDeep { .. })));
+    tx.commit().unwrap();
+    heap.check().unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(
+        rx.root().map_path(&path).unwrap().unwrap().get("deepest").unwrap(),
+        Some(&b"here"[..])
+    );
+    // A copy carries every level.
+    let dir = tempfile::tempdir().unwrap();
+    heap.copy_to(dir.path().join("c")).unwrap();
+    let c = Heap::open(dir.path().join("c")).unwrap();
+    let rx = c.begin_read().unwrap();
+    assert_eq!(rx.root().map_path(&path).unwrap().unwrap().len(), 1);
 }
 
 #[test]

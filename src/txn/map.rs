@@ -86,17 +86,9 @@ impl<'a> Value<'a> {
     }
 
     fn bytes_verified(&self, verify: usize) -> Result<&'a [u8]> {
-        if self.v.kind == Kind::Map {
-            return Err(Error::WrongKind {
-                key: self.key.to_vec(),
-                expected: Kind::Bytes,
-                found: Kind::Map,
-            });
-        }
-        match self.v.parts {
-            [] => Ok(self.v.inline),
-            [p] if self.v.inline.is_empty() => self.reader.part(p, verify),
-            parts => Err(Error::MultiPart { key: self.key.to_vec(), parts: parts.len() }),
+        match whole(self.key, self.v.kind, self.v.inline.is_empty(), self.v.parts)? {
+            None => Ok(self.v.inline),
+            Some(p) => self.reader.part(p, verify),
         }
     }
 
@@ -110,6 +102,28 @@ impl<'a> Value<'a> {
         T: ?Sized + FromBytes + KnownLayout + Immutable,
     {
         cast(self.key, self.bytes()?)
+    }
+}
+
+/// Which part is a value as one byte string (DESIGN §2.8): `None` for the inline part (no
+/// out-of-line part), the one out-of-line part when the inline part is empty.
+///
+/// # Errors
+///
+/// [`Error::WrongKind`] for a map, [`Error::MultiPart`] for any other shape.
+pub(super) fn whole<'p, P>(
+    key: &[u8],
+    kind: Kind,
+    inline_empty: bool,
+    parts: &'p [P],
+) -> Result<Option<&'p P>> {
+    if kind == Kind::Map {
+        return Err(Error::WrongKind { key: key.to_vec(), expected: Kind::Bytes, found: kind });
+    }
+    match parts {
+        [] => Ok(None),
+        [p] if inline_empty => Ok(Some(p)),
+        parts => Err(Error::MultiPart { key: key.to_vec(), parts: parts.len() }),
     }
 }
 

@@ -5,9 +5,11 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::map::{Map, Value};
+use super::map::{Map, Value, whole};
 use super::read::ReadTxn;
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::format::*;
 use crate::trie::{Cursor, MapRoot, Position, VERIFY_ON_READ_MAX};
 
@@ -274,18 +276,7 @@ impl OwnedValue {
     ///
     /// As [`Value::bytes`].
     pub fn bytes(&self, key: &[u8]) -> Result<&OwnedBytes> {
-        if self.kind == Kind::Map {
-            return Err(Error::WrongKind {
-                key: key.to_vec(),
-                expected: Kind::Bytes,
-                found: Kind::Map,
-            });
-        }
-        match &self.parts[..] {
-            [] => Ok(&self.inline),
-            [p] if self.inline.is_empty() => Ok(p),
-            parts => Err(Error::MultiPart { key: key.to_vec(), parts: parts.len() }),
-        }
+        Ok(whole(key, self.kind, self.inline.is_empty(), &self.parts)?.unwrap_or(&self.inline))
     }
 }
 
