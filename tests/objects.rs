@@ -294,6 +294,46 @@ fn owned_handles_keep_their_snapshot_alive() {
 }
 
 #[test]
+fn owned_values_keep_their_parts_readable() {
+    let (_dir, heap) = heap();
+    let mut tx = heap.begin_write().unwrap();
+    let big = vec![7u8; 10_000];
+    tx.insert_parts("v", Kind::Tagged(3), b"head", &[&big[..], b"tail"]).unwrap();
+    tx.map_mut("m").unwrap().insert("x", "y").unwrap();
+    tx.commit().unwrap();
+    let shared = heap.begin_read_shared().unwrap();
+    // Read in place, then own: the same value either way.
+    let borrowed = shared.get_value("v").unwrap().unwrap();
+    let a = shared.own_value(&borrowed).unwrap();
+    let b = shared.get_value_owned::<&str>(&[], "v").unwrap().unwrap();
+    let m = shared.get_value_owned::<&str>(&[], "m").unwrap().unwrap();
+    assert!(shared.get_value_owned(&["m"], "nothing").unwrap().is_none());
+    assert!(shared.get_value_owned(&["nothing"], "x").unwrap().is_none());
+    drop(shared);
+    let mut tx = heap.begin_write().unwrap();
+    tx.remove("v").unwrap();
+    tx.commit().unwrap();
+    drop(heap);
+    for v in [a, b] {
+        assert_eq!((v.kind, &v.inline[..]), (Kind::Tagged(3), &b"head"[..]));
+        assert_eq!(v.parts.len(), 2);
+        assert_eq!((&v.parts[0][..], &v.parts[1][..]), (&big[..], &b"tail"[..]));
+        assert_eq!(v.parts[0].as_ptr() as usize % 64, 0);
+    }
+    assert_eq!((m.kind, m.map_len), (Kind::Map, Some(1)));
+    // A value from another heap's snapshot is refused, not misread.
+    let (_d2, other) = self::heap();
+    let mut tx = other.begin_write().unwrap();
+    tx.insert("v", "x").unwrap();
+    tx.commit().unwrap();
+    let o = other.begin_read_shared().unwrap();
+    let ov = o.get_value("v").unwrap().unwrap();
+    let (_d3, third) = self::heap();
+    let t = third.begin_read_shared().unwrap();
+    assert!(matches!(t.own_value(&ov), Err(Error::Corrupt { .. })));
+}
+
+#[test]
 fn maps_nest_to_the_limit_and_no_deeper() {
     let (_dir, heap) = heap();
     let path: Vec<String> = (0..pheap::MAX_NESTING).map(|i| format!("l{i}")).collect();

@@ -168,6 +168,42 @@ impl SharedRead {
         }
     }
 
+    /// The value of `key` in the map at `path` (empty: the top level), kind and parts, in a
+    /// handle that owns the snapshot ([`SharedRead::get_owned`] for any value's shape).
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::get_value`] and [`Map::map`].
+    pub fn get_value_owned<K: AsRef<[u8]>>(
+        &self,
+        path: &[K],
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<OwnedValue>> {
+        let Some(root) = self.map_at(path)? else { return Ok(None) };
+        let map = Map::new(self.0.reader(), self.0.shared.hasher, root);
+        match map.get_value(key)? {
+            Some(v) => Ok(Some(self.own_value(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// An owning handle of `value`, read from this snapshot (through its [`Deref`] to
+    /// [`ReadTxn`]): a binding reads in place and takes ownership only of what must outlive
+    /// the call (parts handed out as zero-copy views).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if `value` does not lie in this snapshot's mapping, or a part is
+    /// damaged.
+    pub fn own_value(&self, value: &Value<'_>) -> Result<OwnedValue> {
+        Ok(OwnedValue {
+            kind: value.kind(),
+            inline: self.own(value.inline())?,
+            parts: value.parts().map(|p| self.own(p?)).collect::<Result<Vec<_>>>()?,
+            map_len: value.map_len(),
+        })
+    }
+
     fn own(&self, b: &[u8]) -> Result<OwnedBytes> {
         if b.is_empty() {
             return Ok(OwnedBytes { rx: self.0.clone(), off: 0, len: 0 });
