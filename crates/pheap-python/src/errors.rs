@@ -1,0 +1,97 @@
+//! Rust errors as Python exceptions. The classes live in `pheap/errors.py` (multiple bases:
+//! `KeyTooLarge` is a `pheap.Error` and a `ValueError`); each engine error maps to one.
+
+use pheap::Error;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+fn class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    let m = MODULE.get_or_try_init(py, || Ok::<_, PyErr>(py.import("pheap.errors")?.unbind()))?;
+    Ok(m.bind(py).getattr(name)?.cast_into::<PyType>()?)
+}
+
+/// An exception of the class `name` of `pheap.errors` with `msg`.
+pub fn new(name: &str, msg: String) -> PyErr {
+    Python::attach(|py| match class(py, name) {
+        Ok(ty) => PyErr::from_type(ty, msg),
+        Err(e) => PyRuntimeError::new_err(format!("{msg} (and pheap.errors.{name}: {e})")),
+    })
+}
+
+pub fn corrupt(msg: String) -> PyErr {
+    new("CorruptError", msg)
+}
+
+pub fn untrusted(msg: String) -> PyErr {
+    new("UntrustedError", msg)
+}
+
+pub fn closed(what: &str) -> PyErr {
+    new("ClosedError", format!("{what} is closed"))
+}
+
+pub fn forked(what: &str) -> PyErr {
+    new(
+        "ForkedError",
+        format!(
+            "{what} was made before this process was forked from its parent: make a new one in \
+             the child (a Heap handle reopens itself)"
+        ),
+    )
+}
+
+/// The Python exception of an engine error.
+pub fn to_py(e: Error) -> PyErr {
+    let msg = e.to_string();
+    let name = match &e {
+        Error::NotFound { .. } => {
+            return PyErr::new::<PyOSError, _>((ENOENT, msg));
+        }
+        Error::Io(io) => {
+            return match io.raw_os_error() {
+                Some(errno) => PyErr::new::<PyOSError, _>((errno, msg)),
+                None => PyErr::new::<PyOSError, _>(msg),
+            };
+        }
+        Error::Exists { .. } => return PyErr::new::<PyOSError, _>((EEXIST, msg)),
+        Error::NotAPheap { .. } => "NotAHeapError",
+        Error::UnsupportedVersion { .. } => "VersionError",
+        Error::Truncated { .. } => "TruncatedError",
+        Error::Corrupt { .. } => "CorruptError",
+        Error::KeyTooLarge { .. } => "KeyTooLarge",
+        Error::ValueTooLarge { .. } => "ValueTooLarge",
+        Error::WrongKind { .. } => "WrongKindError",
+        Error::NestingTooDeep { .. } => "NestingTooDeep",
+        Error::MultiPart { .. } | Error::TypeMismatch { .. } => "WrongKindError",
+        Error::LockFile { .. } => "LockFileError",
+        Error::Refused { .. } => "RefusedError",
+        Error::DiscardedCommitPinned { .. } | Error::WriteInProgress => "BusyError",
+        Error::CopyIncomplete { .. } => "CopyError",
+        Error::ReadersFull { .. } => "ReadersFullError",
+        Error::Forked => "ForkedError",
+        Error::WriteOnThisThread | Error::TxnFailed => "TransactionError",
+        Error::ReadOnly => "ReadOnlyError",
+        Error::Poisoned => "PoisonedError",
+        _ => "Error",
+    };
+    new(name, msg)
+}
+
+/// errno values (the same on Linux and the BSDs).
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+
+/// `?` on engine results in binding code.
+pub trait OrPy<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> OrPy<T> for Result<T, Error> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(to_py)
+    }
+}
