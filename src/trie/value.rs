@@ -145,6 +145,24 @@ impl TrieWriter<'_> {
         Ok(PartRef { rec: rec.0.into(), len: len.into(), checksum: sum.into() })
     }
 
+    /// Write one part from a slice: through `Storage::write` (long parts go through write(2),
+    /// §1), its checksum taken from the slice rather than read back.
+    fn write_part(&mut self, p: &[u8]) -> Result<PartRef> {
+        if p.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge { len: p.len(), max: MAX_VALUE_LEN });
+        }
+        if p.is_empty() {
+            return Ok(PartRef { rec: 0.into(), len: 0.into(), checksum: checksum64(&[]).into() });
+        }
+        let len = p.len() as u64;
+        let rec = self.alloc.alloc(part_record_size(len))?;
+        if let Err(e) = self.alloc.write(Offset(part_data_at(rec.0)), p) {
+            self.alloc.free(rec, part_record_size(len));
+            return Err(e);
+        }
+        Ok(PartRef { rec: rec.0.into(), len: len.into(), checksum: checksum64(p).into() })
+    }
+
     /// Write the parts of a value.
     pub(crate) fn write_parts(&mut self, parts: &[&[u8]]) -> Result<Vec<PartRef>> {
         if parts.len() > MAX_PARTS {
@@ -152,7 +170,7 @@ impl TrieWriter<'_> {
         }
         let mut out = Vec::with_capacity(parts.len());
         for p in parts {
-            match self.write_part_with(p.len() as u64, &mut |buf| buf.copy_from_slice(p)) {
+            match self.write_part(p) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     self.free_parts_of(&out);

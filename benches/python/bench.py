@@ -1,0 +1,549 @@
+"""The founding problems of pheap for Python, measured against the tools people use today.
+
+    python benches/python/bench.py --scratch /tmp/pybench            # full size (1.46 M entries)
+    python benches/python/bench.py --n 100000 --scratch /tmp/pybench  # a quick run
+
+Needs `pip install ./crates/pheap-python numpy lmdb sqlitedict diskcache joblib` in the running
+interpreter. Prints a Markdown report (and writes it to --out). Every figure is measured in this
+run on this machine; compare the ratios, the machine is shared and noisy.
+
+(a) workload (workload.py): bulk write, file size, spawn to first lookup (warm), 100k lookups
+    from one read transaction and as separate lookups, 10 reader processes' total PSS.
+(b) 1 GiB of numpy arrays inside containers: load time and RSS (pheap vs joblib mmap).
+(c) durable single-key commits.
+(e) a 2 GiB float64 matrix: open to array, element reads, 10 readers' total PSS (pheap vs
+    np.load(mmap_mode="r")).
+"""
+
+import argparse
+import gc
+import os
+import pickle
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import workload  # noqa: E402
+
+ALL_STORES = ["pheap", "lmdb", "pickle", "shelve", "sqlitedict", "diskcache"]
+
+
+def rm(path):
+    for p in (path, path + "-lock"):
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+
+def disk_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    total = 0
+    for p in [path] + [path + ext for ext in (".db", ".dat", ".dir", ".bak", "-wal", "-shm")]:
+        if os.path.exists(p):
+            total += os.path.getsize(p)
+    return total
+
+
+def timed(f):
+    t = time.perf_counter()
+    r = f()
+    return time.perf_counter() - t, r
+
+
+# ---- the stores -----------------------------------------------------------------------------
+# Each: write(path, d), opener code (a Python snippet that defines `get(k)` and `snap()`, a
+# context manager yielding a getter for a batch of reads), run in this process and in children.
+
+OPENERS = {
+    "pheap": """
+import pheap
+db = pheap.open(PATH, read_only=True)
+def get(k):
+    return db[k]
+class snap:
+    def __enter__(self):
+        self.s = db.snapshot()
+        return self.s.__getitem__
+    def __exit__(self, *e):
+        self.s.close()
+""",
+    "lmdb": """
+import lmdb, pickle
+env = lmdb.open(PATH, readonly=True, lock=True, max_readers=256, subdir=True)
+def get(k):
+    with env.begin() as tx:
+        return pickle.loads(tx.get(k.encode()))
+class snap:
+    def __enter__(self):
+        self.tx = env.begin()
+        tx = self.tx
+        return lambda k: pickle.loads(tx.get(k.encode()))
+    def __exit__(self, *e):
+        self.tx.abort()
+""",
+    "pickle": """
+import pickle, gc
+with open(PATH, "rb") as f:
+    d = pickle.load(f)
+def get(k):
+    return d[k]
+class snap:
+    def __enter__(self):
+        return d.__getitem__
+    def __exit__(self, *e):
+        pass
+""",
+    "shelve": """
+import shelve, dbm.dumb
+db = shelve.Shelf(dbm.dumb.open(PATH, "r"))
+def get(k):
+    return db[k]
+class snap:
+    def __enter__(self):
+        return db.__getitem__
+    def __exit__(self, *e):
+        pass
+""",
+    "sqlitedict": """
+import sqlitedict
+db = sqlitedict.SqliteDict(PATH, flag="r")
+def get(k):
+    return db[k]
+class snap:
+    def __enter__(self):
+        return db.__getitem__
+    def __exit__(self, *e):
+        pass
+""",
+    "diskcache": """
+import diskcache
+db = diskcache.Cache(PATH)
+def get(k):
+    return db[k]
+class snap:
+    def __enter__(self):
+        return db.__getitem__
+    def __exit__(self, *e):
+        pass
+""",
+}
+
+
+def write_store(name, path, d):
+    rm(path)
+    if name == "pheap":
+        import pheap
+
+        with pheap.open(path) as db:
+            with db.transaction() as tx:
+                tx.update(d)
+    elif name == "lmdb":
+        import lmdb
+
+        env = lmdb.open(path, map_size=1 << 36)
+        with env.begin(write=True) as tx:
+            for k, v in d.items():
+                tx.put(k.encode(), pickle.dumps(v, protocol=5))
+        env.sync(True)
+        env.close()
+    elif name == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(d, f, protocol=5)
+            f.flush()
+            os.fsync(f.fileno())
+    elif name == "shelve":
+        import dbm.dumb
+        import shelve
+
+        with shelve.Shelf(dbm.dumb.open(path, "n"), protocol=5) as db:
+            for k, v in d.items():
+                db[k] = v
+    elif name == "sqlitedict":
+        import sqlitedict
+
+        with sqlitedict.SqliteDict(path, autocommit=False) as db:
+            for k, v in d.items():
+                db[k] = v
+            db.commit()
+    elif name == "diskcache":
+        import diskcache
+
+        with diskcache.Cache(path) as db:
+            with db.transact():
+                for k, v in d.items():
+                    db[k] = v
+
+
+def in_process(name, path):
+    env = {"PATH": path}
+    exec(OPENERS[name], env)
+    return env
+
+
+def spawn_to_first_lookup(name, path, key, runs):
+    code = f"PATH = {path!r}\n" + OPENERS[name] + f"\nget({key!r})\n"
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:] if len(times) > 2 else times)
+
+
+def bare_interpreter(runs=7):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def pss_of(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def readers_pss(code, procs=10):
+    """Start `procs` children running `code` (which ends by printing "ready" and waiting on
+    stdin), sum their PSS once all are ready."""
+    ps = [
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(procs)
+    ]
+    try:
+        for p in ps:
+            line = p.stdout.readline()
+            assert line.strip() == "ready", line
+        return sum(pss_of(p.pid) for p in ps)
+    finally:
+        for p in ps:
+            p.stdin.close()
+            p.wait()
+
+
+def read_all_code(name, path, n):
+    return (
+        f"PATH = {path!r}\nimport sys\nsys.path.insert(0, {HERE!r})\nimport workload\n"
+        + OPENERS[name]
+        + f"""
+with snap() as g:
+    for i in range({n}):
+        g(workload.key(i))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+    )
+
+
+def bench_a(args, out):
+    n = args.n
+    cache = os.path.join(args.scratch, f"workload-{n}.pickle")
+    if os.path.exists(cache):
+        with open(cache, "rb") as f:
+            d = pickle.load(f)
+    else:
+        d = workload.build(n)
+        with open(cache, "wb") as f:
+            pickle.dump(d, f, protocol=5)
+    keys = workload.sample_keys(n, args.lookups)
+    rows = []
+    bare = bare_interpreter()
+    for name in args.stores:
+        path = os.path.join(args.scratch, f"a-{name}")
+        gc.collect()
+        if name == "shelve" and n > args.shelve_max:
+            rows.append((name, "skipped (--shelve-max)"))
+            continue
+        write_s, _ = timed(lambda: write_store(name, path, d))
+        size = disk_size(path)
+        runs = 3 if name in ("pickle", "shelve") else 9
+        first = spawn_to_first_lookup(name, path, keys[0], runs)
+        env = in_process(name, path)
+        gc.collect()
+
+        def batch():
+            with env["snap"]() as g:
+                return [g(k) for k in keys]
+
+        def each():
+            get = env["get"]
+            return [get(k) for k in keys]
+
+        reps = 1 if name in ("shelve", "sqlitedict", "diskcache") else 3  # the slow ones
+        batch()  # warm
+        snap_s = min(timed(batch)[0] for _ in range(reps))
+        each_s = min(timed(each)[0] for _ in range(reps))
+        assert batch()[0] == d[keys[0]]
+        del env
+        gc.collect()
+        pss = None
+        if name in ("pheap", "lmdb") or (name == "pickle" and args.pss_pickle):
+            pss = readers_pss(read_all_code(name, path, n))
+        rows.append((name, write_s, size, first, snap_s, each_s, pss))
+        print(f"  (a) {name}: {rows[-1]}", file=sys.stderr, flush=True)
+        if name != "pheap" and not args.keep:
+            rm(path)
+    scale = 100_000 / args.lookups
+    out.append(f"### (a) {n:,} entries; {args.lookups:,} random lookups (figures per 100k)\n")
+    out.append(f"Bare interpreter start: {bare * 1000:.1f} ms.\n")
+    out.append(
+        "| store | bulk write | on disk | spawn to first lookup | 100k lookups, one snapshot | "
+        "100k lookups, each its own | 10 readers, total PSS |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if len(r) == 2:
+            out.append(f"| {r[0]} | {r[1]} | | | | | |")
+            continue
+        name, w, size, first, sn, ea, pss = r
+        pss_s = f"{pss / 2**30:.2f} GiB" if pss is not None else ""
+        out.append(
+            f"| {name} | {w:.2f} s | {size / 1e6:.0f} MB | {first * 1000:.1f} ms | {sn * scale:.3f} s | "
+            f"{ea * scale:.3f} s | {pss_s} |"
+        )
+    out.append("")
+    # The codec alone, on the same values.
+    import pheap
+
+    vals = [d[k] for k in keys]
+    encs = [pheap._pheap._encode_value(v)[0] for v in vals]
+    pick = [pickle.dumps(v, protocol=5) for v in vals]
+    dec = pheap._pheap._decode_value
+    t_dec = min(timed(lambda: [dec(e) for e in encs])[0] for _ in range(3))
+    t_pick = min(timed(lambda: [pickle.loads(p) for p in pick])[0] for _ in range(3))
+    out.append(
+        f"Decoding alone, the same {len(keys):,} values: native {t_dec * scale:.3f} s, pickle.loads "
+        f"{t_pick * scale:.3f} s ({t_dec / t_pick:.2f}x); encoded {sum(map(len, encs)) / len(encs):.0f} B "
+        f"per value, pickled {sum(map(len, pick)) / len(pick):.0f} B.\n"
+    )
+    del d
+
+
+def bench_c(args, out):
+    import pheap
+
+    rows = []
+    n = 200
+    path = os.path.join(args.scratch, "c-pheap")
+    rm(path)
+    with pheap.open(path) as db:
+        db["warm"] = 1
+        t, _ = timed(lambda: [db.__setitem__(f"k{i}", {"foo": 9, "bar": i}) for i in range(n)])
+        rows.append(("pheap (durability immediate)", t / n))
+    rm(path)
+    if "lmdb" in args.stores:
+        import lmdb
+
+        p = os.path.join(args.scratch, "c-lmdb")
+        rm(p)
+        env = lmdb.open(p, map_size=1 << 30, sync=True)
+
+        def lm():
+            for i in range(n):
+                with env.begin(write=True) as tx:
+                    tx.put(f"k{i}".encode(), pickle.dumps({"foo": 9, "bar": i}))
+
+        rows.append(("py-lmdb (sync)", timed(lm)[0] / n))
+        env.close()
+        rm(p)
+    if "sqlitedict" in args.stores:
+        import sqlitedict
+
+        p = os.path.join(args.scratch, "c-sqlitedict")
+        rm(p)
+        with sqlitedict.SqliteDict(p, autocommit=True) as db:
+            db["warm"] = 1
+            t, _ = timed(lambda: [db.__setitem__(f"k{i}", {"foo": 9, "bar": i}) for i in range(n)])
+            db.commit(blocking=True)
+        rows.append(("sqlitedict (autocommit)", t / n))
+        rm(p)
+    if "diskcache" in args.stores:
+        import diskcache
+
+        p = os.path.join(args.scratch, "c-diskcache")
+        rm(p)
+        with diskcache.Cache(p) as db:
+            t, _ = timed(lambda: [db.set(f"k{i}", {"foo": 9, "bar": i}) for i in range(n)])
+        rows.append(("diskcache", t / n))
+        rm(p)
+    out.append("### (c) single-key commits (`d[k] = {...}`, one commit each)\n")
+    out.append("| store | per commit |")
+    out.append("|---|---:|")
+    for name, t in rows:
+        out.append(f"| {name} | {t * 1e3:.3f} ms |")
+    out.append("")
+
+
+def bench_b(args, out):
+    import numpy as np
+
+    import pheap
+
+    mib = args.arrays_mib
+    per = 8
+    arrays = [np.full((mib * 2**20 // 8 // per,), float(i)) for i in range(per)]
+    obj = {"name": "model", "layers": [{"w": a, "shape": a.shape, "i": i} for i, a in enumerate(arrays)]}
+    path = os.path.join(args.scratch, "b-pheap")
+    rm(path)
+    with pheap.open(path) as db:
+        w_pheap, _ = timed(lambda: db.__setitem__("model", obj))
+    jpath = os.path.join(args.scratch, "b.joblib")
+    import joblib
+
+    w_job, _ = timed(lambda: joblib.dump(obj, jpath))
+    del arrays, obj
+    gc.collect()
+    probe = """
+import time, resource, sys
+def rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+import numpy
+{imports}
+r0 = rss()
+t = time.perf_counter()
+obj = {load}
+n = sum(int(l["w"].shape[0]) for l in obj["layers"])
+dt = time.perf_counter() - t
+print(dt, rss() - r0, n)
+"""
+    rows = []
+    for name, imports, load in (
+        ("pheap", "import pheap\ndb = pheap.open(%r, read_only=True)" % path, 'db["model"]'),
+        ("joblib (mmap_mode='r')", "import joblib", "joblib.load(%r, mmap_mode='r')" % jpath),
+        ("joblib (load)", "import joblib", "joblib.load(%r)" % jpath),
+    ):
+        res = []
+        for _ in range(3):
+            o = subprocess.run(
+                [sys.executable, "-c", probe.format(imports=imports, load=load)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            res.append((float(o[0]), int(o[1])))
+        rows.append((name, min(r[0] for r in res), statistics.median(r[1] for r in res)))
+    out.append(f"### (b) {mib} MiB of numpy arrays inside containers (8 arrays in a list of dicts)\n")
+    out.append(f"Write: pheap {w_pheap:.2f} s, joblib.dump {w_job:.2f} s.\n")
+    out.append("| load | time | RSS growth |")
+    out.append("|---|---:|---:|")
+    for name, t, r in rows:
+        out.append(f"| {name} | {t * 1e3:.1f} ms | {r / 2**20:.1f} MiB |")
+    out.append("")
+    rm(path)
+    os.remove(jpath)
+
+
+def bench_e(args, out):
+    import numpy as np
+
+    import pheap
+
+    side = args.matrix_side
+    x = np.arange(side * side, dtype=np.float64).reshape(side, side)
+    path = os.path.join(args.scratch, "e-pheap")
+    npy = os.path.join(args.scratch, "e.npy")
+    rm(path)
+    with pheap.open(path) as db:
+        w_pheap, _ = timed(lambda: db.__setitem__("matrix", x))
+    w_np, _ = timed(lambda: np.save(npy, x))
+    del x
+    gc.collect()
+    probe = """
+import time, numpy as np, random
+{imports}
+t = time.perf_counter()
+x = {load}
+dt = time.perf_counter() - t
+rng = np.random.default_rng(1)
+rows = rng.integers(0, {side}, 1_000_000)
+cols = rng.integers(0, {side}, 1_000_000)
+x[rows, cols].sum()  # warm
+best = min(__import__("timeit").repeat(lambda: x[rows, cols].sum(), number=1, repeat=5))
+print(dt, best)
+"""
+    loads = (
+        ("pheap", "import pheap\ns = pheap.open(%r, read_only=True).snapshot()" % path, 's["matrix"]'),
+        ("np.load(mmap_mode='r')", "", "np.load(%r, mmap_mode='r')" % npy),
+    )
+    rows = []
+    for name, imports, load in loads:
+        res = []
+        for _ in range(3):
+            o = subprocess.run(
+                [sys.executable, "-c", probe.format(imports=imports, load=load, side=side)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            res.append((float(o[0]), float(o[1])))
+        code = f"""
+import numpy as np, sys
+{imports}
+x = {load}
+x.sum()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+        pss = readers_pss(code)
+        rows.append((name, min(r[0] for r in res), min(r[1] for r in res), pss))
+    nbytes = side * side * 8
+    out.append(f"### (e) a {nbytes / 2**30:.2f} GiB float64 matrix ({side} x {side})\n")
+    out.append(f"Write: pheap {w_pheap:.2f} s, np.save {w_np:.2f} s.\n")
+    out.append("| open | open to array | 1M random element reads | 10 readers (each sums all), total PSS |")
+    out.append("|---|---:|---:|---:|")
+    for name, t, r, pss in rows:
+        out.append(f"| {name} | {t * 1e3:.3f} ms | {r * 1e3:.1f} ms | {pss / 2**30:.2f} GiB |")
+    out.append(f"\npheap's element reads at {rows[1][2] / rows[0][2]:.2f}x np.load's speed.\n")
+    rm(path)
+    os.remove(npy)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=workload.N_FULL, help="entries of workload (a)")
+    ap.add_argument("--lookups", type=int, default=100_000)
+    ap.add_argument("--stores", default=",".join(ALL_STORES))
+    ap.add_argument("--scratch", required=True, help="a directory for the files (emptied of ours)")
+    ap.add_argument("--out", help="also write the report here")
+    ap.add_argument("--parts", default="a,b,c,e", help="which problems to measure")
+    ap.add_argument("--shelve-max", type=int, default=workload.N_FULL, help="skip shelve above this n")
+    ap.add_argument("--pss-pickle", action="store_true", help="also 10 processes each unpickling")
+    ap.add_argument("--arrays-mib", type=int, default=1024)
+    ap.add_argument("--matrix-side", type=int, default=16384, help="2 GiB at 16384")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    args.stores = [s for s in args.stores.split(",") if s]
+    os.makedirs(args.scratch, exist_ok=True)
+    out = [f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs.\n"]
+    parts = args.parts.split(",")
+    if "a" in parts:
+        bench_a(args, out)
+    if "c" in parts:
+        bench_c(args, out)
+    if "b" in parts:
+        bench_b(args, out)
+    if "e" in parts:
+        bench_e(args, out)
+    report = "\n".join(out)
+    print(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report)
+
+
+if __name__ == "__main__":
+    main()
