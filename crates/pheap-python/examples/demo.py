@@ -24,9 +24,9 @@ import pheap
 db = pheap.open(sys.argv[1], read_only=True)
 first = db["user/0"]
 t1 = time.perf_counter()
-n = len(db)
+n = db["meta"]["entries"]
 rng = random.Random(2)
-keys = ["user/%d" % rng.randrange(n - 1) for _ in range(200_000)]
+keys = ["user/%d" % rng.randrange(n) for _ in range(200_000)]
 t2 = time.perf_counter()
 with db.snapshot() as s:
     for k in keys:
@@ -57,9 +57,11 @@ def main():
                     "tags": [rng.choice(words) for _ in range(3)],
                     "pos": (rng.random(), rng.random()),
                 }
-            tags = tx.map("tags")
-            for w in words:
-                tags[w] = sum(1 for _ in range(3))
+            counts = {}
+            for i in range(min(N, 1000)):
+                for w in tx[f"user/{i}"]["tags"]:
+                    counts[w] = counts.get(w, 0) + 1
+            tx.map("tags").update(counts)  # a sub-map: tag -> uses among the first 1000 users
             tx["meta"] = {"created": time.time(), "entries": N}
         t_fill = time.perf_counter() - t
         t = time.perf_counter()
