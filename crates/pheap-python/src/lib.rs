@@ -447,6 +447,20 @@ impl Map {
         })
     }
 
+    /// `(key, value)` pairs, as `items()` iterates them.
+    fn iter_items<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<impl Iterator<Item = PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> + 'py>
+    {
+        let it = Bound::new(py, MapIter::new(self, 2)?)?;
+        Ok(std::iter::from_fn(move || match it.get().__next__(py) {
+            Ok(Some(pair)) => Some(pair.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>()),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }))
+    }
+
     fn handle_of(&self, py: Python<'_>) -> PyResult<Py<Heap>> {
         Heap::from_core(py, self.target.heap().clone())
     }
@@ -704,6 +718,41 @@ impl Map {
 
     fn _iter_items(&self) -> PyResult<MapIter> {
         MapIter::new(self, 2)
+    }
+
+    /// Equal to any mapping with the same keys and equal values (as `dict` compares).
+    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        static MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        let mapping = MAPPING.import(py, "collections.abc", "Mapping")?;
+        if !other.is_instance(mapping)? {
+            return Ok(py.NotImplemented());
+        }
+        let equal = || -> PyResult<bool> {
+            if other.len()? != slf.len()? {
+                return Ok(false);
+            }
+            for item in slf.get().iter_items(py)? {
+                let (k, v) = item?;
+                match other.get_item(&k) {
+                    Ok(ov) if ov.eq(&v)? => {}
+                    Ok(_) => return Ok(false),
+                    Err(e) if e.is_instance_of::<PyKeyError>(py) => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(true)
+        };
+        Ok(pyo3::types::PyBool::new(py, equal()?).to_owned().into_any().unbind())
+    }
+
+    fn __ne__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let eq = Self::__eq__(slf, other)?;
+        if eq.is(py.NotImplemented()) {
+            return Ok(eq);
+        }
+        Ok(pyo3::types::PyBool::new(py, !eq.bind(py).is_truthy()?).to_owned().into_any().unbind())
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

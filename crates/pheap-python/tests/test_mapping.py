@@ -455,3 +455,12 @@ def test_import_is_cheap_and_clean():
         [sys.executable, "-X", "importtime", "-c", "import pheap"], capture_output=True, text=True, check=True
     )
     assert "numpy" not in out.stderr
+
+
+def test_equality_as_a_dict_compares(db):
+    db.update({"a": 1, "b": [2, (3,)]})
+    assert db == {"a": 1, "b": [2, (3,)]} and not (db != {"a": 1, "b": [2, (3,)]})
+    assert db != {"a": 1} and db != {"a": 1, "b": [2, (4,)]} and db != {"a": 1, "c": [2, (3,)]}
+    assert db != 5 and not (db == [("a", 1)])
+    with db.snapshot() as s:
+        assert s == db and s.map("nothing") == {}
