@@ -895,6 +895,34 @@ impl Heap {
     }
 }
 
+/// Wait at most `secs` for the writer lock, polling with the GIL released and letting signals
+/// (Ctrl-C) interrupt the wait.
+fn begin_write_within(py: Python<'_>, heap: &pheap::Heap, secs: f64) -> PyResult<WriteTxn> {
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(PyValueError::new_err("timeout must be a finite number of seconds >= 0"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        match heap.try_begin_write() {
+            Err(pheap::Error::WriteInProgress) => {}
+            r => return r.py_err(),
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            let who = heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
+            return Err(errors::new(
+                "BusyError",
+                format!("another writer{who} held the heap for the whole {secs} s timeout"),
+            ));
+        }
+        let nap = pause.min(deadline - now);
+        py.detach(|| std::thread::sleep(nap));
+        py.check_signals()?;
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
+    }
+}
+
 fn stats_dict<'py>(py: Python<'py>, s: &pheap::Stats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("file_size", s.file_size)?;
@@ -955,21 +983,23 @@ impl Heap {
     }
 
     /// Begin a write transaction (waiting, with the GIL released, while another thread or
-    /// process writes; `wait=False` raises BusyError instead). Commit on leaving a `with` block,
-    /// abort on an exception.
-    #[pyo3(signature = (*, durability=None, wait=true))]
+    /// process writes; `wait=False` raises BusyError instead, `timeout=SECONDS` after that long,
+    /// and a timed wait lets Ctrl-C through). Commit on leaving a `with` block, abort on an
+    /// exception.
+    #[pyo3(signature = (*, durability=None, wait=true, timeout=None))]
     fn transaction(
         &self,
         py: Python<'_>,
         durability: Option<&str>,
         wait: bool,
+        timeout: Option<f64>,
     ) -> PyResult<Py<Transaction>> {
         let d = durability.map(parse_durability).transpose()?;
         let heap = self.heap()?;
-        let mut tx = if wait {
-            py.detach(|| heap.begin_write()).py_err()?
-        } else {
-            heap.try_begin_write().py_err()?
+        let mut tx = match (wait, timeout) {
+            (false, _) => heap.try_begin_write().py_err()?,
+            (true, None) => py.detach(|| heap.begin_write()).py_err()?,
+            (true, Some(secs)) => begin_write_within(py, &heap, secs)?,
         };
         if let Some(d) = d {
             tx.set_durability(d);

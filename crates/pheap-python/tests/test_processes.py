@@ -206,3 +206,34 @@ def test_spawned_reader(path):
     p.start()
     p.join(60)
     assert p.exitcode == 0
+
+
+def test_transaction_timeout(path):
+    db = pheap.open(path)
+    holder = {}
+    started = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with db.transaction() as tx:
+            tx["x"] = 1
+            started.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert started.wait(10)
+    t0 = time.monotonic()
+    with pytest.raises(pheap.BusyError):
+        db.transaction(timeout=0.2)
+    assert 0.15 < time.monotonic() - t0 < 5
+    with pytest.raises(pheap.BusyError):
+        db.transaction(wait=False)
+    with pytest.raises(ValueError):
+        db.transaction(timeout=-1)
+    release.set()
+    t.join()
+    with db.transaction(timeout=5) as tx:
+        tx["y"] = 2
+    assert (db["x"], db["y"]) == (1, 2)
+    del holder
