@@ -88,52 +88,26 @@ class snap:
     def __exit__(self, *e):
         self.tx.abort()
 """,
-    "pickle": """
-import pickle, gc
-with open(PATH, "rb") as f:
-    d = pickle.load(f)
-def get(k):
-    return d[k]
-class snap:
-    def __enter__(self):
-        return d.__getitem__
-    def __exit__(self, *e):
-        pass
-""",
-    "shelve": """
-import shelve, dbm.dumb
-db = shelve.Shelf(dbm.dumb.open(PATH, "r"))
-def get(k):
-    return db[k]
-class snap:
-    def __enter__(self):
-        return db.__getitem__
-    def __exit__(self, *e):
-        pass
-""",
-    "sqlitedict": """
-import sqlitedict
-db = sqlitedict.SqliteDict(PATH, flag="r")
-def get(k):
-    return db[k]
-class snap:
-    def __enter__(self):
-        return db.__getitem__
-    def __exit__(self, *e):
-        pass
-""",
-    "diskcache": """
-import diskcache
-db = diskcache.Cache(PATH)
-def get(k):
-    return db[k]
-class snap:
-    def __enter__(self):
-        return db.__getitem__
-    def __exit__(self, *e):
-        pass
-""",
 }
+
+# Stores without read transactions: a batch of reads is plain gets.
+PLAIN = """
+def get(k):
+    return db[k]
+class snap:
+    def __enter__(self):
+        return db.__getitem__
+    def __exit__(self, *e):
+        pass
+"""
+OPENERS.update(
+    {
+        "pickle": 'import pickle\nwith open(PATH, "rb") as f:\n    db = pickle.load(f)\n' + PLAIN,
+        "shelve": 'import shelve, dbm.dumb\ndb = shelve.Shelf(dbm.dumb.open(PATH, "r"))\n' + PLAIN,
+        "sqlitedict": 'import sqlitedict\ndb = sqlitedict.SqliteDict(PATH, flag="r")\n' + PLAIN,
+        "diskcache": "import diskcache\ndb = diskcache.Cache(PATH)\n" + PLAIN,
+    }
+)
 
 
 def write_store(name, path, d):

@@ -34,6 +34,15 @@ use codec::Buffers;
 use errors::OrPy;
 use view::PartView;
 
+/// A dict of `key => value` pairs (`?` on each insertion).
+macro_rules! py_dict {
+    ($py:expr, $($k:literal => $v:expr),* $(,)?) => {{
+        let d = PyDict::new($py);
+        $(d.set_item($k, $v)?;)*
+        d
+    }};
+}
+
 /// Forks this process descends from (counted by `os.register_at_fork`): a handle made under
 /// another count was inherited through `fork`.
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -924,22 +933,22 @@ fn begin_write_within(py: Python<'_>, heap: &pheap::Heap, secs: f64) -> PyResult
 }
 
 fn stats_dict<'py>(py: Python<'py>, s: &pheap::Stats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("file_size", s.file_size)?;
-    d.set_item("used_size", s.used_size)?;
-    d.set_item("live_bytes", s.live_bytes)?;
-    d.set_item("free_bytes", s.free_bytes)?;
-    d.set_item("pending_bytes", s.pending_bytes)?;
-    d.set_item("held_by_readers", s.held_by_readers)?;
-    d.set_item("entries", s.entries)?;
-    d.set_item("txn_id", s.txn_id)?;
-    d.set_item("durable_txn_id", s.durable_txn_id)?;
-    d.set_item("oldest_reader", s.oldest_reader)?;
-    d.set_item("readers", s.readers)?;
-    d.set_item("skipped_commits", s.skipped_commits.len())?;
-    d.set_item("boot_id_known", s.boot_id_known)?;
-    d.set_item("format_version", s.format_version)?;
-    Ok(d)
+    Ok(py_dict!(py,
+        "file_size" => s.file_size,
+        "used_size" => s.used_size,
+        "live_bytes" => s.live_bytes,
+        "free_bytes" => s.free_bytes,
+        "pending_bytes" => s.pending_bytes,
+        "held_by_readers" => s.held_by_readers,
+        "entries" => s.entries,
+        "txn_id" => s.txn_id,
+        "durable_txn_id" => s.durable_txn_id,
+        "oldest_reader" => s.oldest_reader,
+        "readers" => s.readers,
+        "skipped_commits" => s.skipped_commits.len(),
+        "boot_id_known" => s.boot_id_known,
+        "format_version" => s.format_version,
+    ))
 }
 
 #[pymethods]
@@ -1043,13 +1052,13 @@ impl Heap {
     fn readers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for r in self.heap()?.readers().py_err()? {
-            let d = PyDict::new(py);
-            d.set_item("slot", r.slot)?;
-            d.set_item("txn_id", r.txn_id)?;
-            d.set_item("pid", r.pid)?;
-            d.set_item("since_ns", r.since_ns)?;
-            d.set_item("holds_bytes", r.holds_bytes)?;
-            list.append(d)?;
+            list.append(py_dict!(py,
+                "slot" => r.slot,
+                "txn_id" => r.txn_id,
+                "pid" => r.pid,
+                "since_ns" => r.since_ns,
+                "holds_bytes" => r.holds_bytes,
+            ))?;
         }
         Ok(list)
     }
@@ -1058,12 +1067,12 @@ impl Heap {
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let heap = self.heap()?;
         let s = py.detach(|| heap.compact()).py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("file_size_before", s.file_size_before)?;
-        d.set_item("file_size_after", s.file_size_after)?;
-        d.set_item("moved_bytes", s.moved_bytes)?;
-        d.set_item("steps", s.steps)?;
-        Ok(d)
+        Ok(py_dict!(py,
+            "file_size_before" => s.file_size_before,
+            "file_size_after" => s.file_size_after,
+            "moved_bytes" => s.moved_bytes,
+            "steps" => s.steps,
+        ))
     }
 
     /// Write a compact copy of the latest commit to `path` (GIL released). The destination must
@@ -1081,25 +1090,25 @@ impl Heap {
                 || if overwrite { heap.copy_to_overwriting(&path) } else { heap.copy_to(&path) },
             )
             .py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("source_txn_id", s.source_txn_id)?;
-        d.set_item("entries", s.entries)?;
-        d.set_item("file_size", s.file_size)?;
-        Ok(d)
+        Ok(py_dict!(py,
+            "source_txn_id" => s.source_txn_id,
+            "entries" => s.entries,
+            "file_size" => s.file_size,
+        ))
     }
 
     /// Walk and verify everything reachable from the latest commit (GIL released).
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let heap = self.heap()?;
         let r = py.detach(|| heap.check()).py_err()?;
-        let d = PyDict::new(py);
-        d.set_item("txn_id", r.txn_id)?;
-        d.set_item("entries", r.entries)?;
-        d.set_item("maps", r.maps)?;
-        d.set_item("parts", r.parts)?;
-        d.set_item("live_bytes", r.live_bytes)?;
-        d.set_item("free_bytes", r.free_bytes)?;
-        Ok(d)
+        Ok(py_dict!(py,
+            "txn_id" => r.txn_id,
+            "entries" => r.entries,
+            "maps" => r.maps,
+            "parts" => r.parts,
+            "live_bytes" => r.live_bytes,
+            "free_bytes" => r.free_bytes,
+        ))
     }
 
     /// End this handle's use. Snapshots, transactions and views made from it keep working

@@ -464,3 +464,28 @@ def test_equality_as_a_dict_compares(db):
     assert db != 5 and not (db == [("a", 1)])
     with db.snapshot() as s:
         assert s == db and s.map("nothing") == {}
+
+
+def test_arrays_are_views_of_the_map(db):
+    np = pytest.importorskip("numpy")
+    db["a"] = {"x": np.arange(50_000, dtype=np.int64)}
+    with db.snapshot() as s:
+        one, two = s["a"]["x"], s["a"]["x"]
+        # Two reads of one snapshot: two arrays over the same mapped bytes, no copy.
+        assert np.shares_memory(one, two) and not one.flags.writeable
+        mine = s.get("a", copy=True)["x"]
+        assert not np.shares_memory(one, mine) and mine.flags.writeable
+    with db.transaction() as tx:  # read in a transaction: a private copy (read-only)
+        t = tx["a"]["x"]
+        assert np.array_equal(t, one) and not np.shares_memory(t, one)
+
+
+def test_pandas_frames_round_trip_with_numeric_blocks_as_views(db):
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    df = pd.DataFrame({"a": np.arange(10_000.0), "b": np.arange(10_000), "c": ["x"] * 10_000})
+    db["df"] = df
+    with db.snapshot() as s:
+        one, two = s["df"], s["df"]
+        assert one.equals(df)
+        assert np.shares_memory(one["a"].to_numpy(), two["a"].to_numpy())
