@@ -1328,6 +1328,7 @@ fn _pheap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_KEY_LEN", pheap::MAX_KEY_LEN)?;
     m.add("MAX_VALUE_LEN", pheap::MAX_VALUE_LEN)?;
     m.add("MAX_NESTING", pheap::MAX_NESTING)?;
+    m.add("MAX_READERS", pheap::MAX_READERS)?;
     m.add("CODEC_TAG", codec::TAG_PY1)?;
     Ok(())
 }

@@ -237,3 +237,20 @@ def test_transaction_timeout(path):
         tx["y"] = 2
     assert (db["x"], db["y"]) == (1, 2)
     del holder
+
+
+def test_readers_full_is_a_clear_error_and_passes(path):
+    db = pheap.open(path)
+    db["a"] = 1
+    snaps = []
+    with pytest.raises(pheap.ReadersFullError):
+        for _ in range(pheap.MAX_READERS + 1):
+            snaps.append(db.snapshot())
+    assert len(snaps) == pheap.MAX_READERS
+    with pytest.raises(pheap.ReadersFullError):
+        db["a"]  # a statement needs a snapshot too
+    for s in snaps[:10]:
+        s.close()
+    assert db["a"] == 1 and snaps[-1]["a"] == 1
+    for s in snaps:
+        s.close()

@@ -27,6 +27,7 @@ from ._pheap import (
     FORMAT_VERSION,
     MAX_KEY_LEN,
     MAX_NESTING,
+    MAX_READERS,
     MAX_VALUE_LEN,
     Heap,
     Map,
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_KEY_LEN",
     "MAX_VALUE_LEN",
     "MAX_NESTING",
+    "MAX_READERS",
     "CODEC_TAG",
 ] + errors.__all__
 

@@ -11,6 +11,7 @@ FORMAT_VERSION: int
 MAX_KEY_LEN: int
 MAX_VALUE_LEN: int
 MAX_NESTING: int
+MAX_READERS: int
 CODEC_TAG: int
 __version__: str
 
