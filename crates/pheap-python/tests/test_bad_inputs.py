@@ -42,6 +42,23 @@ def test_truncated_file(path):
         assert isinstance(e.value, (pheap.CorruptError, pheap.NotAHeapError, pheap.Error))
 
 
+def test_version_and_truncation_errors_name_the_problem(path):
+    with pheap.open(path) as db:
+        db["a"] = 1
+    data = bytearray(open(path, "rb").read())
+    future = bytearray(data)
+    future[8:12] = (99).to_bytes(4, "little")  # the header's format version
+    with open(path, "wb") as f:
+        f.write(future)
+    with pytest.raises(pheap.VersionError, match="99"):
+        pheap.open(path)
+    with open(path, "wb") as f:
+        f.write(data[:10_000])  # shorter than the header and meta slots
+    with pytest.raises(pheap.TruncatedError) as e:
+        pheap.open(path)
+    assert isinstance(e.value, pheap.CorruptError)
+
+
 def test_damaged_bytes_never_misread(path):
     with pheap.open(path) as db:
         db.update({f"k{i}": {"i": i, "s": "x" * 50} for i in range(500)})
