@@ -220,6 +220,39 @@ sys.stdin.read()
     )
 
 
+def duel(args, out, keys, scale, rounds=7):
+    """pheap and py-lmdb lookups in one process, alternating, so that the machine's drift
+    falls on both alike: the median of the per-round ratios."""
+    envs = {name: in_process(name, os.path.join(args.scratch, f"a-{name}")) for name in ("pheap", "lmdb")}
+    times = {(name, mode): [] for name in envs for mode in ("snap", "each")}
+    for _ in range(rounds):
+        for name, env in envs.items():
+            def batch():
+                with env["snap"]() as g:
+                    return [g(k) for k in keys]
+
+            def each():
+                get = env["get"]
+                return [get(k) for k in keys]
+
+            for mode, f in (("snap", batch), ("each", each)):
+                gc.collect()
+                times[(name, mode)].append(timed(f)[0])
+    out.append(f"Interleaved in one process ({rounds} rounds, pheap then py-lmdb in each), per 100k:\n")
+    out.append("| lookups | pheap (median) | py-lmdb + pickle (median) | median of the per-round ratios |")
+    out.append("|---|---:|---:|---:|")
+    for mode, label in (("snap", "one snapshot"), ("each", "each its own")):
+        p, l = times[("pheap", mode)], times[("lmdb", mode)]
+        ratio = statistics.median(a / b for a, b in zip(p, l))
+        out.append(
+            f"| {label} | {statistics.median(p) * scale:.3f} s | {statistics.median(l) * scale:.3f} s | {ratio:.2f}x |"
+        )
+    out.append("")
+    del envs
+    if not args.keep:
+        rm(os.path.join(args.scratch, "a-lmdb"))
+
+
 def bench_a(args, out):
     n = args.n
     cache = os.path.join(args.scratch, f"workload-{n}.pickle")
@@ -231,16 +264,28 @@ def bench_a(args, out):
         with open(cache, "wb") as f:
             pickle.dump(d, f, protocol=5)
     keys = workload.sample_keys(n, args.lookups)
+    # Every store is written first; then the workload dict is dropped, so that the lookups are
+    # timed without 14 M live objects for the garbage collector to walk (a server that opens a
+    # store does not hold them either).
+    written = {}
+    for name in args.stores:
+        if name == "shelve" and n > args.shelve_max:
+            continue
+        path = os.path.join(args.scratch, f"a-{name}")
+        gc.collect()
+        written[name] = timed(lambda: write_store(name, path, d))[0], disk_size(path)
+        print(f"  (a) {name} written in {written[name][0]:.2f} s", file=sys.stderr, flush=True)
+    vals = [d[k] for k in keys]
+    del d
+    gc.collect()
     rows = []
     bare = bare_interpreter()
     for name in args.stores:
         path = os.path.join(args.scratch, f"a-{name}")
-        gc.collect()
-        if name == "shelve" and n > args.shelve_max:
+        if name not in written:
             rows.append((name, "skipped (--shelve-max)"))
             continue
-        write_s, _ = timed(lambda: write_store(name, path, d))
-        size = disk_size(path)
+        write_s, size = written[name]
         runs = 3 if name in ("pickle", "shelve") else 9
         first = spawn_to_first_lookup(name, path, keys[0], runs)
         env = in_process(name, path)
@@ -258,7 +303,7 @@ def bench_a(args, out):
         batch()  # warm
         snap_s = min(timed(batch)[0] for _ in range(reps))
         each_s = min(timed(each)[0] for _ in range(reps))
-        assert batch()[0] == d[keys[0]]
+        assert batch()[0] == vals[0]
         del env
         gc.collect()
         pss = None
@@ -266,7 +311,7 @@ def bench_a(args, out):
             pss = readers_pss(read_all_code(name, path, n))
         rows.append((name, write_s, size, first, snap_s, each_s, pss))
         print(f"  (a) {name}: {rows[-1]}", file=sys.stderr, flush=True)
-        if name != "pheap" and not args.keep:
+        if name not in ("pheap", "lmdb") and not args.keep:
             rm(path)
     scale = 100_000 / args.lookups
     out.append(f"### (a) {n:,} entries; {args.lookups:,} random lookups (figures per 100k)\n")
@@ -287,21 +332,28 @@ def bench_a(args, out):
             f"{ea * scale:.3f} s | {pss_s} |"
         )
     out.append("")
+    if "pheap" in args.stores and "lmdb" in args.stores:
+        duel(args, out, keys, scale)
     # The codec alone, on the same values.
     import pheap
 
-    vals = [d[k] for k in keys]
     encs = [pheap._pheap._encode_value(v)[0] for v in vals]
     pick = [pickle.dumps(v, protocol=5) for v in vals]
     dec = pheap._pheap._decode_value
-    t_dec = min(timed(lambda: [dec(e) for e in encs])[0] for _ in range(3))
-    t_pick = min(timed(lambda: [pickle.loads(p) for p in pick])[0] for _ in range(3))
+    t_decs, t_picks = [], []
+    for _ in range(7):  # alternating, as the duel
+        gc.collect()
+        t_decs.append(timed(lambda: [dec(e) for e in encs])[0])
+        gc.collect()
+        t_picks.append(timed(lambda: [pickle.loads(p) for p in pick])[0])
+    t_dec, t_pick = statistics.median(t_decs), statistics.median(t_picks)
+    ratio = statistics.median(a / b for a, b in zip(t_decs, t_picks))
     out.append(
-        f"Decoding alone, the same {len(keys):,} values: native {t_dec * scale:.3f} s, pickle.loads "
-        f"{t_pick * scale:.3f} s ({t_dec / t_pick:.2f}x); encoded {sum(map(len, encs)) / len(encs):.0f} B "
+        f"Decoding alone, the same {len(keys):,} values (medians of 7 alternating rounds): native "
+        f"{t_dec * scale:.3f} s, pickle.loads {t_pick * scale:.3f} s (median ratio {ratio:.2f}x); "
+        f"encoded {sum(map(len, encs)) / len(encs):.0f} B "
         f"per value, pickled {sum(map(len, pick)) / len(pick):.0f} B.\n"
     )
-    del d
 
 
 def bench_c(args, out):
