@@ -16,6 +16,7 @@ run on this machine; compare the ratios, the machine is shared and noisy.
 """
 
 import argparse
+import ast
 import gc
 import os
 import pickle
@@ -220,25 +221,59 @@ sys.stdin.read()
     )
 
 
-def duel(args, out, keys, scale, rounds=7):
-    """pheap and py-lmdb lookups in one process, alternating, so that the machine's drift
+LOOKUPS_CHILD = """
+import gc, statistics, sys, time
+sys.path.insert(0, HERE)
+import workload
+keys = workload.sample_keys(N, LOOKUPS)
+envs = {}
+for name, path in STORES.items():
+    envs[name] = {"PATH": path}
+    exec(OPENERS[name], envs[name])
+def timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+times = {(name, mode): [] for name in envs for mode in ("snap", "each")}
+for r in range(ROUNDS + 1):  # round 0 warms
+    for name, env in envs.items():
+        def batch():
+            with env["snap"]() as g:
+                return [g(k) for k in keys]
+        def each():
+            get = env["get"]
+            return [get(k) for k in keys]
+        for mode, f in (("snap", batch), ("each", each)):
+            gc.collect()
+            t = timed(f)
+            if r:
+                times[(name, mode)].append(t)
+print(repr({k: v for k, v in times.items()}))
+"""
+
+
+def lookups_in_child(stores, n, lookups, rounds):
+    """Time lookups in a fresh interpreter (as a server that opens the store would do them):
+    for each store, `rounds` rounds of `lookups` random lookups from one snapshot and as separate
+    lookups, stores alternating within a round. Returns {name: (min snap, min each)} and leaves
+    the per-round times in `lookups_in_child.last`."""
+    code = (
+        f"HERE = {HERE!r}\nN = {n}\nLOOKUPS = {lookups}\nROUNDS = {rounds}\nSTORES = {stores!r}\n"
+        f"OPENERS = {OPENERS!r}\n" + LOOKUPS_CHILD
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    times = ast.literal_eval(out)
+    lookups_in_child.last = times
+    return {name: (min(times[(name, "snap")]), min(times[(name, "each")])) for name in stores}
+
+
+def duel(args, out, scale, rounds=7):
+    """pheap and py-lmdb lookups in one fresh process, alternating, so that the machine's drift
     falls on both alike: the median of the per-round ratios."""
-    envs = {name: in_process(name, os.path.join(args.scratch, f"a-{name}")) for name in ("pheap", "lmdb")}
-    times = {(name, mode): [] for name in envs for mode in ("snap", "each")}
-    for _ in range(rounds):
-        for name, env in envs.items():
-            def batch():
-                with env["snap"]() as g:
-                    return [g(k) for k in keys]
-
-            def each():
-                get = env["get"]
-                return [get(k) for k in keys]
-
-            for mode, f in (("snap", batch), ("each", each)):
-                gc.collect()
-                times[(name, mode)].append(timed(f)[0])
-    out.append(f"Interleaved in one process ({rounds} rounds, pheap then py-lmdb in each), per 100k:\n")
+    stores = {name: os.path.join(args.scratch, f"a-{name}") for name in ("pheap", "lmdb")}
+    lookups_in_child(stores, args.n, args.lookups, rounds)
+    times = lookups_in_child.last
+    out.append(f"Interleaved in one fresh process ({rounds} rounds, pheap then py-lmdb in each), per 100k:\n")
     out.append("| lookups | pheap (median) | py-lmdb + pickle (median) | median of the per-round ratios |")
     out.append("|---|---:|---:|---:|")
     for mode, label in (("snap", "one snapshot"), ("each", "each its own")):
@@ -248,9 +283,8 @@ def duel(args, out, keys, scale, rounds=7):
             f"| {label} | {statistics.median(p) * scale:.3f} s | {statistics.median(l) * scale:.3f} s | {ratio:.2f}x |"
         )
     out.append("")
-    del envs
     if not args.keep:
-        rm(os.path.join(args.scratch, "a-lmdb"))
+        rm(stores["lmdb"])
 
 
 def bench_a(args, out):
@@ -288,23 +322,10 @@ def bench_a(args, out):
         write_s, size = written[name]
         runs = 3 if name in ("pickle", "shelve") else 9
         first = spawn_to_first_lookup(name, path, keys[0], runs)
-        env = in_process(name, path)
-        gc.collect()
-
-        def batch():
-            with env["snap"]() as g:
-                return [g(k) for k in keys]
-
-        def each():
-            get = env["get"]
-            return [get(k) for k in keys]
-
         reps = 1 if name in ("shelve", "sqlitedict", "diskcache") else 3  # the slow ones
-        batch()  # warm
-        snap_s = min(timed(batch)[0] for _ in range(reps))
-        each_s = min(timed(each)[0] for _ in range(reps))
-        assert batch()[0] == vals[0]
-        del env
+        snap_s, each_s = lookups_in_child({name: path}, n, args.lookups, reps)[name]
+        if name in ("pheap", "lmdb"):
+            assert in_process(name, path)["get"](keys[0]) == vals[0]
         gc.collect()
         pss = None
         if name in ("pheap", "lmdb") or (name == "pickle" and args.pss_pickle):
@@ -333,27 +354,41 @@ def bench_a(args, out):
         )
     out.append("")
     if "pheap" in args.stores and "lmdb" in args.stores:
-        duel(args, out, keys, scale)
-    # The codec alone, on the same values.
-    import pheap
-
-    encs = [pheap._pheap._encode_value(v)[0] for v in vals]
-    pick = [pickle.dumps(v, protocol=5) for v in vals]
-    dec = pheap._pheap._decode_value
-    t_decs, t_picks = [], []
-    for _ in range(7):  # alternating, as the duel
-        gc.collect()
-        t_decs.append(timed(lambda: [dec(e) for e in encs])[0])
-        gc.collect()
-        t_picks.append(timed(lambda: [pickle.loads(p) for p in pick])[0])
-    t_dec, t_pick = statistics.median(t_decs), statistics.median(t_picks)
-    ratio = statistics.median(a / b for a, b in zip(t_decs, t_picks))
+        duel(args, out, scale)
+    # The codec alone, on the same values, in a fresh process.
+    code = f"HERE = {HERE!r}\nN = {n}\nLOOKUPS = {args.lookups}\nPATH = {os.path.join(args.scratch, 'a-pheap')!r}\n" + DECODE_CHILD
+    r = ast.literal_eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     out.append(
-        f"Decoding alone, the same {len(keys):,} values (medians of 7 alternating rounds): native "
-        f"{t_dec * scale:.3f} s, pickle.loads {t_pick * scale:.3f} s (median ratio {ratio:.2f}x); "
-        f"encoded {sum(map(len, encs)) / len(encs):.0f} B "
-        f"per value, pickled {sum(map(len, pick)) / len(pick):.0f} B.\n"
+        f"Decoding alone, the same {len(keys):,} values, in a fresh process (medians of 7 alternating "
+        f"rounds): native {r['dec'] * scale:.3f} s, pickle.loads {r['pick'] * scale:.3f} s (median ratio "
+        f"{r['ratio']:.2f}x); encoded {r['enc_b']:.0f} B per value, pickled {r['pick_b']:.0f} B.\n"
     )
+
+
+DECODE_CHILD = """
+import gc, pickle, statistics, sys, time
+sys.path.insert(0, HERE)
+import pheap, workload
+keys = workload.sample_keys(N, LOOKUPS)
+with pheap.open(PATH, read_only=True).snapshot() as s:
+    vals = [s[k] for k in keys]
+encs = [pheap._pheap._encode_value(v)[0] for v in vals]
+pick = [pickle.dumps(v, protocol=5) for v in vals]
+dec = pheap._pheap._decode_value
+def timed(f):
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+d, p = [], []
+for _ in range(7):
+    gc.collect()
+    d.append(timed(lambda: [dec(e) for e in encs]))
+    gc.collect()
+    p.append(timed(lambda: [pickle.loads(x) for x in pick]))
+print(repr({"dec": statistics.median(d), "pick": statistics.median(p),
+            "ratio": statistics.median(a / b for a, b in zip(d, p)),
+            "enc_b": sum(map(len, encs)) / len(encs), "pick_b": sum(map(len, pick)) / len(pick)}))
+"""
 
 
 def bench_c(args, out):
