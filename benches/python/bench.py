@@ -312,6 +312,9 @@ def bench_a(args, out):
     vals = [d[k] for k in keys]
     del d
     gc.collect()
+    # The writes leave gigabytes of dirty pages: flushed now, not by the kernel's writeback
+    # threads competing for the 2 CPUs while lookups are timed.
+    os.sync()
     rows = []
     bare = bare_interpreter()
     for name in args.stores:
