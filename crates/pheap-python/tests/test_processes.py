@@ -254,3 +254,27 @@ def test_readers_full_is_a_clear_error_and_passes(path):
     assert db["a"] == 1 and snaps[-1]["a"] == 1
     for s in snaps:
         s.close()
+
+
+class Reenter:
+    """Unpickling it reads from the transaction that is decoding it."""
+
+    tx = None
+
+    def __reduce__(self):
+        return (Reenter._rebuild, ())
+
+    @staticmethod
+    def _rebuild():
+        return Reenter.tx["other"]
+
+
+def test_reentering_a_transaction_from_decoding_is_an_error_not_a_deadlock(db):
+    db["other"] = 1
+    db["obj"] = Reenter()
+    with db.transaction() as tx:
+        Reenter.tx = tx
+        with pytest.raises(pheap.TransactionError):
+            tx["obj"]
+        assert tx["other"] == 1  # the transaction is still usable
+    Reenter.tx = None
