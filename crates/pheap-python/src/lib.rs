@@ -207,26 +207,17 @@ fn resolve<'a>(root: pheap::Map<'a>, path: &[Vec<u8>]) -> PyResult<Option<pheap:
     if path.is_empty() { Ok(Some(root)) } else { root.map_path(path).py_err() }
 }
 
-/// Out-of-band buffers of a value being decoded: zero-copy views when the value was read from a
-/// snapshot (owned on first use), private copies otherwise.
-struct ValueBuffers<'a, 'v> {
+/// Out-of-band buffers of a value being decoded: zero-copy views of its owned parts when it was
+/// read from a snapshot, copies otherwise (a transaction may reuse its space before it commits)
+/// or when asked (`copy`: writable).
+struct ValueBuffers<'a> {
     parts: &'a [&'a [u8]],
     first: usize,
     copy: bool,
-    source: Source<'a, 'v>,
-    owned: Option<OwnedValue>,
+    owned: Option<&'a OwnedValue>,
 }
 
-enum Source<'a, 'v> {
-    /// Read from a transaction: copies (its space may be reused before it commits).
-    Copy,
-    /// Read in place from a snapshot.
-    Snapshot(&'a SharedRead, &'a Value<'v>),
-    /// Already owned (iteration).
-    Owned(&'a OwnedValue),
-}
-
-impl<'py> Buffers<'py> for ValueBuffers<'_, '_> {
+impl<'py> Buffers<'py> for ValueBuffers<'_> {
     fn count(&self) -> usize {
         self.parts.len() - self.first
     }
@@ -236,15 +227,8 @@ impl<'py> Buffers<'py> for ValueBuffers<'_, '_> {
         if self.copy {
             return Ok(codec::private_buffer(py, self.parts[idx]));
         }
-        let owned = match self.source {
-            Source::Copy => return Ok(PyBytes::new(py, self.parts[idx]).into_any()),
-            Source::Owned(o) => o,
-            Source::Snapshot(rx, v) => {
-                if self.owned.is_none() {
-                    self.owned = Some(rx.own_value(v).py_err()?);
-                }
-                self.owned.as_ref().expect("set above")
-            }
+        let Some(owned) = self.owned else {
+            return Ok(PyBytes::new(py, self.parts[idx]).into_any());
         };
         let part = owned.parts.get(idx).ok_or_else(|| errors::corrupt("part missing".into()))?;
         Ok(Bound::new(py, PartView::new(part.clone()))?.into_any())
@@ -378,7 +362,7 @@ impl Map {
         kind: Kind,
         inline: &[u8],
         parts: &[&[u8]],
-        source: Source<'_, '_>,
+        owned: Option<&OwnedValue>,
         copy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let whole = || -> PyResult<&[u8]> {
@@ -401,7 +385,7 @@ impl Map {
                 } else {
                     (inline, 0)
                 };
-                let mut bufs = ValueBuffers { parts, first, copy, source, owned: None };
+                let mut bufs = ValueBuffers { parts, first, copy, owned };
                 codec::decode(py, item, &mut bufs, self.opts().trusted)
             }
             k => Err(errors::new(
@@ -422,12 +406,15 @@ impl Map {
         rx: Option<&SharedRead>,
         copy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(rx) = rx
+            && !copy
+            && v.part_count() > 0
+        {
+            // Parts become views that own the snapshot (each part checked once, here).
+            return self.owned_value_of(py, key, &rx.own_value(v).py_err()?);
+        }
         let parts = v.parts().collect::<pheap::Result<Vec<_>>>().py_err()?;
-        let source = match rx {
-            Some(rx) => Source::Snapshot(rx, v),
-            None => Source::Copy,
-        };
-        self.decode(py, key, v.kind(), v.inline(), &parts, source, copy)
+        self.decode(py, key, v.kind(), v.inline(), &parts, None, copy)
     }
 
     fn owned_value_of<'py>(
@@ -437,7 +424,7 @@ impl Map {
         v: &OwnedValue,
     ) -> PyResult<Bound<'py, PyAny>> {
         let parts: Vec<&[u8]> = v.parts.iter().map(|p| &p[..]).collect();
-        self.decode(py, key, v.kind, &v.inline, &parts, Source::Owned(v), false)
+        self.decode(py, key, v.kind, &v.inline, &parts, Some(v), false)
     }
 
     fn lookup<'py>(
@@ -1294,8 +1281,7 @@ fn _encode_value<'py>(
 #[pyfunction]
 #[pyo3(signature = (data, *, trusted=true))]
 fn _decode_value<'py>(py: Python<'py>, data: &[u8], trusted: bool) -> PyResult<Bound<'py, PyAny>> {
-    let mut none =
-        ValueBuffers { parts: &[], first: 0, copy: true, source: Source::Copy, owned: None };
+    let mut none = ValueBuffers { parts: &[], first: 0, copy: true, owned: None };
     codec::decode(py, data, &mut none, trusted)
 }
 
