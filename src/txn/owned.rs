@@ -131,9 +131,9 @@ impl From<ReadTxn> for SharedRead {
 
 impl SharedRead {
     /// The map at the end of `path` (empty: the top level).
-    fn map_at<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<Option<MapRoot>> {
+    fn map_in<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<Option<Map<'_>>> {
         self.0.shared.check()?;
-        Ok(self.0.root().map_path(path)?.map(|m| m.root()))
+        self.0.root().map_path(path)
     }
 
     /// The value of `key` in the map at `path` (empty: the top level) as one byte string
@@ -160,12 +160,8 @@ impl SharedRead {
         path: &[K],
         key: impl AsRef<[u8]>,
     ) -> Result<Option<OwnedBytes>> {
-        let Some(root) = self.map_at(path)? else { return Ok(None) };
-        let map = Map::new(self.0.reader(), self.0.shared.hasher, root);
-        match map.get(key)? {
-            Some(b) => Ok(Some(self.own(b)?)),
-            None => Ok(None),
-        }
+        let Some(map) = self.map_in(path)? else { return Ok(None) };
+        map.get(key)?.map(|b| self.own(b)).transpose()
     }
 
     /// The value of `key` in the map at `path` (empty: the top level), kind and parts, in a
@@ -179,12 +175,8 @@ impl SharedRead {
         path: &[K],
         key: impl AsRef<[u8]>,
     ) -> Result<Option<OwnedValue>> {
-        let Some(root) = self.map_at(path)? else { return Ok(None) };
-        let map = Map::new(self.0.reader(), self.0.shared.hasher, root);
-        match map.get_value(key)? {
-            Some(v) => Ok(Some(self.own_value(&v)?)),
-            None => Ok(None),
-        }
+        let Some(map) = self.map_in(path)? else { return Ok(None) };
+        map.get_value(key)?.map(|v| self.own_value(&v)).transpose()
     }
 
     /// An owning handle of `value`, read from this snapshot (through its [`Deref`] to
@@ -256,7 +248,7 @@ impl SharedRead {
         hi: Option<u64>,
         after: Option<Position>,
     ) -> Result<OwnedIter> {
-        let root = self.map_at(path)?.unwrap_or(MapRoot::EMPTY);
+        let root = self.map_in(path)?.map_or(MapRoot::EMPTY, |m| m.root());
         Ok(OwnedIter { rx: self.clone(), cursor: Cursor::new(root, lo, hi, after) })
     }
 }
