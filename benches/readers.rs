@@ -3,12 +3,14 @@
 //! The standard workload's heap (PHEAP_BENCH_N entries, default 1,000,000, 24-byte keys and
 //! 150-byte values). Each reader first walks every entry (so its page tables are populated, as a
 //! long-running reader's are), then, for PHEAP_BENCH_SECS seconds (default 3), runs read
-//! transactions of 100 random lookups each. Threads share one `Heap`; processes each open their
-//! own. Reported: aggregate lookups per second (median of PHEAP_BENCH_ROUNDS alternating runs,
-//! default 3), and processes / threads for each N.
+//! transactions of PHEAP_BENCH_LOOKUPS random lookups each (default 100; 1 measures the
+//! transaction's own cost). Threads share one `Heap`; processes each open their own. Reported:
+//! aggregate lookups per second (median of PHEAP_BENCH_ROUNDS alternating runs, default 3), and
+//! processes / threads for each reader count in PHEAP_BENCH_READERS (default 1,2,4,8,16).
 //!
 //! ```text
 //! cargo bench --bench readers
+//! PHEAP_BENCH_LOOKUPS=1 PHEAP_BENCH_READERS=1,2,4,8 cargo bench --bench readers
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -38,19 +40,21 @@ fn warm(heap: &Heap) {
     assert!(n > 0);
 }
 
-/// Read transactions of 100 random lookups until `deadline`; returns the lookups done.
+/// Read transactions of PHEAP_BENCH_LOOKUPS (default 100) random lookups until `deadline`;
+/// returns the lookups done.
 fn lookups(heap: &Heap, n: u64, seed: u64, deadline: Instant) -> u64 {
+    let per_txn = env("PHEAP_BENCH_LOOKUPS", 100);
     let mut x = seed | 1;
     let mut done = 0;
     while Instant::now() < deadline {
         let rx = heap.begin_read().unwrap();
-        for _ in 0..100 {
+        for _ in 0..per_txn {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             assert_eq!(rx.get(key(x % n)).unwrap().unwrap().len(), 150);
         }
-        done += 100;
+        done += per_txn;
     }
     done
 }
@@ -142,7 +146,8 @@ fn main() {
     }
     heap.checkpoint().unwrap();
     println!(
-        "{n} entries, read transactions of 100 random lookups, median of {} alternating runs of {secs} s",
+        "{n} entries, read transactions of {} random lookups, median of {} alternating runs of {secs} s",
+        env("PHEAP_BENCH_LOOKUPS", 100),
         env("PHEAP_BENCH_ROUNDS", 3)
     );
     println!(
@@ -155,7 +160,8 @@ fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    for readers in [1, 2, 4] {
+    let counts = std::env::var("PHEAP_BENCH_READERS").unwrap_or_else(|_| "1,2,4,8,16".into());
+    for readers in counts.split(',').map(|c| c.trim().parse::<usize>().expect("reader counts")) {
         let (mut ts, mut ps) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             ts.push(threads(&heap, n, readers, secs));

@@ -15,6 +15,8 @@ use crate::storage::fork::fork_generation;
 use crate::storage::registry::{LivePin, Registry};
 use crate::storage::{Storage, View};
 use crate::trie::KeyHasher;
+use crate::txn::ThreadReader;
+use thread_local::ThreadLocal;
 
 /// When a commit is safe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -52,6 +54,10 @@ pub(crate) struct Shared {
     pub latest_cache: Mutex<Option<(MetaSignature, Snapshot, Arc<View>)>>,
     /// Results of verifying one-phase slots of an earlier boot: (slot, txn, intact).
     pub verified: Mutex<Vec<(usize, TxnId, bool)>>,
+    /// Each thread's read-transaction context and spare reader slot: a read transaction begins
+    /// and ends without writing memory another thread writes. Emptied of contexts when the last
+    /// [`crate::Heap`] of the handle drops (each context owns this state).
+    pub thread_readers: ThreadLocal<Mutex<ThreadReader>>,
 }
 
 impl fmt::Debug for Shared {

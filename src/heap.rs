@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use parking_lot::Mutex;
+use thread_local::ThreadLocal;
 
 use crate::check::{CheckReport, check};
 use crate::env::{Shared, WriterState, load_snapshot_alloc};
@@ -44,6 +45,21 @@ use crate::txn::{Durability, ReadTxn, SharedRead, WriteTxn};
 #[derive(Clone, Debug)]
 pub struct Heap {
     shared: Arc<Shared>,
+    /// Counts the handle's `Heap`s (not its transactions): the last one to drop ends the
+    /// threads' read contexts, which own `shared` (see [`Shared::thread_readers`]).
+    _handles: Arc<Handles>,
+}
+
+/// Dropped with the last [`Heap`] of a handle.
+#[derive(Debug)]
+struct Handles(Arc<Shared>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        for local in self.0.thread_readers.iter() {
+            local.lock().ctx = None;
+        }
+    }
 }
 
 /// How to open a heap; see [`Heap::options`].
@@ -237,10 +253,11 @@ impl Heap {
             poisoned: AtomicBool::new(false),
             verified: Mutex::new(Vec::new()),
             latest_cache: Mutex::new(None),
+            thread_readers: ThreadLocal::new(),
         });
         // Fail now, not at the first read, if no commit can be trusted.
         shared.latest()?;
-        Ok(Heap { shared })
+        Ok(Heap { _handles: Arc::new(Handles(shared.clone())), shared })
     }
 
     /// Begin a write transaction, waiting while another one runs — including one held by the

@@ -425,3 +425,56 @@ fn a_write_transaction_outliving_its_heap_closes_it() {
     assert_eq!(heap.begin_read().unwrap().get(b"k").unwrap(), None, "the first was dropped");
     heap.check().unwrap();
 }
+
+/// Each thread keeps a read context per handle (its latest commit, mapping and a spare reader
+/// slot): the contexts own the handle, so closing the last `Heap` must end them, or the file
+/// would stay open (locked and mapped) for as long as the threads live. Also: a thread's cached
+/// context follows every commit, including one that grows the file (a new mapping).
+#[test]
+fn thread_read_contexts_follow_commits_and_end_with_the_handle() {
+    let (_dir, path) = tmp();
+    let heap = Heap::options().durability(Durability::None).open(&path).unwrap();
+    let threads = 4;
+    let go = Arc::new(Barrier::new(threads + 1));
+    let done = Arc::new(Barrier::new(threads + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let (heap, go, done) = (heap.clone(), go.clone(), done.clone());
+            thread::spawn(move || {
+                for round in 0..3u32 {
+                    go.wait();
+                    let rx = heap.begin_read().unwrap();
+                    assert_eq!(rx.get(b"round").unwrap(), Some(&round.to_le_bytes()[..]));
+                    assert_eq!(rx.len() as u32, 1 + round * 1000);
+                    drop(rx);
+                    done.wait();
+                }
+                drop(heap);
+                // This thread lives on, idle, while the handle closes.
+                thread::sleep(Duration::from_millis(300));
+            })
+        })
+        .collect();
+    for round in 0..3u32 {
+        let mut tx = heap.begin_write().unwrap();
+        tx.insert(b"round", round.to_le_bytes()).unwrap();
+        if round > 0 {
+            // Enough to grow the file past its first mapping.
+            for i in 0..1000u32 {
+                tx.insert(format!("{round}-{i}"), [7u8; 600]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        go.wait();
+        done.wait();
+    }
+    drop(heap);
+    // Every handle is closed while the reading threads still live: a copy may replace the file
+    // (refused while any handle has it open).
+    let (_dir2, other) = tmp();
+    let src = Heap::open(&other).unwrap();
+    src.copy_to_overwriting(&path).expect("the closed heap is not in use");
+    for h in hs {
+        h.join().unwrap();
+    }
+}

@@ -548,22 +548,8 @@ impl Registry {
     pub(crate) fn leave(&self, pin: Pin) {
         match pin {
             Pin::Slot(i) => {
-                self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::Release);
-                if self
-                    .spare
-                    .compare_exchange(0, i + 1, Ordering::Release, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return;
-                }
-                let mut pool = self.pool.lock();
-                // The spare counts among the idle slots a handle keeps.
-                if pool.idle.len() + 1 < MAX_IDLE_SLOTS {
-                    pool.idle.push(i);
-                } else {
-                    pool.owned[i as usize / 64] &= !(1 << (i % 64));
-                    unlock(self.file(), LOCK_BYTE_SLOTS + i as u64);
-                }
+                self.unpin(i);
+                self.release(i);
             }
             Pin::Anonymous => {
                 let mut n = self.anonymous.lock();
@@ -573,6 +559,28 @@ impl Registry {
                 }
             }
             Pin::Unlocked => {}
+        }
+    }
+
+    /// Clear slot `i`'s pin: the slot stays this handle's (a thread keeps it for its next read
+    /// transaction, or [`Registry::release`] gives it back).
+    pub(crate) fn unpin(&self, i: u32) {
+        self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::Release);
+    }
+
+    /// Give back slot `i`, unpinned, to the handle's pool (or to every process, past the idle
+    /// slots a handle keeps).
+    pub(crate) fn release(&self, i: u32) {
+        if self.spare.compare_exchange(0, i + 1, Ordering::Release, Ordering::Relaxed).is_ok() {
+            return;
+        }
+        let mut pool = self.pool.lock();
+        // The spare counts among the idle slots a handle keeps.
+        if pool.idle.len() + 1 < MAX_IDLE_SLOTS {
+            pool.idle.push(i);
+        } else {
+            pool.owned[i as usize / 64] &= !(1 << (i % 64));
+            unlock(self.file(), LOCK_BYTE_SLOTS + i as u64);
         }
     }
 

@@ -17,6 +17,7 @@ pub use crate::env::Durability;
 pub use map::{Iter, Map, MapMut, Value};
 pub use owned::{IterPosition, OrderedIter, OwnedBytes, OwnedIter, OwnedValue, SharedRead};
 pub use read::ReadTxn;
+pub(crate) use read::ThreadReader;
 pub use write::WriteTxn;
 
 #[cfg(test)]

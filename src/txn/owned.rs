@@ -132,7 +132,7 @@ impl From<ReadTxn> for SharedRead {
 impl SharedRead {
     /// The map at the end of `path` (empty: the top level).
     fn map_in<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<Option<Map<'_>>> {
-        self.0.shared.check()?;
+        self.0.shared().check()?;
         self.0.root().map_path(path)
     }
 
@@ -202,7 +202,7 @@ impl SharedRead {
         }
         let off = self
             .0
-            .view
+            .view()
             .offset_of(b)
             .ok_or_else(|| crate::error::corrupt(0, "a slice outside the mapping"))?;
         Ok(OwnedBytes { rx: self.0.clone(), off, len: b.len() })
@@ -273,7 +273,7 @@ impl Deref for OwnedBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         // Checked when the handle was made, against the same view and limit: cannot fail.
-        self.rx.view.slice(self.off, self.len as u64, self.rx.snap.alloc.end).unwrap_or(&[])
+        self.rx.view().slice(self.off, self.len as u64, self.rx.snap.alloc.end).unwrap_or(&[])
     }
 }
 
@@ -327,7 +327,7 @@ impl Iterator for OwnedIter {
     type Item = Result<(OwnedBytes, OwnedValue)>;
     fn next(&mut self) -> Option<Self::Item> {
         let reader = self.rx.0.reader();
-        let hasher = self.rx.0.shared.hasher;
+        let hasher = self.rx.0.shared().hasher;
         let l = match self.cursor.next(&reader, &hasher) {
             Ok(Some(l)) => l,
             Ok(None) => return None,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::env::{Shared, meta_signature};
+use crate::env::{MetaSignature, Shared, meta_signature};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
@@ -42,10 +42,32 @@ thread_local! {
 /// # Ok::<(), pheap::Error>(())
 /// ```
 pub struct ReadTxn {
-    pub(super) shared: Arc<Shared>,
-    pub(super) view: Arc<View>,
+    pub(super) ctx: Arc<ReaderCtx>,
     pub(super) snap: Snapshot,
     pin: Pin,
+}
+
+/// What the read transactions one thread begins on one handle share while no meta slot is
+/// written: the handle's state, the latest commit as this thread last chose it, the meta-slot
+/// words it was chosen at, and a mapping that covers it. Each thread has its own
+/// ([`Shared::thread_readers`]), so beginning and ending a read transaction writes only memory of
+/// its own thread: this context's count, the thread's entry and its reader slot (DESIGN §4.5).
+pub(crate) struct ReaderCtx {
+    pub(super) shared: Arc<Shared>,
+    pub(super) view: Arc<View>,
+    snap: Snapshot,
+    sig: MetaSignature,
+}
+
+/// A thread's entry in [`Shared::thread_readers`]: its context, and one idle reader slot it
+/// keeps for its next read transaction. (The lock is only ever contended by a transaction ended
+/// on another thread, or by the handle's close.)
+#[derive(Default)]
+pub(crate) struct ThreadReader {
+    /// `None` once the handle's last [`crate::Heap`] is dropped: a context owns the shared state,
+    /// which owns this entry, so the handle breaks that cycle when it closes.
+    pub(crate) ctx: Option<Arc<ReaderCtx>>,
+    spare: Option<u32>,
 }
 
 impl fmt::Debug for ReadTxn {
@@ -57,21 +79,40 @@ impl fmt::Debug for ReadTxn {
 impl ReadTxn {
     /// Pin the latest commit (I4): publish it, fence, and check that it is still the latest;
     /// a writer either sees the pin or has published a newer commit that the check sees.
+    /// The thread's context is reused while the meta slots read as when it was made (two atomic
+    /// loads per slot); a slot being written changes its transaction id (stored first) or its
+    /// checksum (stored last), so a new or torn slot always misses it.
     pub(crate) fn begin(shared: &Arc<Shared>) -> Result<ReadTxn> {
         shared.check()?;
-        let pin = shared.registry.enter()?;
+        let local = shared.thread_readers.get_or_default();
+        let (mut cached, spare) = {
+            let mut l = local.lock();
+            (l.ctx.clone(), l.spare.take())
+        };
+        let pin = match spare {
+            Some(i) => Pin::Slot(i),
+            None => shared.registry.enter()?,
+        };
         let pinned = (|| loop {
-            let (snap, view, sig) = shared.latest_cached()?;
+            let ctx = match cached.take() {
+                Some(c) if meta_signature(&c.view) == c.sig => c,
+                _ => {
+                    let (snap, view, sig) = shared.latest_cached()?;
+                    let c = Arc::new(ReaderCtx { shared: shared.clone(), view, snap, sig });
+                    local.lock().ctx = Some(c.clone());
+                    c
+                }
+            };
             #[cfg(test)]
             BEFORE_PIN.with(|hook| hook.take().map(|f| f()));
-            shared.registry.pin(pin, snap.txn, snap.alloc.end);
+            shared.registry.pin(pin, ctx.snap.txn, ctx.snap.alloc.end);
             // No slot written since the choice (the common case), or the full choice agrees.
-            if meta_signature(&view) == sig || shared.latest()?.0.txn == snap.txn {
-                return Ok((snap, view));
+            if meta_signature(&ctx.view) == ctx.sig || shared.latest()?.0.txn == ctx.snap.txn {
+                return Ok(ctx);
             }
         })();
         match pinned {
-            Ok((snap, view)) => Ok(ReadTxn { shared: shared.clone(), view, snap, pin }),
+            Ok(ctx) => Ok(ReadTxn { snap: ctx.snap, ctx, pin }),
             Err(e) => {
                 shared.registry.leave(pin);
                 Err(e)
@@ -79,8 +120,18 @@ impl ReadTxn {
         }
     }
 
+    /// The handle's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.ctx.shared
+    }
+
+    /// The mapping the snapshot is read through.
+    pub(crate) fn view(&self) -> &Arc<View> {
+        &self.ctx.view
+    }
+
     pub(super) fn reader(&self) -> Reader<'_> {
-        Reader { view: &self.view, limit: self.snap.alloc.end }
+        Reader { view: &self.ctx.view, limit: self.snap.alloc.end }
     }
 
     pub(crate) fn snapshot(&self) -> &Snapshot {
@@ -89,7 +140,7 @@ impl ReadTxn {
 
     /// The snapshot's top-level map (the methods below are its shorthands).
     pub fn root(&self) -> Map<'_> {
-        Map::new(self.reader(), self.shared.hasher, self.snap.map)
+        Map::new(self.reader(), self.ctx.shared.hasher, self.snap.map)
     }
 
     /// The value of `key`, borrowed from the mapped file ([`Map::get`]). A value of up to
@@ -115,7 +166,7 @@ impl ReadTxn {
     /// As [`Map::get`]; [`Error::Poisoned`] or [`Error::Forked`] if the handle can no longer be
     /// used.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().get(key)
     }
 
@@ -126,7 +177,7 @@ impl ReadTxn {
     ///
     /// As [`ReadTxn::get`].
     pub fn get_verified(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().get_verified(key)
     }
 
@@ -136,7 +187,7 @@ impl ReadTxn {
     ///
     /// As [`ReadTxn::get`].
     pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<Value<'_>>> {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().get_value(key)
     }
 
@@ -149,7 +200,7 @@ impl ReadTxn {
     where
         T: ?Sized + FromBytes + KnownLayout + Immutable,
     {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().get_as(key)
     }
 
@@ -159,7 +210,7 @@ impl ReadTxn {
     ///
     /// As [`ReadTxn::get`].
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().contains_key(key)
     }
 
@@ -169,7 +220,7 @@ impl ReadTxn {
     ///
     /// As [`Map::map`].
     pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<Map<'_>>> {
-        self.shared.check()?;
+        self.ctx.shared.check()?;
         self.root().map(key)
     }
 
@@ -203,10 +254,26 @@ impl<'a> IntoIterator for &'a ReadTxn {
 }
 
 impl Drop for ReadTxn {
+    /// Unpin; the slot becomes the ending thread's spare if it has none, else goes back to the
+    /// handle's pool.
     fn drop(&mut self) {
+        let shared = &self.ctx.shared;
         // A forked child's copy must leave the parent's pin alone.
-        if !self.shared.forked() {
-            self.shared.registry.leave(self.pin);
+        if shared.forked() {
+            return;
+        }
+        if let Pin::Slot(i) = self.pin {
+            shared.registry.unpin(i);
+            if let Some(local) = shared.thread_readers.get() {
+                let mut l = local.lock();
+                if l.spare.is_none() {
+                    l.spare = Some(i);
+                    return;
+                }
+            }
+            shared.registry.release(i);
+        } else {
+            shared.registry.leave(self.pin);
         }
     }
 }
