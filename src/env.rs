@@ -2,10 +2,11 @@
 //! state between transactions, poisoning and fork detection, and the close-time trim.
 
 use std::fmt;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::alloc::{Allocator, Pager};
 use crate::error::{Error, Result};
@@ -15,7 +16,6 @@ use crate::storage::fork::fork_generation;
 use crate::storage::registry::{LivePin, Registry};
 use crate::storage::{Storage, View};
 use crate::trie::KeyHasher;
-use crate::txn::ThreadReader;
 use thread_local::ThreadLocal;
 
 /// When a commit is safe.
@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub registry: Registry,
     /// Serialises this handle's threads before one of them takes the registry's writer lock.
     pub writer: Arc<Mutex<WriterState>>,
+    /// The handle's group commit: its syncs, how far they reached, who holds the registry's
+    /// writer lock for it (DESIGN §4.3). Taken after `writer`, never before.
+    pub group: Group,
     /// [`fork_generation`] when the handle was opened: in a forked child it differs.
     pub fork_gen: u64,
     pub poisoned: AtomicBool,
@@ -80,6 +83,9 @@ pub(crate) struct WriterState {
     /// Largest transaction id in any slot when the allocator was loaded, trusted or not: new
     /// commits take ids above it, so a stale slot never shares an id with a new one.
     pub txn_floor: TxnId,
+    /// A durable commit made while a sync was in flight, waiting for the next one to write its
+    /// meta slot (DESIGN §4.3); the next transaction builds on it.
+    pub staged: Option<Snapshot>,
 }
 
 impl Drop for Shared {
@@ -97,7 +103,8 @@ impl Drop for Shared {
             Ok(Some(ours)) => ours,
             _ => return,
         };
-        let state = self.writer.lock();
+        let mut state = self.writer.lock();
+        merge_synced(&mut state, &self.group.lock());
         // `durable_txn <= loaded <= latest`: a durable last commit that is the latest was loaded.
         if ours && state.alloc.is_some() && state.durable_txn == self.latest_txn() {
             let floor = (|| {
@@ -259,4 +266,137 @@ pub(crate) fn meta_signature(view: &View) -> MetaSignature {
 /// stay intact while the snapshot is pinned (I4, I5).
 pub(crate) fn load_snapshot_alloc(shared: &Shared, snap: &Snapshot) -> Result<Allocator> {
     Allocator::load(Pager::new(shared.storage.clone()), &snap.alloc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit's shared state (the protocol is `txn::group`, DESIGN §4.3)
+
+/// The state of a handle's group commit.
+#[derive(Debug, Default)]
+pub(crate) struct Group {
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct GroupState {
+    /// A sync is in flight, by a syncer that holds neither mutex while it runs. No meta slot is
+    /// written meanwhile (so none can overwrite the one it must find intact).
+    pub syncing: bool,
+    /// The newest commit known durable through this handle's syncs, and its slot.
+    pub synced: Option<(TxnId, usize)>,
+    /// A staged commit awaits a syncer (its snapshot is `WriterState::staged`).
+    pub staged: bool,
+    /// A write transaction of this handle is open.
+    pub writing: bool,
+    /// This handle holds the registry's writer lock.
+    pub locked: bool,
+    /// A sync failed (its error): every commit that waited on it failed; the handle is poisoned.
+    pub failed: Option<(io::ErrorKind, Option<i32>)>,
+}
+
+impl GroupState {
+    /// Nothing of this handle needs the registry's writer lock any more.
+    fn idle(&self) -> bool {
+        self.locked && !self.writing && !self.staged && !self.syncing
+    }
+
+    pub fn synced_txn(&self) -> TxnId {
+        self.synced.map_or(TxnId(0), |s| s.0)
+    }
+
+    /// Give the registry's writer lock back if nothing needs it.
+    pub fn release_if_idle(&mut self, shared: &Shared) {
+        if self.idle() {
+            shared.registry.unlock_writer();
+            self.locked = false;
+        }
+    }
+
+    /// The error every commit that waited on a failed sync gets.
+    pub fn failure(&self) -> Option<Error> {
+        self.failed.map(|(kind, os)| {
+            Error::Io(match os {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(kind, "a sync shared with other commits failed"),
+            })
+        })
+    }
+
+    /// A sync (or the meta-slot write before it) failed with `e`.
+    pub fn fail(&mut self, e: &Error) {
+        let (kind, os) = match e {
+            Error::Io(e) => (e.kind(), e.raw_os_error()),
+            _ => (io::ErrorKind::Other, None),
+        };
+        self.failed = Some((kind, os));
+        self.syncing = false;
+        // The handle is poisoned: the staged commit will never be written; let other
+        // processes write.
+        self.staged = false;
+    }
+}
+
+impl Group {
+    pub fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock()
+    }
+
+    /// Wait until no sync is in flight (the caller holds the writer mutex; syncers never take
+    /// it). `Err` if a sync failed.
+    pub fn wait_idle(&self) -> Result<MutexGuard<'_, GroupState>> {
+        let mut g = self.state.lock();
+        while g.syncing {
+            self.changed.wait(&mut g);
+        }
+        match g.failure() {
+            Some(e) => Err(e),
+            None => Ok(g),
+        }
+    }
+
+    /// Wait for the group's state to change (the caller holds `g`).
+    pub fn wait(&self, g: &mut MutexGuard<'_, GroupState>) {
+        self.changed.wait(g);
+    }
+
+    pub fn notify(&self) {
+        self.changed.notify_all();
+    }
+}
+
+/// The newest commit the handle's syncs made durable, if newer than the writer knows.
+pub(crate) fn merge_synced(w: &mut WriterState, g: &GroupState) {
+    if let Some((txn, slot)) = g.synced
+        && txn > w.durable_txn
+    {
+        w.durable_txn = txn;
+        w.durable_slot = slot;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read contexts (used by `txn::read`, DESIGN §4.5)
+
+/// What the read transactions one thread begins on one handle share while no meta slot is
+/// written: the handle's state, the latest commit as this thread last chose it, the meta-slot
+/// words it was chosen at, and a mapping that covers it. Each thread has its own
+/// ([`Shared::thread_readers`]), so beginning and ending a read transaction writes only memory of
+/// its own thread: this context's count, the thread's entry and its reader slot (DESIGN §4.5).
+pub(crate) struct ReaderCtx {
+    pub shared: Arc<Shared>,
+    pub view: Arc<View>,
+    pub snap: Snapshot,
+    pub sig: MetaSignature,
+}
+
+/// A thread's entry in [`Shared::thread_readers`]: its context, and one idle reader slot it
+/// keeps for its next read transaction. (The lock is only ever contended by a transaction ended
+/// on another thread, or by the handle's close.)
+#[derive(Default)]
+pub(crate) struct ThreadReader {
+    /// `None` once the handle's last [`crate::Heap`] is dropped: a context owns the shared state,
+    /// which owns this entry, so the handle breaks that cycle when it closes.
+    pub ctx: Option<Arc<ReaderCtx>>,
+    pub spare: Option<u32>,
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use thread_local::ThreadLocal;
 
 use crate::check::{CheckReport, check};
-use crate::env::{Shared, WriterState, load_snapshot_alloc};
+use crate::env::{Group, Shared, WriterState, load_snapshot_alloc};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{SkippedCommit, new_heap_image, read_header};
@@ -249,6 +249,7 @@ impl Heap {
             boot,
             registry,
             writer: Arc::new(Mutex::new(WriterState::default())),
+            group: Group::default(),
             fork_gen: fork_generation(),
             poisoned: AtomicBool::new(false),
             verified: Mutex::new(Vec::new()),

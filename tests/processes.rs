@@ -193,3 +193,105 @@ fn one_writer_across_processes() {
     assert_eq!(rx.get(b"child").unwrap(), Some(&b"was here"[..]), "the child's commit is seen");
     heap.check().unwrap();
 }
+
+const GROUP_ENV: &str = "PHEAP_KILL_GROUP_CHILD";
+const GROUP_THREADS: u64 = 4;
+
+/// Child of `killed_group_committers_lose_no_acknowledged_commit`: four threads of one handle
+/// commit durably at once (their commits share syncs, DESIGN §4.3); thread `t`'s commit `i`
+/// inserts key `(t, i)`, resuming after its largest key present, and reports `ack t i`.
+#[test]
+fn group_child_process() {
+    let Ok(path) = std::env::var(GROUP_ENV) else { return };
+    let heap = Heap::open(&path).unwrap();
+    let mut next = [1u64; GROUP_THREADS as usize];
+    for item in heap.begin_read().unwrap().iter() {
+        let (k, _) = item.unwrap();
+        let (t, i) = (u64::from(k[0]), u64::from_be_bytes(k[1..9].try_into().unwrap()));
+        next[t as usize] = next[t as usize].max(i + 1);
+    }
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for t in 0..GROUP_THREADS {
+            let (heap, out, mut i) = (heap.clone(), &out, next[t as usize]);
+            s.spawn(move || {
+                loop {
+                    let mut key = vec![t as u8];
+                    key.extend_from_slice(&i.to_be_bytes());
+                    let mut tx = heap.begin_write().unwrap();
+                    tx.insert(&key, value(i)).unwrap();
+                    tx.commit().unwrap();
+                    use std::io::Write;
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "ack {t} {i}").unwrap();
+                    o.flush().unwrap();
+                    i += 1;
+                }
+            });
+        }
+    });
+}
+
+/// Processes killed while their threads' durable commits share syncs (a sync in flight, commits
+/// staged behind it): every acknowledged commit of every thread is there afterwards, and each
+/// thread's keys are exactly 1..=n for some n (no commit half there, none lost in the middle).
+#[test]
+fn killed_group_committers_lose_no_acknowledged_commit() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(GROUP_ENV).is_ok() {
+        return;
+    }
+    let rounds: u64 =
+        std::env::var("PHEAP_KILL_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500) / 5;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.pheap");
+    let mut acked = [0u64; GROUP_THREADS as usize];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..rounds {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["group_child_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env(GROUP_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut last = [0u64; GROUP_THREADS as usize];
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("ack ") {
+                    let mut f = line[at + 4..].split_whitespace().map(|x| x.parse::<u64>());
+                    let (t, i) = (f.next().unwrap().unwrap(), f.next().unwrap().unwrap());
+                    last[t as usize] = last[t as usize].max(i);
+                }
+            }
+            last
+        });
+        std::thread::sleep(Duration::from_micros(20_000 + rng % 80_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (a, l) in acked.iter_mut().zip(reader.join().unwrap()) {
+            *a = (*a).max(l);
+        }
+        let heap = Heap::open(&path).unwrap();
+        let mut keys: Vec<Vec<u64>> = vec![Vec::new(); GROUP_THREADS as usize];
+        for item in heap.begin_read().unwrap().iter() {
+            let (k, v) = item.unwrap();
+            let (t, i) = (k[0] as usize, u64::from_be_bytes(k[1..9].try_into().unwrap()));
+            assert_eq!(v.bytes().unwrap(), &value(i)[..], "round {round}: value of {t}/{i}");
+            keys[t].push(i);
+        }
+        for (t, ks) in keys.iter_mut().enumerate() {
+            ks.sort_unstable();
+            let n = ks.len() as u64;
+            assert_eq!(*ks, (1..=n).collect::<Vec<_>>(), "round {round}: thread {t}'s keys");
+            assert!(n >= acked[t], "round {round}: thread {t}'s commit {} lost", acked[t]);
+        }
+        heap.check().unwrap();
+    }
+    assert!(acked.iter().all(|&a| a > 0), "a thread never committed: {acked:?}");
+    eprintln!("{rounds} kills of group committers, acknowledged {acked:?}");
+}

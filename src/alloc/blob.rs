@@ -230,7 +230,15 @@ impl Allocator {
             }
         }
         if let Some((start, pages)) = self.blob.take() {
-            self.free_run(start, pages);
+            if std::mem::take(&mut self.blob_unpublished) {
+                // A staged commit's, replaced by this one: no slot refers to it.
+                self.live_bytes = self.live_bytes.saturating_sub(pages * PAGE_SIZE);
+                self.free_bytes += pages * PAGE_SIZE;
+                self.pager.untrack(start, pages * PAGE_SIZE);
+                self.add_run(start, pages);
+            } else {
+                self.free_run(start, pages);
+            }
         }
         for c in 0..NUM_CLASSES {
             if self.classes[c].top.len() > INLINE_MAX {
@@ -248,12 +256,12 @@ impl Allocator {
         // Taking the blob's pages never adds a free run, so the size computed now is an upper
         // bound of the size serialised after.
         // Writing the blob's run header adds at most one extent.
-        let extents_before = if one_phase { self.pager.extents() } else { None };
+        let extents_before = if one_phase { self.pager.extents(self.end) } else { None };
         let extra = extents_before.as_ref().map_or(0, |e| (e.len() + 1) * size_of::<Extent>());
         let bound = (self.blob_size(0) + extra) as u64;
         let pages = record_run_pages(bound);
         let start = self.alloc_live_run(pages, RUN_META)?;
-        let extents = if extents_before.is_some() { self.pager.extents() } else { None };
+        let extents = if extents_before.is_some() { self.pager.extents(self.end) } else { None };
         let bytes = self.serialize(extents.as_deref().unwrap_or(&[]));
         debug_assert_eq!(bytes.len(), self.blob_size(extents.as_ref().map_or(0, |e| e.len())));
         debug_assert!(bytes.len() as u64 <= bound);

@@ -93,6 +93,9 @@ pub(crate) struct Allocator {
     pending_ro: VecDeque<Pending>,
     /// The blob run of the last commit: (start, pages).
     blob: Option<(u64, u64)>,
+    /// That commit is staged (DESIGN §4.3): no meta slot refers to its blob, and none ever will
+    /// once a later commit replaces it, so the next blob may take its run at once.
+    blob_unpublished: bool,
     blob_len: u64,
     blob_checksum: u64,
     live_bytes: u64,
@@ -132,6 +135,7 @@ impl Allocator {
             pending: VecDeque::new(),
             pending_ro: VecDeque::new(),
             blob: None,
+            blob_unpublished: false,
             blob_len: 0,
             blob_checksum: 0,
             live_bytes: 0,
@@ -223,7 +227,6 @@ impl Allocator {
         self.freed_now_ro.clear();
         self.dirty = false;
         self.one_phase = None;
-        self.pager.start_tracking();
         self.floor = self.end;
         while self.pending.front().is_some_and(|p| p.txn <= durable) {
             let p = self.pending.pop_front().expect("checked");
@@ -239,6 +242,11 @@ impl Allocator {
         // Space released above may have lowered `end`: bump allocations there are fresh too.
         self.floor = self.end;
         Ok(())
+    }
+
+    /// Track the writes of transaction `txn` for a one-phase commit ([`Pager::track`]).
+    pub(crate) fn track(&mut self, txn: TxnId, base: TxnId, synced: TxnId, all_synced: bool) {
+        self.pager.track(txn, base, synced, all_synced);
     }
 
     /// Was `off` allocated by the running transaction?
@@ -265,6 +273,11 @@ impl Allocator {
         } else {
             self.freed_now.push(f.pack());
         }
+    }
+
+    /// The last commit's blob is (`false`: is not) referred to by a meta slot.
+    pub(crate) fn set_blob_published(&mut self, published: bool) {
+        self.blob_unpublished = !published;
     }
 
     /// The running transaction committed.

@@ -18,16 +18,31 @@ pub(crate) struct Pager {
     view: Arc<View>,
     /// A write failed: the heap must be poisoned.
     pub(crate) failed: bool,
-    /// Ranges written by the running transaction and still in use (start -> length), while
-    /// they stay few and small enough for a one-phase commit (`None` once they do not).
-    track: Option<BTreeMap<u64, u64>>,
+    /// Ranges written and not yet known synced (start -> length and the transaction that wrote
+    /// them), while they stay few and small enough for a one-phase commit (`None` once they do
+    /// not). Kept across commits while their syncs are in flight (group commit, DESIGN §4.3).
+    track: Option<BTreeMap<u64, (u64, TxnId)>>,
     track_bytes: u64,
+    /// The transaction whose writes are being tracked.
+    writing: TxnId,
+    /// Writes of commits up to this one may be unsynced and are not tracked (tracking restarted
+    /// on top of it): the tracked ranges cover every unsynced write only once it is synced.
+    /// `None`: they always did (tracking started on a synced file).
+    untracked_upto: Option<TxnId>,
 }
 
 impl Pager {
     pub(crate) fn new(storage: Arc<dyn Storage>) -> Pager {
         let view = storage.view();
-        Pager { storage, view, failed: false, track: None, track_bytes: 0 }
+        Pager {
+            storage,
+            view,
+            failed: false,
+            track: None,
+            track_bytes: 0,
+            writing: TxnId(0),
+            untracked_upto: None,
+        }
     }
     pub(crate) fn view(&self) -> &Arc<View> {
         &self.view
@@ -55,7 +70,7 @@ impl Pager {
     fn note_write(&mut self, off: Offset, len: u64, res: Result<()>) -> Result<()> {
         self.failed |= res.is_err();
         if let Some(t) = &mut self.track {
-            let old = t.insert(off.0, len).unwrap_or(0);
+            let old = t.insert(off.0, (len, self.writing)).map_or(0, |o| o.0);
             self.track_bytes = self.track_bytes + len - old.min(self.track_bytes);
             if t.len() > 4 * MAX_ONE_PHASE_EXTENTS || self.track_bytes > MAX_ONE_PHASE_BYTES {
                 self.track = None;
@@ -64,28 +79,50 @@ impl Pager {
         res
     }
 
-    pub(super) fn start_tracking(&mut self) {
-        self.track = Some(BTreeMap::new());
-        self.track_bytes = 0;
+    /// Track the writes of transaction `txn`, built on commit `base`. `synced`: the newest commit
+    /// known synced (every write of it and of earlier commits is on disk); `all_synced`:
+    /// everything written before now is (the file was just settled). Ranges last written by commits up to `synced` are
+    /// forgotten; the others stay tracked, so that a one-phase commit on top of commits whose
+    /// sync is still in flight lists their writes too.
+    pub(super) fn track(&mut self, txn: TxnId, base: TxnId, synced: TxnId, all_synced: bool) {
+        self.writing = txn;
+        if all_synced || self.track.is_none() {
+            self.track = Some(BTreeMap::new());
+            self.track_bytes = 0;
+            self.untracked_upto = (!all_synced).then_some(base);
+        } else if let Some(t) = &mut self.track {
+            t.retain(|_, w| w.1 > synced);
+            self.track_bytes = t.values().map(|w| w.0).sum();
+        }
+        if self.untracked_upto.is_some_and(|u| u <= synced) {
+            self.untracked_upto = None;
+        }
     }
 
-    /// Forget the writes inside `start..start + len`: the transaction freed that space again, so
-    /// a later commit may reuse it and its content is not part of this commit (writes never
-    /// straddle a record's bounds).
+    /// Forget the writes inside `start..start + len`: the transaction freed that space, so no
+    /// commit from this one on reaches it, and a later commit may reuse it before a sync: a
+    /// commit's extents list only what its snapshot reaches, or an overwrite of freed space
+    /// would fail the check of an acknowledged commit (writes never straddle a record's bounds).
+    /// A commit made earlier keeps its own list in its blob.
     pub(super) fn untrack(&mut self, start: u64, len: u64) {
         if let Some(t) = &mut self.track {
             let inside: Vec<u64> = t.range(start..start + len).map(|(&o, _)| o).collect();
             for o in inside {
-                self.track_bytes -= t.remove(&o).unwrap_or(0).min(self.track_bytes);
+                self.track_bytes -= t.remove(&o).map_or(0, |w| w.0).min(self.track_bytes);
             }
         }
     }
 
-    /// The ranges written and still in use, coalesced, if still tracked.
-    pub(super) fn extents(&self) -> Option<Vec<(u64, u64)>> {
+    /// The ranges below `end` written and not known synced, coalesced, if they are all tracked.
+    /// (Ranges at or past `end` were given back by a later commit: its snapshot reaches none.)
+    pub(super) fn extents(&self, end: u64) -> Option<Vec<(u64, u64)>> {
+        if self.untracked_upto.is_some() {
+            return None;
+        }
         let t = self.track.as_ref()?;
         let mut out: Vec<(u64, u64)> = Vec::with_capacity(t.len());
-        for (&off, &len) in t {
+        for (&off, &(len, _)) in t.range(..end) {
+            let len = len.min(end - off);
             match out.last_mut() {
                 Some((o, l)) if off <= *o + *l => *l = (*l).max(off + len - *o),
                 _ => out.push((off, len)),

@@ -157,8 +157,9 @@ impl Allocator {
         // commit then refuses (I16); the count must not wrap before that.
         self.live_bytes = self.live_bytes.saturating_sub(s);
         self.free_bytes += s;
+        // No commit from now on reaches it: its bytes leave the tracked extents (DESIGN §4.3).
+        self.pager.untrack(off.0, s);
         if self.is_fresh(off) {
-            self.pager.untrack(off.0, s);
             self.classes[c].top.push(off.0);
         } else {
             self.defer(Freed::Slot { off: off.0, class: c }, off.0);
@@ -170,8 +171,8 @@ impl Allocator {
         self.dirty = true;
         self.live_bytes = self.live_bytes.saturating_sub(pages * PAGE_SIZE);
         self.free_bytes += pages * PAGE_SIZE;
+        self.pager.untrack(start, pages * PAGE_SIZE);
         if self.is_fresh(Offset(start)) {
-            self.pager.untrack(start, pages * PAGE_SIZE);
             self.add_run(start, pages);
         } else {
             self.defer(Freed::Run { start, pages }, start);

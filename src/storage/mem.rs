@@ -84,6 +84,8 @@ struct MemState {
     ops: u64,
     syncs: u64,
     fail: Option<FailPlan>,
+    /// How long each sync takes (tests of group commit make syncs overlap commits).
+    sync_delay: std::time::Duration,
 }
 
 pub(crate) struct MemStorage {
@@ -144,6 +146,7 @@ impl MemStorage {
             ops: 0,
             syncs: 0,
             fail: None,
+            sync_delay: std::time::Duration::ZERO,
         };
         s
     }
@@ -158,6 +161,11 @@ impl MemStorage {
         let st = self.state.lock();
         let next = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
         st.fail.is_some_and(|p| p.at >= next)
+    }
+
+    /// Make every sync take `d` (slept before the sync takes effect, outside the disk's lock).
+    pub(crate) fn set_sync_delay(&self, d: std::time::Duration) {
+        self.state.lock().sync_delay = d;
     }
 
     /// Number of syncs so far.
@@ -350,6 +358,10 @@ impl Storage for MemStorage {
     }
 
     fn sync(&self) -> Result<()> {
+        let delay = self.state.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut st = self.state.lock();
         let res = Self::tick_kind(&mut st, true);
         st.syncs += 1;

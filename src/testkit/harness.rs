@@ -222,6 +222,40 @@ impl Harness {
                     Err(e) => self.failure("commit", e),
                 }
             }
+            Op::Pipelined { .. } if self.poisoned => {}
+            Op::Pipelined { key, value } => {
+                let Some((t, m)) = self.tx.take() else { return };
+                self.history.begin(&m);
+                let first = match t.commit_pending() {
+                    Ok(p) => p,
+                    Err(e) => return self.failure("commit_pending", e),
+                };
+                // The second transaction builds on the staged one, which it contains. (A key
+                // that holds a map gets a suffix: replacing a map by bytes is an error.)
+                let mut key = key;
+                while matches!(m.get(&key), Some(Val::Map(_))) {
+                    key.push(b'+');
+                }
+                let mut second = m.clone();
+                second.insert(key.clone(), Val::plain(&value));
+                self.history.begin_pipelined(&second);
+                let res = self.heap().begin_write().and_then(|mut t2| {
+                    assert_eq!(txn_contents(&t2), m, "a transaction sees the staged commit");
+                    t2.insert(&key, &value)?;
+                    t2.commit_pending()
+                });
+                let waited = first.wait();
+                let both = res.and_then(|p| waited.and(p.wait()));
+                match both {
+                    Ok(()) => {
+                        self.history.acknowledge(m, true);
+                        self.history.acknowledge(second, true);
+                        self.history.pipelined.clear();
+                        self.verify_readers();
+                    }
+                    Err(e) => self.failure("pipelined commit", e),
+                }
+            }
             Op::Abort => drop(self.tx.take()),
             Op::Checkpoint if self.poisoned || self.tx.is_some() => {}
             Op::Checkpoint => {

@@ -12,6 +12,9 @@ pub struct History {
     pub acked: Vec<(Model, bool)>,
     /// The state of the commit whose call had not returned, or failed.
     pub in_flight: Option<Model>,
+    /// Earlier commits made and not yet acknowledged, whose wait was still to come (staged
+    /// durable commits, DESIGN §4.3): a crash may leave any of them too.
+    pub pipelined: Vec<Model>,
     /// A commit whose call failed and that a process crash then forgot: until a write
     /// transaction settles the file (S2), a power loss may still bring it back.
     pub in_doubt: Option<Model>,
@@ -20,7 +23,12 @@ pub struct History {
 impl History {
     /// A history starting from `start`, durable.
     pub fn new(start: Model) -> History {
-        History { acked: vec![(start, true)], in_flight: None, in_doubt: None }
+        History {
+            acked: vec![(start, true)],
+            in_flight: None,
+            pipelined: Vec::new(),
+            in_doubt: None,
+        }
     }
 
     /// The latest acknowledged state.
@@ -31,6 +39,11 @@ impl History {
     /// A commit of `m` is being made.
     pub fn begin(&mut self, m: &Model) {
         self.in_flight = Some(m.clone());
+    }
+
+    /// A commit of `m` is being made while the one in flight is not acknowledged yet.
+    pub fn begin_pipelined(&mut self, m: &Model) {
+        self.pipelined.extend(self.in_flight.replace(m.clone()));
     }
 
     /// The commit of `m` returned `Ok`. (`in_flight` stays: it is that same state until the next
@@ -60,6 +73,7 @@ impl History {
         let from = self.floor(from_durable);
         self.acked[from..].iter().any(|a| a.0 == *got)
             || self.in_flight.as_ref() == Some(got)
+            || self.pipelined.contains(got)
             || self.in_doubt.as_ref() == Some(got)
     }
 
@@ -69,6 +83,7 @@ impl History {
     /// sync may not have finished) unless a power loss just proved it durable.
     pub fn recovered(&mut self, got: Model, power: bool, failed: bool) {
         let from = self.floor(power || failed);
+        self.pipelined.clear();
         if !power && failed && self.in_flight.as_ref() != Some(&got) {
             self.in_doubt = self.in_flight.take().or(self.in_doubt.take());
         } else if power {

@@ -54,6 +54,15 @@ pub enum Op {
         /// `Durability::Immediate`, else `Durability::None`.
         durable: bool,
     },
+    /// Group commit on one thread (DESIGN §4.3): commit the open write transaction durably
+    /// without waiting for its sync (staged), insert `key` in a new one on top of it, commit that
+    /// the same way, then wait for both.
+    Pipelined {
+        /// The key the second transaction inserts.
+        key: Vec<u8>,
+        /// Its value.
+        value: Vec<u8>,
+    },
     /// Drop the open write transaction.
     Abort,
     /// `Heap::checkpoint`.
@@ -109,6 +118,7 @@ impl Op {
                     9 => Op::Abort,
                     10 => Op::Checkpoint,
                     11 if b % 8 == 0 => Op::Compact { always: false },
+                    11 if b % 8 == 1 => Op::Pipelined { key: vec![c % 32], value: vec![c; 40] },
                     12 => Op::Fail { op: b as u64 % 16, kind: c, persistent: c % 2 == 0 },
                     13 => Op::Crash,
                     14 | 15 => Op::PowerLoss { kind: b, seed: c as u64 },
@@ -228,6 +238,8 @@ mod strategies {
             30 => insert,
             10 => (0u8..40).prop_map(|k| Op::Remove { key: sim_key(k) }),
             8 => any::<bool>().prop_map(|durable| Op::Commit { durable }),
+            3 => (0u8..40, any::<u8>())
+                .prop_map(|(k, v)| Op::Pipelined { key: sim_key(k), value: vec![v; 30] }),
             2 => Just(Op::Abort),
             2 => Just(Op::Checkpoint),
             2 => Just(Op::Crash),

@@ -1,130 +1,207 @@
 //! The commit protocol (DESIGN §4): write beside, sync, switch one meta slot, sync; and what a
 //! failed sync leaves behind (S1, §4.6).
 
+use std::sync::Arc;
+
 use super::Durability;
+use super::group::{After, forget_unsynced, hand_over, sync_as_syncer, wait_durable, write_slot};
 use super::write::WriteTxn;
+use crate::env::Shared;
+use crate::env::merge_synced;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::format::*;
-use crate::meta::{Snapshot, encode_meta, read_slots};
+use crate::meta::Snapshot;
+
+/// A durable commit made but not yet known durable ([`WriteTxn::commit_pending`]).
+#[derive(Debug)]
+#[must_use = "a pending commit is acknowledged only by `wait`"]
+pub(crate) struct PendingCommit {
+    shared: Arc<Shared>,
+    after: After,
+}
+
+impl PendingCommit {
+    /// Return once the commit is durable (or as [`WriteTxn::commit`] fails).
+    pub(crate) fn wait(self) -> Result<()> {
+        match self.after {
+            After::Done => Ok(()),
+            After::Sync { txn, slot, durable } => {
+                sync_as_syncer(&self.shared, txn, slot, durable)?;
+                hand_over(&self.shared);
+                Ok(())
+            }
+            After::Wait(txn) => wait_durable(&self.shared, txn),
+        }
+    }
+}
 
 impl WriteTxn {
-    /// A sync of this commit: a failure also forgets what was not known synced (I13).
+    /// A sync of this commit (two-phase, under the writer mutex): a failure also forgets what was
+    /// not known synced (I13) and fails every commit waiting on the handle's syncs.
     fn sync_commit(&self) -> Result<()> {
-        self.shared.storage.sync().inspect_err(|_| {
+        self.shared.storage.sync().inspect_err(|e| {
             self.shared.poison();
-            self.forget_unsynced();
+            forget_unsynced(&self.shared, self.guard.durable_txn);
+            let mut g = self.shared.group.lock();
+            g.fail(e);
+            g.release_if_idle(&self.shared);
+            self.shared.group.notify();
         })
-    }
-
-    /// After a failed sync: the kernel may have dropped the unsynced pages while keeping them
-    /// readable (Linux marks them clean), so a later process would trust commits whose data never
-    /// reaches the disk, and build durable commits on them. Invalidate, in the page cache, every
-    /// meta slot newer than the last commit known synced: every later opener starts from it
-    /// (I13). Best effort: if these writes fail too, nothing more can be done.
-    fn forget_unsynced(&self) {
-        let view = self.shared.storage.view();
-        for s in read_slots(&view, &self.shared.boot) {
-            if s.txn > self.guard.durable_txn {
-                let _ = self.shared.storage.write_meta(META_OFFSETS[s.slot], &[0; META_SIZE]);
-            }
-        }
     }
 
     /// Make the changes visible (and, with [`Durability::Immediate`], durable): when it returns
     /// `Ok`, every new read transaction of any process sees them, and they are never undone.
     ///
+    /// Durable commits of several threads of one handle share syncs (group commit, DESIGN
+    /// §4.3): while one sync is in flight the next commits are made and wait for the next sync,
+    /// which covers them all.
+    ///
     /// # Errors
     ///
-    /// [`Error::Io`] when a write or a sync fails: the commit did not happen as far as any later
-    /// opener is concerned (a failed sync makes the heap forget every commit it could not prove
-    /// synced, DESIGN §4.6), and the handle is poisoned; [`Error::TxnFailed`] after an earlier
-    /// failure of the transaction.
-    pub fn commit(mut self) -> Result<()> {
+    /// [`Error::Io`] when a write or a sync fails (also a sync shared with other commits): the
+    /// commit did not happen as far as any later opener is concerned (a failed sync makes the
+    /// heap forget every commit it could not prove synced, DESIGN §4.6), and the handle is
+    /// poisoned; [`Error::TxnFailed`] after an earlier failure of the transaction.
+    pub fn commit(self) -> Result<()> {
+        self.commit_with(false)?.wait()
+    }
+
+    /// Commit, but when the commit is durable and one-phase, return before any sync: it is
+    /// staged (DESIGN §4.3) and acknowledged by [`PendingCommit::wait`]. Tests use it to make
+    /// group commits on one thread.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    pub(crate) fn commit_pending(self) -> Result<PendingCommit> {
+        self.commit_with(true)
+    }
+
+    fn commit_with(mut self, stage: bool) -> Result<PendingCommit> {
         self.usable()?;
-        let res = self.commit_inner();
+        let res = self.commit_inner(stage);
         if res.is_err() {
             // Whatever was written is unreachable from any meta slot; reload on next begin.
             self.guard.alloc = None;
         }
         self.done = true;
-        res
+        let shared = self.shared.clone();
+        // Lets the writer mutex go (and the registry's writer lock, unless a sync or a staged
+        // commit still needs it).
+        drop(self);
+        Ok(PendingCommit { shared, after: res? })
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    fn commit_inner(&mut self, stage: bool) -> Result<After> {
         let txn = TxnId(self.txn_id());
         // Where the boot id is unknown a non-durable commit could not be told from one of an
-        // earlier boot (it would not be trusted, even by its own handle): every commit is durable.
-        let durable = self.durability == Durability::Immediate || !self.shared.boot_known();
+        // earlier boot (it would not be trusted, even by its own handle): every commit is
+        // durable. A commit on top of a staged one carries that one's waiters: durable too.
+        let durable = self.durability == Durability::Immediate
+            || !self.shared.boot_known()
+            || self.guard.staged.is_some();
         let durable_txn = self.guard.durable_txn;
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
         let pins: Vec<TxnId> = self.pins.iter().map(|p| p.txn).collect();
         let no_reader_since = move |t: TxnId| !pins.iter().any(|&p| t <= p && p < txn);
-        // One sync suffices only on top of a durable commit: otherwise earlier non-durable
-        // data, which the extents do not list, could be missing after a power loss.
-        let one_phase_ok = durable && durable_txn == self.base.txn;
-        let summary = match self.alloc().persist(txn, durable_txn, one_phase_ok, &no_reader_since) {
+        // One sync suffices when every write not known synced is listed (the allocator knows
+        // whether it tracked them all, DESIGN §4.3).
+        let summary = match self.alloc().persist(txn, durable_txn, durable, &no_reader_since) {
             Ok(s) => s,
             Err(e) => return self.fail(e),
         };
-        if durable && !summary.one_phase {
-            self.sync_commit()?;
-        }
         let snap = Snapshot {
             txn,
             map: self.map,
-            slot: self.free_slot(),
+            slot: 0, // chosen when the slot is written
             durable,
             same_boot: true,
             alloc: summary,
         };
-        let meta = encode_meta(&snap, &self.shared.boot);
-        self.shared
-            .storage
-            .write_meta(META_OFFSETS[snap.slot], &meta)
-            .inspect_err(|_| self.shared.poison())?;
-        self.guard.latest_slot = snap.slot;
+        // Compaction's last commit gives the file's tail back right after its sync: it syncs
+        // under the writer mutex.
+        if durable && summary.one_phase && !self.shrink_fully {
+            return self.commit_grouped(snap, stage);
+        }
+        // Meta slots are written only while no sync of the handle is in flight (the syncer
+        // must find its slot intact); this commit is its own syncer.
+        let mut g = self.shared.group.wait_idle()?;
+        merge_synced(&mut self.guard, &g);
+        g.syncing = durable;
+        drop(g);
+        if durable && !summary.one_phase {
+            self.sync_commit()?;
+        }
+        self.alloc().set_blob_published(true);
+        let slot = write_slot(&self.shared, &mut self.guard, &snap)?;
         if durable {
             self.sync_commit()?;
-            self.guard.durable_slot = snap.slot;
+            self.guard.durable_slot = slot;
             self.guard.durable_txn = txn;
+            // It contains any staged commit, whose waiters it satisfies.
+            self.guard.staged = None;
+            let mut g = self.shared.group.lock();
+            g.synced = Some((txn, slot));
+            g.syncing = false;
+            g.staged = false;
+            self.shared.group.notify();
         }
         self.alloc().committed(durable);
         self.guard.loaded = txn;
         if durable {
             self.shrink();
         }
-        Ok(())
+        Ok(After::Done)
+    }
+
+    /// A durable one-phase commit: stage it while a sync of the handle is in flight (or when
+    /// asked to), else write its meta slot and become the syncer (DESIGN §4.3).
+    fn commit_grouped(&mut self, snap: Snapshot, stage: bool) -> Result<After> {
+        // Its records count as reachable from a durable commit from now on (whether it becomes
+        // durable itself or through a later commit that contains it): freed later, they wait
+        // for a durable commit (I3).
+        self.alloc().committed(true);
+        self.guard.loaded = snap.txn;
+        let mut g = self.shared.group.lock();
+        if stage || g.syncing {
+            self.guard.staged = Some(snap);
+            g.staged = true;
+            self.guard.alloc.as_mut().expect("loaded").set_blob_published(false);
+            return Ok(After::Wait(snap.txn));
+        }
+        merge_synced(&mut self.guard, &g);
+        g.syncing = true;
+        g.staged = false;
+        drop(g);
+        self.guard.staged = None;
+        self.alloc().set_blob_published(true);
+        let durable = self.guard.durable_txn;
+        match write_slot(&self.shared, &mut self.guard, &snap) {
+            Ok(slot) => Ok(After::Sync { txn: snap.txn, slot, durable }),
+            Err(e) => {
+                let mut g = self.shared.group.lock();
+                g.fail(&e);
+                self.shared.group.notify();
+                Err(e)
+            }
+        }
     }
 
     /// Give back the file's tail when it holds nothing any commit or snapshot can reach and
     /// is long enough to be worth it (twice the growth step, so growth and shrinking do not
     /// alternate). Only right after a durable commit, whose sync covered every write the slots
     /// refer to (S3): the truncation needs no sync of its own, so no failure here can touch a
-    /// commit that was acknowledged. Best effort: a failure here loses nothing.
-    fn shrink(&mut self) {
+    /// commit that was acknowledged. (Or at the start of a transaction whose base is such a
+    /// commit, nothing written since: after group commits, whose syncers hold no lock.) Best
+    /// effort: a failure here loses nothing.
+    pub(super) fn shrink(&mut self) {
         let len = self.shared.storage.len();
         let Ok(Some(floor)) = self.shared.shrink_floor(&self.pins, self.anonymous) else { return };
         let slack = if self.shrink_fully { 0 } else { (floor / 64).max(256 << 10) };
         let keep = (floor + slack).next_multiple_of(PAGE_SIZE);
-        let worth = if self.shrink_fully { 0 } else { (4 << 20u64).max(len / 16) };
+        let worth = if self.shrink_fully { 0 } else { super::write::SHRINK_WORTH.max(len / 16) };
         if len > keep && len - keep >= worth {
             let _ = self.shared.storage.truncate(keep);
         }
-    }
-
-    /// The slot this commit writes: neither the last durable commit's nor the latest's (I2);
-    /// of the others, the one holding the oldest commit (or none), so that every slot turns
-    /// over and no stale slot keeps the file long (I12).
-    fn free_slot(&self) -> usize {
-        let view = self.shared.storage.view();
-        let held = read_slots(&view, &self.shared.boot);
-        let txn_of = |i: usize| held.iter().find(|s| s.slot == i).map_or(TxnId(0), |s| s.txn);
-        (0..META_SLOTS)
-            .filter(|&i| i != self.guard.durable_slot && i != self.guard.latest_slot)
-            .min_by_key(|&i| txn_of(i))
-            .expect("three slots")
     }
 }

@@ -8,6 +8,7 @@
 //! commit, never a mix, and never one older than the latest acknowledged.
 
 mod commit;
+mod group;
 mod map;
 mod owned;
 mod read;
@@ -17,7 +18,6 @@ pub use crate::env::Durability;
 pub use map::{Iter, Map, MapMut, Value};
 pub use owned::{IterPosition, OrderedIter, OwnedBytes, OwnedIter, OwnedValue, SharedRead};
 pub use read::ReadTxn;
-pub(crate) use read::ThreadReader;
 pub use write::WriteTxn;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::env::{MetaSignature, Shared, meta_signature};
+use crate::env::{ReaderCtx, Shared, meta_signature};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
@@ -45,29 +45,6 @@ pub struct ReadTxn {
     pub(super) ctx: Arc<ReaderCtx>,
     pub(super) snap: Snapshot,
     pin: Pin,
-}
-
-/// What the read transactions one thread begins on one handle share while no meta slot is
-/// written: the handle's state, the latest commit as this thread last chose it, the meta-slot
-/// words it was chosen at, and a mapping that covers it. Each thread has its own
-/// ([`Shared::thread_readers`]), so beginning and ending a read transaction writes only memory of
-/// its own thread: this context's count, the thread's entry and its reader slot (DESIGN §4.5).
-pub(crate) struct ReaderCtx {
-    pub(super) shared: Arc<Shared>,
-    pub(super) view: Arc<View>,
-    snap: Snapshot,
-    sig: MetaSignature,
-}
-
-/// A thread's entry in [`Shared::thread_readers`]: its context, and one idle reader slot it
-/// keeps for its next read transaction. (The lock is only ever contended by a transaction ended
-/// on another thread, or by the handle's close.)
-#[derive(Default)]
-pub(crate) struct ThreadReader {
-    /// `None` once the handle's last [`crate::Heap`] is dropped: a context owns the shared state,
-    /// which owns this entry, so the handle breaks that cycle when it closes.
-    pub(crate) ctx: Option<Arc<ReaderCtx>>,
-    spare: Option<u32>,
 }
 
 impl fmt::Debug for ReadTxn {

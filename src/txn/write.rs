@@ -81,8 +81,23 @@ impl WriteTxn {
         } else {
             shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
         };
-        let Some(length_known) = shared.registry.lock_writer(wait)? else {
-            return Err(Error::WriteInProgress);
+        // The registry's writer lock: this handle may hold it still (a staged commit, a sync in
+        // flight); then no other handle can have changed the file since.
+        let held = {
+            let mut g = shared.group.lock();
+            g.writing = g.locked;
+            g.locked
+        };
+        let length_known = if held {
+            true
+        } else {
+            let Some(known) = shared.registry.lock_writer(wait)? else {
+                return Err(Error::WriteInProgress);
+            };
+            let mut g = shared.group.lock();
+            g.locked = true;
+            g.writing = true;
+            known
         };
         WRITERS.lock().push((heap, me));
         let mut tx = WriteTxn {
@@ -103,46 +118,62 @@ impl WriteTxn {
         if !length_known {
             shared.storage.refresh()?;
         }
-        let (snap, _) = shared.latest()?;
+        // The latest commit readers can see; the base is the staged commit if there is one
+        // (DESIGN §4.3), which contains it.
+        let (latest, _) = shared.latest()?;
+        let snap = tx.guard.staged.unwrap_or(latest);
         let reload = tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn;
         // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
         // allocator must be read anew: settle what the page cache holds before building on it.
-        if reload || !length_known {
+        let settled = reload || !length_known;
+        if settled {
             tx.settle()?;
         }
         if reload {
-            tx.load(&snap)?;
+            tx.load(&snap, latest.slot)?;
         }
+        crate::env::merge_synced(&mut tx.guard, &shared.group.lock());
         let durable = tx.guard.durable_txn;
         // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
-        // that pins after the scan re-checks and holds `snap` or newer.
+        // that pins after the scan re-checks and holds `latest` or newer.
         let pins = shared.registry.live_pins(true)?;
-        if let Some(p) = pins.iter().find(|p| p.txn > snap.txn) {
+        if let Some(p) = pins.iter().find(|p| p.txn > latest.txn) {
             // A reader holds a commit newer than every valid slot: one a failed sync made the
             // heap forget (I13). Its records lie in space the latest commit counts as free, so
             // nothing may be written until it ends.
             return Err(Error::DiscardedCommitPinned { txn_id: p.txn.0 });
         }
-        let mut readers = pins.first().map_or(TxnId(u64::MAX), |p| p.txn);
-        if let Some(t) = shared.registry.anonymous_horizon(snap.txn)? {
+        let mut readers = pins.first().map_or(latest.txn, |p| p.txn.min(latest.txn));
+        if let Some(t) = shared.registry.anonymous_horizon(latest.txn)? {
             readers = readers.min(t);
             tx.anonymous = true;
         }
         tx.pins = pins;
+        // A group commit's syncer gives nothing back (it holds no lock after its sync): the
+        // next transaction on that durable commit does (S3).
+        if tx.guard.staged.is_none()
+            && durable == latest.txn
+            && shared.storage.len().saturating_sub(latest.alloc.end) >= SHRINK_WORTH
+        {
+            tx.shrink();
+        }
+        tx.base = snap;
+        // Before `begin_txn`: releasing batches and sweeping write too.
+        let txn = TxnId(tx.txn_id());
+        tx.alloc().track(txn, snap.txn, durable, settled);
         let res = tx.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
             tx.guard.alloc = None;
             return Err(e);
         }
-        tx.base = snap;
         tx.map = snap.map;
         Ok(tx)
     }
 
     /// Load the allocator of commit `snap` and learn which slot holds the last durable commit.
     /// The caller has settled the file (S2).
-    fn load(&mut self, snap: &Snapshot) -> Result<()> {
+    fn load(&mut self, snap: &Snapshot, latest_slot: usize) -> Result<()> {
         self.guard.alloc = None;
         let storage = self.shared.storage.clone();
         let alloc = Allocator::load(Pager::new(storage), &snap.alloc)?;
@@ -154,9 +185,9 @@ impl WriteTxn {
         g.txn_floor = stale.iter().map(|s| s.txn).max().unwrap_or(snap.txn);
         g.alloc = Some(alloc);
         g.loaded = snap.txn;
-        g.latest_slot = snap.slot;
+        g.latest_slot = latest_slot;
         (g.durable_txn, g.durable_slot) =
-            durable.map_or((TxnId(0), snap.slot), |d| (d.txn, d.slot));
+            durable.map_or((TxnId(0), latest_slot), |d| (d.txn, d.slot));
         Ok(())
     }
 
@@ -508,10 +539,16 @@ impl Drop for WriteTxn {
         if self.locked && !self.shared.forked() {
             let heap = heap_id(&self.shared);
             WRITERS.lock().retain(|&(h, _)| h != heap);
-            self.shared.registry.unlock_writer();
+            // The registry's writer lock goes unless a staged commit or a sync still needs it.
+            let mut g = self.shared.group.lock();
+            g.writing = false;
+            g.release_if_idle(&self.shared);
         }
     }
 }
+
+/// Least tail worth giving back (see `WriteTxn::shrink`).
+pub(super) const SHRINK_WORTH: u64 = 4 << 20;
 
 /// The thread that began the write transaction of each heap file this process holds (files by
 /// device and inode, so every handle of one file counts): a second `begin_write` on that thread

@@ -15,6 +15,7 @@
 // it is sound where it is made.
 #![allow(unsafe_code)]
 
+mod committers;
 mod data;
 mod report;
 mod resume;
@@ -51,6 +52,9 @@ pub struct Results {
     /// What was left out of this run, and why.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Concurrent durable commits per second by `store/threads|processes/N`, one per sample.
+    #[serde(default)]
+    pub committers: BTreeMap<String, Vec<f64>>,
 }
 
 pub const MODES: [&str; 2] = ["durable", "no-sync"];
@@ -61,6 +65,7 @@ struct Options {
     stores: Vec<String>,
     resume: bool,
     workload: bool,
+    commits: bool,
     scratch: PathBuf,
     docs: PathBuf,
     report: Option<PathBuf>,
@@ -75,6 +80,7 @@ fn parse_options(args: &[String]) -> Options {
         stores: STORES.iter().map(|s| s.to_string()).collect(),
         resume: true,
         workload: true,
+        commits: true,
         scratch: std::env::temp_dir().join("pheap-compare"),
         docs: root.join("docs"),
         report: None,
@@ -88,7 +94,15 @@ fn parse_options(args: &[String]) -> Options {
             "--samples" => o.samples = value().parse().unwrap_or_else(|_| usage(arg)),
             "--stores" => o.stores = value().split(',').map(str::to_string).collect(),
             "--no-resume" => o.resume = false,
-            "--resume-only" => o.workload = false,
+            "--resume-only" => {
+                o.workload = false;
+                o.commits = false;
+            }
+            "--no-commits" => o.commits = false,
+            "--commits-only" => {
+                o.workload = false;
+                o.resume = false;
+            }
             "--scratch" => o.scratch = value().into(),
             "--docs" => o.docs = value().into(),
             "--report" => o.report = Some(value().into()),
@@ -123,6 +137,8 @@ fn main() {
         Some("__run") => return child_run(&args[1..]),
         Some("__build") => return child_build(&args[1..]),
         Some("__resume") => return child_resume(&args[1..]),
+        Some("__commit") => return child_commit(&args[1..]),
+        Some("__commit_threads") => return child_commit_threads(&args[1..]),
         Some("__floor") => {
             println!("0 0");
             return;
@@ -162,6 +178,7 @@ fn measure(o: &Options, args: &[String]) -> Results {
         resume: BTreeMap::new(),
         builds: BTreeMap::new(),
         notes: Vec::new(),
+        committers: BTreeMap::new(),
     };
     if o.workload {
         for sample in 0..o.samples {
@@ -194,11 +211,55 @@ fn measure(o: &Options, args: &[String]) -> Results {
             }
         }
     }
+    if o.commits {
+        save(&results, &o.docs);
+        measure_committers(o, &mut results);
+    }
     if o.resume {
         save(&results, &o.docs); // the workload's samples survive a failure in what follows
         measure_resume(o, &mut results);
     }
     results
+}
+
+/// Concurrent durable commits: every store, every count, threads and (where the store allows
+/// it) processes; stores in turn within each sample, each run in a fresh directory.
+fn measure_committers(o: &Options, results: &mut Results) {
+    let secs = if o.quick { 1.0 } else { 2.0 };
+    for sample in 0..o.samples {
+        for store in o.stores.iter().filter(|s| *s != "HashMap") {
+            for n in committers::COUNTS {
+                for kind in ["threads", "processes"] {
+                    if kind == "processes" && !committers::multi_process(store) {
+                        continue;
+                    }
+                    let dir = fresh_dir(&o.scratch, &format!("commit-{store}"));
+                    let rate = if kind == "threads" {
+                        let out = Command::new(std::env::current_exe().unwrap())
+                            .args(["__commit_threads", store, &n.to_string(), &secs.to_string()])
+                            .arg(&dir)
+                            .output()
+                            .unwrap();
+                        assert!(out.status.success(), "{store} committers failed");
+                        String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap()
+                    } else {
+                        committers::processes(store, &dir, n, secs)
+                    };
+                    eprintln!(
+                        "sample {}/{} {store:6} {n} {kind:9} {rate:8.0} durable commits/s",
+                        sample + 1,
+                        o.samples
+                    );
+                    results.committers.entry(format!("{store}/{kind}/{n}")).or_default().push(rate);
+                    std::fs::remove_dir_all(&dir).unwrap();
+                }
+            }
+        }
+    }
+    results.notes.push(
+        "Concurrent commits by processes: redb and sled open a store in one process at a time,          so they have thread rows only."
+            .into(),
+    );
 }
 
 fn save(results: &Results, docs: &Path) {
@@ -303,4 +364,17 @@ fn child_resume(args: &[String]) {
     };
     let p = |s: &String| s.parse::<usize>().unwrap();
     resume::child(store, Path::new(dir), p(index), p(key_len), p(value_len));
+}
+
+fn child_commit(args: &[String]) {
+    let [store, who, secs, dir] = args else { panic!("__commit STORE WHO SECS DIR") };
+    let (who, secs) = (who.parse().unwrap(), secs.parse().unwrap());
+    with_store!(store.as_str(), S => committers::process_child::<S>(Path::new(dir), who, secs));
+}
+
+fn child_commit_threads(args: &[String]) {
+    let [store, n, secs, dir] = args else { panic!("__commit_threads STORE N SECS DIR") };
+    let (n, secs) = (n.parse().unwrap(), secs.parse().unwrap());
+    let rate = with_store!(store.as_str(), S => committers::threads::<S>(Path::new(dir), n, secs));
+    println!("{rate}");
 }

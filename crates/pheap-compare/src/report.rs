@@ -240,6 +240,13 @@ struct Target {
     what: &'static str,
     goal: f64,
     measured: Option<f64>,
+    /// The goal is a floor (a speed-up), not a ceiling.
+    at_least: bool,
+}
+
+/// Median concurrent durable commits per second of `store` with `n` committers of `kind`.
+fn commits_stat(r: &Results, store: &str, kind: &str, n: usize) -> Option<Stat> {
+    stat(r.committers.get(&format!("{store}/{kind}/{n}"))?.clone())
 }
 
 fn ratio_of(r: &Results, mode: &str, key: &str, peer: &str) -> Option<f64> {
@@ -247,7 +254,8 @@ fn ratio_of(r: &Results, mode: &str, key: &str, peer: &str) -> Option<f64> {
 }
 
 fn targets(r: &Results) -> Vec<Target> {
-    let t = |what, goal, measured| Target { what, goal, measured };
+    let t = |what, goal, measured| Target { what, goal, measured, at_least: false };
+    let floor = |what, goal, measured| Target { what, goal, measured, at_least: true };
     let d = MODES[0];
     let resume = |label: &str, temp: &str, store: &str| {
         resume_stat(r, &format!("{store}/{label}/{temp}"), open_get).map(|s| s.median)
@@ -259,21 +267,25 @@ fn targets(r: &Results) -> Vec<Target> {
     let growth = |temp: &str| Some(resume(&large, temp, "pheap")? / resume(&small, temp, "pheap")?);
     let vs_lmdb = |temp: &str| Some(resume(&large, temp, "pheap")? / resume(&large, temp, "LMDB")?);
     // pheap's time (or size) over a peer's, in a mode: (what, at most, mode, figure, peer).
+    // Targets of the write-path issue (16); the earlier ones it raised.
     const RATIOS: [(&str, f64, usize, &str, &str); 13] = [
-        ("random reads, 1 thread / LMDB", 0.5, 0, "read_1t", "LMDB"),
-        ("random reads, 1 thread / HashMap", 1.5, 0, "read_1t", "HashMap"),
-        ("random reads, 2 threads / LMDB", 0.5, 0, "read_2t", "LMDB"),
-        ("random reads, 2 threads / HashMap", 1.5, 0, "read_2t", "HashMap"),
-        ("bulk load / LMDB, durable", 0.6, 0, "bulk_load", "LMDB"),
+        ("random reads, 1 thread / LMDB", 0.35, 0, "read_1t", "LMDB"),
+        ("random reads, 1 thread / HashMap", 1.0, 0, "read_1t", "HashMap"),
+        ("random reads, 2 threads / LMDB", 0.35, 0, "read_2t", "LMDB"),
+        ("random reads, 2 threads / HashMap", 1.0, 0, "read_2t", "HashMap"),
+        ("bulk load / HashMap, durable (batch API)", 1.0, 0, "bulk_load", "HashMap"),
         ("bulk load / LMDB, no-sync", 0.6, 1, "bulk_load", "LMDB"),
-        ("batch writes / LMDB, durable", 0.5, 0, "batch", "LMDB"),
-        ("batch writes / LMDB, no-sync", 0.5, 1, "batch", "LMDB"),
+        ("batch writes / LMDB, durable", 0.4, 0, "batch", "LMDB"),
+        ("batch writes / LMDB, no-sync", 0.4, 1, "batch", "LMDB"),
         ("removals / LMDB, durable", 0.5, 0, "remove", "LMDB"),
         ("removals / LMDB, no-sync", 0.5, 1, "remove", "LMDB"),
-        ("durable single-key commit / redb", 0.7, 0, "single", "redb"),
-        ("no-sync single-key commit / LMDB", 0.3, 1, "single", "LMDB"),
+        ("durable single-key commit / redb", 0.6, 0, "single", "redb"),
+        ("no-sync single-key commit / LMDB", 0.15, 1, "single", "LMDB"),
         ("file after the load / LMDB", 0.8, 0, "size_load", "LMDB"),
     ];
+    let commits = |store: &str, n: usize| commits_stat(r, store, "threads", n).map(|s| s.median);
+    let group_own = commits("pheap", 8).zip(commits("pheap", 1)).map(|(a, b)| a / b);
+    let group_vs = |peer: &str| commits("pheap", 8).zip(commits(peer, 8)).map(|(a, b)| a / b);
     let mut out: Vec<Target> = RATIOS
         .iter()
         .map(|&(what, goal, mode, key, peer)| t(what, goal, ratio_of(r, MODES[mode], key, peer)))
@@ -290,8 +302,43 @@ fn targets(r: &Results) -> Vec<Target> {
         t("resume cold, open + get: largest / smallest size", 1.1, growth("cold")),
         t("resume warm at the largest size / LMDB", 1.0, vs_lmdb("warm")),
         t("resume cold at the largest size / LMDB", 1.0, vs_lmdb("cold")),
+        floor("durable commits/s, 8 threads / pheap's 1 thread", 4.0, group_own),
+        floor("durable commits/s, 8 threads / LMDB's 8 threads", 3.0, group_vs("LMDB")),
+        floor("durable commits/s, 8 threads / redb's 8 threads", 3.0, group_vs("redb")),
     ]);
     out
+}
+
+fn committers_table(r: &Results, out: &mut String) {
+    let stores = ["pheap", "LMDB", "redb", "sled"];
+    let _ = writeln!(out, "| committers | {} |", stores.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(stores.len()));
+    for kind in ["threads", "processes"] {
+        for n in crate::committers::COUNTS {
+            let _ = write!(out, "| {n} {kind} |");
+            let base = commits_stat(r, "pheap", kind, n);
+            for store in stores {
+                let Some(s) = commits_stat(r, store, kind, n) else {
+                    out.push_str(" - |");
+                    continue;
+                };
+                let _ = write!(out, " {:.0} ±{:.0}%", s.median, s.spread());
+                if let (Some(b), false) = (base, store == "pheap") {
+                    // Above 1: pheap commits more per second.
+                    let _ = write!(out, "<br>**{}**", ratio(b.median / s.median));
+                }
+                out.push_str(" |");
+            }
+            out.push('\n');
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nEach committer makes durable single-key transactions (24-byte key, 150-byte value) \
+         into a fresh store for the whole time; figures are commits per second of all of them \
+         together, and in bold pheap's rate as a multiple of the peer's. redb and sled open a \
+         store in one process at a time: they have thread rows only."
+    );
 }
 
 pub fn write(r: &Results, docs: &Path) {
@@ -316,15 +363,21 @@ pub fn write(r: &Results, docs: &Path) {
     let _ = writeln!(out, "| pheap / peer | target | measured | |\n|---|---:|---:|---|");
     for t in targets(r) {
         let (measured, verdict) = match t.measured {
-            Some(m) if m <= t.goal => (ratio(m), "met"),
+            Some(m) if (m >= t.goal) == t.at_least || m == t.goal => (ratio(m), "met"),
             Some(m) => (ratio(m), "**missed**"),
             None => ("-".into(), "not measured"),
         };
-        let _ = writeln!(out, "| {} | ≤ {} | {measured} | {verdict} |", t.what, ratio(t.goal));
+        let sign = if t.at_least { "≥" } else { "≤" };
+        let _ = writeln!(out, "| {} | {sign} {} | {measured} | {verdict} |", t.what, ratio(t.goal));
     }
     for mode in MODES {
         let _ = writeln!(out, "\n### Times, {mode}\n");
         times_table(r, mode, &mut out);
+    }
+    if !r.committers.is_empty() {
+        let _ =
+            writeln!(out, "\n### Concurrent durable commits (group commit), commits per second\n");
+        committers_table(r, &mut out);
     }
     let _ = writeln!(out, "\n### Files and memory\n");
     sizes_table(r, &mut out);

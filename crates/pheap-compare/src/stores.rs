@@ -29,6 +29,9 @@ pub trait Store: Sync + Sized {
     fn read(&self, data: &Data, order: &[u32]) -> u64;
     /// Makes everything written so far durable (no-op when every commit already is).
     fn sync(&mut self);
+    /// Inserts one pair in a transaction of its own, committed in the store's mode, from any
+    /// thread (the concurrent-commit phase).
+    fn commit_one(&self, key: &[u8], value: &[u8]);
 }
 
 /// Runs `f` with the adapter named `name`.
@@ -76,6 +79,11 @@ fn read_all(data: &Data, order: &[u32], mut get: impl FnMut(&[u8]) -> Option<boo
 pub struct Pheap(pheap::Heap);
 
 impl Store for Pheap {
+    fn commit_one(&self, key: &[u8], value: &[u8]) {
+        let mut tx = self.0.begin_write().unwrap();
+        tx.insert(key, value).unwrap();
+        tx.commit().unwrap();
+    }
     fn open(dir: &Path, durable: bool) -> Self {
         let durability =
             if durable { pheap::Durability::Immediate } else { pheap::Durability::None };
@@ -126,6 +134,11 @@ pub struct Lmdb {
 }
 
 impl Store for Lmdb {
+    fn commit_one(&self, key: &[u8], value: &[u8]) {
+        let mut tx = self.env.write_txn().unwrap();
+        self.db.put(&mut tx, key, value).unwrap();
+        tx.commit().unwrap();
+    }
     fn open(dir: &Path, durable: bool) -> Self {
         let mut options = heed::EnvOpenOptions::new();
         options.map_size(64 << 30);
@@ -190,6 +203,11 @@ impl Redb {
 }
 
 impl Store for Redb {
+    fn commit_one(&self, key: &[u8], value: &[u8]) {
+        self.write(|table| {
+            table.insert(key, value).unwrap();
+        });
+    }
     fn open(dir: &Path, durable: bool) -> Self {
         let db = redb::Database::create(dir.join("data.redb")).expect("open redb");
         let durability = if durable { redb::Durability::Immediate } else { redb::Durability::None };
@@ -237,6 +255,12 @@ pub struct Sled {
 }
 
 impl Store for Sled {
+    fn commit_one(&self, key: &[u8], value: &[u8]) {
+        self.db.insert(key, value).unwrap();
+        if self.durable {
+            self.db.flush().unwrap();
+        }
+    }
     fn open(dir: &Path, durable: bool) -> Self {
         let db = sled::Config::new().path(dir).open().expect("open sled");
         Sled { db, durable }
@@ -278,6 +302,9 @@ impl Store for Sled {
 pub struct StdHashMap(HashMap<Box<[u8]>, Box<[u8]>>);
 
 impl Store for StdHashMap {
+    fn commit_one(&self, _: &[u8], _: &[u8]) {
+        unreachable!("the in-memory map has no commits to measure")
+    }
     fn open(_: &Path, _: bool) -> Self {
         StdHashMap(HashMap::new())
     }
