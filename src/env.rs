@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub latest_cache: Mutex<Option<(MetaSignature, Snapshot, Arc<View>)>>,
     /// Results of verifying one-phase slots of an earlier boot: (slot, txn, intact).
     pub verified: Mutex<Vec<(usize, TxnId, bool)>>,
+    /// Settling syncs made (tests count them).
+    #[cfg(test)]
+    pub settles: std::sync::atomic::AtomicU64,
     /// Each thread's read-transaction context and spare reader slot: a read transaction begins
     /// and ends without writing memory another thread writes. Emptied of contexts when the last
     /// [`crate::Heap`] of the handle drops (each context owns this state).
@@ -293,6 +296,9 @@ pub(crate) struct GroupState {
     pub locked: bool,
     /// A sync failed (its error): every commit that waited on it failed; the handle is poisoned.
     pub failed: Option<(io::ErrorKind, Option<i32>)>,
+    /// Everything this handle wrote since it last began a transaction is synced, up to this
+    /// commit: left in the lock file when the writer lock goes (`settled_txn`, DESIGN §5.5).
+    pub clean: Option<TxnId>,
 }
 
 impl GroupState {
@@ -308,6 +314,9 @@ impl GroupState {
     /// Give the registry's writer lock back if nothing needs it.
     pub fn release_if_idle(&mut self, shared: &Shared) {
         if self.idle() {
+            if let Some(txn) = self.clean {
+                shared.registry.set_settled(txn);
+            }
             shared.registry.unlock_writer();
             self.locked = false;
         }
@@ -330,6 +339,7 @@ impl GroupState {
             _ => (io::ErrorKind::Other, None),
         };
         self.failed = Some((kind, os));
+        self.clean = None;
         self.syncing = false;
         // The handle is poisoned: the staged commit will never be written; let other
         // processes write.

@@ -698,8 +698,12 @@ pub struct LockHeader {
     /// 40..48: token of the handle that last took the writer lock (atomic; written under it):
     /// a handle finding its own token knows the heap file's length has not changed since.
     pub writer_token: U64,
-    /// 48..64: reserved, zero.
-    pub reserved: [u8; 16],
+    /// 48..56: 1 + the latest commit when the writer lock was last released with everything its
+    /// holder wrote synced (atomic; written under the writer lock); 0 when not known so. A writer
+    /// taking the lock while it still names the latest commit need not settle (DESIGN §5.5).
+    pub settled_txn: U64,
+    /// 56..64: reserved, zero.
+    pub reserved: [u8; 8],
 }
 const _: () = assert!(size_of::<LockHeader>() == 64);
 
@@ -734,6 +738,8 @@ pub const LOCK_WRITER_PID_AT: u64 = offset_of!(LockHeader, writer_pid) as u64;
 pub const LOCK_ANON_CLEAR_AT: u64 = offset_of!(LockHeader, anon_clear_txn) as u64;
 /// [`LockHeader::writer_token`].
 pub const LOCK_WRITER_TOKEN_AT: u64 = offset_of!(LockHeader, writer_token) as u64;
+/// Offset of [`LockHeader::settled_txn`].
+pub const LOCK_SETTLED_AT: u64 = offset_of!(LockHeader, settled_txn) as u64;
 /// [`ReaderSlot::pin`], from the slot's start.
 pub const SLOT_PIN_AT: u64 = offset_of!(ReaderSlot, pin) as u64;
 /// [`ReaderSlot::end`].

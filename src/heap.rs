@@ -253,6 +253,8 @@ impl Heap {
             fork_gen: fork_generation(),
             poisoned: AtomicBool::new(false),
             verified: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            settles: Default::default(),
             latest_cache: Mutex::new(None),
             thread_readers: ThreadLocal::new(),
         });
@@ -323,6 +325,12 @@ impl Heap {
     /// trusted; [`Error::Io`].
     pub fn begin_read(&self) -> Result<ReadTxn> {
         ReadTxn::begin(&self.shared)
+    }
+
+    /// Settling syncs this handle made (DESIGN §4.6, S2).
+    #[cfg(test)]
+    pub(crate) fn settles(&self) -> u64 {
+        self.shared.settles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Begin a read transaction that can be shared ([`SharedRead`]: `Clone`, `Send + Sync`, and

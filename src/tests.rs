@@ -542,3 +542,44 @@ fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
 fn a_value_root(region: &[u8]) -> u64 {
     u64::from_le_bytes(region[..8].try_into().unwrap())
 }
+
+/// Writers of two handles (two processes, as far as the lock file knows) taking turns: a writer
+/// that finds the latest commit left settled by the last holder (everything it wrote synced,
+/// `settled_txn` in the lock file, DESIGN §5.5) builds on it without a settling sync; after a
+/// non-durable commit, an abort, or a holder that died, it settles as before.
+#[test]
+fn writers_in_turn_settle_only_what_was_left_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turns.pheap");
+    let a = Heap::open(&path).unwrap();
+    let b = Heap::open(&path).unwrap();
+    let commit = |h: &Heap, k: &str, d: Durability| {
+        let mut tx = h.begin_write().unwrap();
+        tx.insert(k, b"v").unwrap();
+        tx.set_durability(d);
+        tx.commit().unwrap();
+    };
+    commit(&a, "a0", Durability::Immediate);
+    let before = b.settles();
+    commit(&b, "b0", Durability::Immediate);
+    commit(&a, "a1", Durability::Immediate);
+    commit(&b, "b1", Durability::Immediate);
+    assert_eq!(b.settles(), before, "durable commits in turn need no settling");
+    commit(&a, "a2", Durability::None);
+    commit(&b, "b2", Durability::Immediate);
+    assert_eq!(b.settles(), before + 1, "after a non-durable commit the next writer settles");
+    drop(a.begin_write().unwrap()); // an aborted transaction: it may have written
+    commit(&b, "b3", Durability::Immediate);
+    assert_eq!(b.settles(), before + 2, "after an abort the next writer settles");
+    // A holder clears the mark when it takes the lock, so one that dies holding it (killed in
+    // `processes.rs`) leaves nothing settled: the abort above is the same case.
+    drop(a);
+    let c = Heap::open(&path).unwrap();
+    let before = c.settles();
+    commit(&c, "c0", Durability::Immediate);
+    assert_eq!(c.settles(), before, "b left its last commit settled");
+    let rx = c.begin_read().unwrap();
+    for k in ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "c0"] {
+        assert!(rx.get(k).unwrap().is_some(), "{k}");
+    }
+}

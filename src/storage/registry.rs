@@ -677,6 +677,25 @@ impl Registry {
         Ok(Some(last == self.token))
     }
 
+    /// The commit the last writer left settled (everything it wrote synced when it released the
+    /// writer lock), if it says so; clears the mark, since the caller, holding the writer lock
+    /// now, may write (DESIGN §5.5).
+    pub(crate) fn take_settled(&self) -> Option<TxnId> {
+        if self.mode != Mode::Registered {
+            return None;
+        }
+        let v = self.word(LOCK_SETTLED_AT).swap(0, Ordering::SeqCst);
+        (v != 0).then(|| TxnId(v - 1))
+    }
+
+    /// Mark `txn` as the latest commit with everything the holder wrote synced (the caller holds
+    /// the writer lock and is about to release it).
+    pub(crate) fn set_settled(&self, txn: TxnId) {
+        if self.mode == Mode::Registered {
+            self.word(LOCK_SETTLED_AT).store(txn.0 + 1, Ordering::SeqCst);
+        }
+    }
+
     /// Release the writer lock (before the in-process mutex: a thread of this handle taking
     /// the byte lock while we still hold it would succeed at once, as it shares our lock).
     pub(crate) fn unlock_writer(&self) {

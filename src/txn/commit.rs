@@ -144,6 +144,7 @@ impl WriteTxn {
             g.synced = Some((txn, slot));
             g.syncing = false;
             g.staged = false;
+            g.clean = Some(txn);
             self.shared.group.notify();
         }
         self.alloc().committed(durable);
@@ -166,6 +167,7 @@ impl WriteTxn {
         if stage || g.syncing {
             self.guard.staged = Some(snap);
             g.staged = true;
+            g.clean = None;
             self.guard.alloc.as_mut().expect("loaded").set_blob_published(false);
             return Ok(After::Wait(snap.txn));
         }

@@ -85,6 +85,8 @@ pub(crate) fn sync_as_syncer(
                 g.synced = Some((txn, slot));
             }
             g.syncing = false;
+            // Nothing written since, unless a commit was staged or a transaction is open.
+            g.clean = (!g.staged && !g.writing).then_some(txn);
         }
         Err(e) => {
             shared.poison();

@@ -85,11 +85,14 @@ impl WriteTxn {
         // flight); then no other handle can have changed the file since.
         let held = {
             let mut g = shared.group.lock();
-            g.writing = g.locked;
+            if g.locked {
+                g.writing = true;
+                g.clean = None;
+            }
             g.locked
         };
-        let length_known = if held {
-            true
+        let (length_known, left_settled) = if held {
+            (true, None)
         } else {
             let Some(known) = shared.registry.lock_writer(wait)? else {
                 return Err(Error::WriteInProgress);
@@ -97,7 +100,8 @@ impl WriteTxn {
             let mut g = shared.group.lock();
             g.locked = true;
             g.writing = true;
-            known
+            g.clean = None;
+            (known, shared.registry.take_settled())
         };
         WRITERS.lock().push((heap, me));
         let mut tx = WriteTxn {
@@ -125,8 +129,9 @@ impl WriteTxn {
         let reload = tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn;
         // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
         // allocator must be read anew: settle what the page cache holds before building on it.
+        // Unless the last holder left the latest commit settled (§5.5): then it is all synced.
         let settled = reload || !length_known;
-        if settled {
+        if settled && left_settled != Some(latest.txn) {
             tx.settle()?;
         }
         if reload {
@@ -197,6 +202,8 @@ impl WriteTxn {
     /// the pages of earlier processes may be lost too: keep only the slots a reboot would trust
     /// and poison the handle.
     fn settle(&mut self) -> Result<()> {
+        #[cfg(test)]
+        self.shared.settles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.shared.storage.sync().inspect_err(|_| {
             self.guard.alloc = None;
             self.shared.poison();
