@@ -22,10 +22,15 @@ use pheap::{Durability, Heap};
 
 const WORKER: &str = "PHEAP_READERS_WORKER";
 
-fn key(i: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
+/// `key:` and `i` in 20 zero-padded digits, made without allocating (an allocation per lookup
+/// made the threads contend in malloc, which processes do not).
+fn key(mut i: u64) -> [u8; 24] {
+    let mut k = [b'0'; 24];
     k[..4].copy_from_slice(b"key:");
-    k[4..24].copy_from_slice(format!("{i:020}").as_bytes());
+    for d in k[4..].iter_mut().rev() {
+        *d = b'0' + (i % 10) as u8;
+        i /= 10;
+    }
     k
 }
 
@@ -164,8 +169,10 @@ fn main() {
     for readers in counts.split(',').map(|c| c.trim().parse::<usize>().expect("reader counts")) {
         let (mut ts, mut ps) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            ts.push(threads(&heap, n, readers, secs));
-            ps.push(processes(&path, readers, secs));
+            // PHEAP_BENCH_ONLY=threads|processes runs one kind (to profile it).
+            let only = std::env::var("PHEAP_BENCH_ONLY").unwrap_or_default();
+            ts.push(if only == "processes" { f64::NAN } else { threads(&heap, n, readers, secs) });
+            ps.push(if only == "threads" { f64::NAN } else { processes(&path, readers, secs) });
         }
         let (t, p) = (median(ts), median(ps));
         println!("{readers:>8} {:>16.3} {:>16.3} {:>18.3}", t / 1e6, p / 1e6, p / t);

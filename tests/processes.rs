@@ -6,12 +6,32 @@
 //! `PHEAP_KILL_ROUNDS=5000 cargo test --release --test processes` for a longer run (500 by default).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pheap::{Durability, Heap};
 
 const CHILD_ENV: &str = "PHEAP_KILL_CHILD";
+
+/// This test binary running only the test `name`, with `env` set to `path`; its stdout piped.
+fn spawn_child(name: &str, env: &str, path: &Path) -> (Child, ChildStdout) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, stdout)
+}
+
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
 
 fn value(i: u64) -> Vec<u8> {
     let len = if i.is_multiple_of(97) { 70_000 } else { 20 + (i % 200) as usize };
@@ -59,17 +79,8 @@ fn killed_processes_lose_no_acknowledged_commit() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let start = Instant::now();
     for round in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["child_process", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        xorshift(&mut rng);
+        let (mut child, stdout) = spawn_child("child_process", CHILD_ENV, &path);
         let reader = std::thread::spawn(move || {
             let mut last = None;
             for line in BufReader::new(stdout).lines() {
@@ -247,17 +258,8 @@ fn killed_group_committers_lose_no_acknowledged_commit() {
     let mut acked = [0u64; GROUP_THREADS as usize];
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..rounds {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["group_child_process", "--exact", "--nocapture", "--test-threads=1"])
-            .env(GROUP_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        xorshift(&mut rng);
+        let (mut child, stdout) = spawn_child("group_child_process", GROUP_ENV, &path);
         let reader = std::thread::spawn(move || {
             let mut last = [0u64; GROUP_THREADS as usize];
             for line in BufReader::new(stdout).lines() {

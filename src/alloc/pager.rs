@@ -29,6 +29,8 @@ pub(crate) struct Pager {
     /// on top of it): the tracked ranges cover every unsynced write only once it is synced.
     /// `None`: they always did (tracking started on a synced file).
     untracked_upto: Option<TxnId>,
+    /// The `synced` the tracked ranges were last pruned at.
+    pruned: TxnId,
 }
 
 impl Pager {
@@ -42,6 +44,7 @@ impl Pager {
             track_bytes: 0,
             writing: TxnId(0),
             untracked_upto: None,
+            pruned: TxnId(0),
         }
     }
     pub(crate) fn view(&self) -> &Arc<View> {
@@ -90,10 +93,14 @@ impl Pager {
             self.track = Some(BTreeMap::new());
             self.track_bytes = 0;
             self.untracked_upto = (!all_synced).then_some(base);
-        } else if let Some(t) = &mut self.track {
+        } else if let Some(t) = &mut self.track
+            && synced > self.pruned
+        {
+            // Only when a sync has succeeded since: non-durable commits in a row do not pay it.
             t.retain(|_, w| w.1 > synced);
             self.track_bytes = t.values().map(|w| w.0).sum();
         }
+        self.pruned = synced;
         if self.untracked_upto.is_some_and(|u| u <= synced) {
             self.untracked_upto = None;
         }

@@ -256,10 +256,6 @@ fn measure_committers(o: &Options, results: &mut Results) {
             }
         }
     }
-    results.notes.push(
-        "Concurrent commits by processes: redb and sled open a store in one process at a time,          so they have thread rows only."
-            .into(),
-    );
 }
 
 fn save(results: &Results, docs: &Path) {
