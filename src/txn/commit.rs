@@ -133,7 +133,14 @@ impl WriteTxn {
             self.sync_commit()?;
         }
         self.alloc().set_blob_published(true);
-        let slot = write_slot(&self.shared, &mut self.guard, &snap)?;
+        let slot = write_slot(&self.shared, &mut self.guard, &snap).inspect_err(|e| {
+            if durable {
+                // This commit was the handle's syncer: its waiters must not wait for ever.
+                let mut g = self.shared.group.lock();
+                g.fail(e);
+                self.shared.group.notify();
+            }
+        })?;
         if durable {
             self.sync_commit()?;
             self.guard.durable_slot = slot;
