@@ -748,3 +748,27 @@ fn space_freed_by_a_group_is_not_listed_by_its_slot() {
     every_power_loss_is_sound(&s, 32, Some(b"last"));
     drop(tx);
 }
+
+/// DESIGN §4.3: a non-durable commit made on top of a staged one is made durable (the staged
+/// commit's waiter relies on it): when it returns, it is durable, and the staged commit's wait
+/// has nothing left to sync.
+#[test]
+fn a_non_durable_commit_on_a_staged_one_is_made_durable() {
+    let (s, heap) = fresh(19);
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"base", b"durable").unwrap();
+    tx.commit().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"staged", b"v").unwrap();
+    let staged = tx.commit_pending().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"fast", b"v").unwrap();
+    tx.set_durability(Durability::None);
+    tx.commit().unwrap();
+    let stats = heap.stats().unwrap();
+    assert_eq!(stats.durable_txn_id, stats.txn_id, "made durable");
+    let syncs = s.syncs();
+    staged.wait().unwrap();
+    assert_eq!(s.syncs(), syncs, "the staged commit's wait syncs nothing more");
+    every_power_loss_is_sound(&s, 8, Some(b"fast"));
+}

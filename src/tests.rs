@@ -583,3 +583,21 @@ fn writers_in_turn_settle_only_what_was_left_unsynced() {
         assert!(rx.get(k).unwrap().is_some(), "{k}");
     }
 }
+
+/// DESIGN §4.3: while a commit of a handle is staged (its sync still to come), the handle keeps
+/// the writer lock, so no other handle or process builds on a commit that may yet fail; it goes
+/// once the staged commit is synced.
+#[test]
+fn a_staged_commit_keeps_the_writer_lock_until_it_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("staged.pheap");
+    let a = Heap::open(&path).unwrap();
+    let b = Heap::open(&path).unwrap();
+    let mut tx = a.begin_write().unwrap();
+    tx.insert(b"k", b"v").unwrap();
+    let staged = tx.commit_pending().unwrap();
+    assert!(matches!(b.try_begin_write(), Err(Error::WriteInProgress)));
+    staged.wait().unwrap();
+    let tx = b.try_begin_write().expect("the lock is free once the staged commit is synced");
+    assert_eq!(tx.get(b"k").unwrap(), Some(&b"v"[..]));
+}

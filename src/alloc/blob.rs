@@ -230,15 +230,9 @@ impl Allocator {
             }
         }
         if let Some((start, pages)) = self.blob.take() {
-            if std::mem::take(&mut self.blob_unpublished) {
-                // A staged commit's, replaced by this one: no slot refers to it.
-                self.live_bytes = self.live_bytes.saturating_sub(pages * PAGE_SIZE);
-                self.free_bytes += pages * PAGE_SIZE;
-                self.pager.untrack(start, pages * PAGE_SIZE);
-                self.add_run(start, pages);
-            } else {
-                self.free_run(start, pages);
-            }
+            // A staged commit's blob, replaced by this one: no slot refers to it.
+            let unpublished = std::mem::take(&mut self.blob_unpublished);
+            self.free_run_as(start, pages, unpublished);
         }
         for c in 0..NUM_CLASSES {
             if self.classes[c].top.len() > INLINE_MAX {

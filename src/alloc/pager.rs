@@ -84,9 +84,9 @@ impl Pager {
 
     /// Track the writes of transaction `txn`, built on commit `base`. `synced`: the newest commit
     /// known synced (every write of it and of earlier commits is on disk); `all_synced`:
-    /// everything written before now is (the file was just settled). Ranges last written by commits up to `synced` are
-    /// forgotten; the others stay tracked, so that a one-phase commit on top of commits whose
-    /// sync is still in flight lists their writes too.
+    /// everything written before now is (the file was just settled). Ranges last written by
+    /// commits up to `synced` are forgotten; the others stay tracked, so that a one-phase commit
+    /// on top of commits whose sync is still in flight lists their writes too.
     pub(super) fn track(&mut self, txn: TxnId, base: TxnId, synced: TxnId, all_synced: bool) {
         self.writing = txn;
         if all_synced || self.track.is_none() {

@@ -11,7 +11,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use super::Durability;
 use super::map::{Iter, Map, MapMut, Value};
 use crate::alloc::{Allocator, Evacuation, Pager};
-use crate::env::{Shared, WriterState};
+use crate::env::{Shared, WriterState, merge_synced};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{Snapshot, read_slots};
@@ -137,7 +137,7 @@ impl WriteTxn {
         if reload {
             tx.load(&snap, latest.slot)?;
         }
-        crate::env::merge_synced(&mut tx.guard, &shared.group.lock());
+        merge_synced(&mut tx.guard, &shared.group.lock());
         let durable = tx.guard.durable_txn;
         // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
