@@ -72,23 +72,16 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// The writer's state, kept between write transactions.
+/// The writer's state, kept between write transactions. (Which slots hold what, and the staged
+/// commit, are the group's: [`GroupState`]; a syncer writes them without this state's mutex.)
 #[derive(Debug, Default)]
 pub(crate) struct WriterState {
     /// Allocator as of commit `loaded`; `None` after an abort or before the first write.
     pub alloc: Option<Allocator>,
     pub loaded: TxnId,
-    pub durable_txn: TxnId,
-    /// Slot of the last durable commit: not overwritten until the next durable commit (I2).
-    pub durable_slot: usize,
-    /// Slot of the latest commit: not overwritten while it is the latest (readers use it).
-    pub latest_slot: usize,
     /// Largest transaction id in any slot when the allocator was loaded, trusted or not: new
     /// commits take ids above it, so a stale slot never shares an id with a new one.
     pub txn_floor: TxnId,
-    /// A durable commit made while a sync was in flight, waiting for the next one to write its
-    /// meta slot (DESIGN §4.3); the next transaction builds on it.
-    pub staged: Option<Snapshot>,
 }
 
 impl Drop for Shared {
@@ -106,10 +99,10 @@ impl Drop for Shared {
             Ok(Some(ours)) => ours,
             _ => return,
         };
-        let mut state = self.writer.lock();
-        merge_synced(&mut state, &self.group.lock());
-        // `durable_txn <= loaded <= latest`: a durable last commit that is the latest was loaded.
-        if ours && state.alloc.is_some() && state.durable_txn == self.latest_txn() {
+        let state = self.writer.lock();
+        let durable = self.group.lock().durable.0;
+        // `durable <= loaded <= latest`: a durable last commit that is the latest was loaded.
+        if ours && state.alloc.is_some() && durable == self.latest_txn() {
             let floor = (|| {
                 let pins = self.registry.live_pins(true).ok()?;
                 let anonymous = self.registry.anonymous_present().ok()?;
@@ -286,10 +279,16 @@ pub(crate) struct GroupState {
     /// A sync is in flight, by a syncer that holds neither mutex while it runs. No meta slot is
     /// written meanwhile (so none can overwrite the one it must find intact).
     pub syncing: bool,
-    /// The newest commit known durable through this handle's syncs, and its slot.
-    pub synced: Option<(TxnId, usize)>,
-    /// A staged commit awaits a syncer (its snapshot is `WriterState::staged`).
-    pub staged: bool,
+    /// The newest commit known durable (made so by this handle's syncs, or found durable when
+    /// the allocator was loaded) and its slot: not overwritten until a newer commit is durable
+    /// (I2). Commits waiting on a sync return once this reaches them.
+    pub durable: (TxnId, usize),
+    /// The slot of the latest commit: not overwritten while it is the latest (readers use it).
+    pub latest_slot: usize,
+    /// A durable commit made while a sync was in flight, waiting for a syncer to write its meta
+    /// slot (DESIGN §4.3); the next transaction builds on it. Its slot is written under this
+    /// mutex alone, so a syncer never waits for a writer's open transaction.
+    pub staged: Option<Snapshot>,
     /// A write transaction of this handle is open.
     pub writing: bool,
     /// This handle holds the registry's writer lock.
@@ -304,11 +303,7 @@ pub(crate) struct GroupState {
 impl GroupState {
     /// Nothing of this handle needs the registry's writer lock any more.
     fn idle(&self) -> bool {
-        self.locked && !self.writing && !self.staged && !self.syncing
-    }
-
-    pub fn synced_txn(&self) -> TxnId {
-        self.synced.map_or(TxnId(0), |s| s.0)
+        self.locked && !self.writing && self.staged.is_none() && !self.syncing
     }
 
     /// Give the registry's writer lock back if nothing needs it.
@@ -343,7 +338,14 @@ impl GroupState {
         self.syncing = false;
         // The handle is poisoned: the staged commit will never be written; let other
         // processes write.
-        self.staged = false;
+        self.staged = None;
+    }
+
+    /// A sync that began after commit `txn`'s slot (`slot`) was written succeeded.
+    pub fn synced(&mut self, txn: TxnId, slot: usize) {
+        if self.durable.0 < txn {
+            self.durable = (txn, slot);
+        }
     }
 }
 
@@ -372,16 +374,6 @@ impl Group {
 
     pub fn notify(&self) {
         self.changed.notify_all();
-    }
-}
-
-/// The newest commit the handle's syncs made durable, if newer than the writer knows.
-pub(crate) fn merge_synced(w: &mut WriterState, g: &GroupState) {
-    if let Some((txn, slot)) = g.synced
-        && txn > w.durable_txn
-    {
-        w.durable_txn = txn;
-        w.durable_slot = slot;
     }
 }
 

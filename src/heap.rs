@@ -333,6 +333,13 @@ impl Heap {
         self.shared.settles.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The handle's group commit as tests watch it: a sync in flight, and the staged commit.
+    #[cfg(test)]
+    pub(crate) fn group_pending(&self) -> (bool, Option<u64>) {
+        let g = self.shared.group.lock();
+        (g.syncing, g.staged.map(|s| s.txn.0))
+    }
+
     /// Begin a read transaction that can be shared ([`SharedRead`]: `Clone`, `Send + Sync`, and
     /// the source of handles that own their snapshot).
     ///

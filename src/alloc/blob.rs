@@ -230,9 +230,11 @@ impl Allocator {
             }
         }
         if let Some((start, pages)) = self.blob.take() {
-            // A staged commit's blob, replaced by this one: no slot refers to it.
-            let unpublished = std::mem::take(&mut self.blob_unpublished);
-            self.free_run_as(start, pages, unpublished);
+            // The last commit's blob, freed like any record a durable commit may reach: reused
+            // only once a commit past this one is durable (I4). Also when that commit is staged
+            // (DESIGN §4.3): a syncer may write its slot, naming this blob, at any moment until
+            // this commit replaces it, and if this commit fails the staged one is still synced.
+            self.free_run(start, pages);
         }
         for c in 0..NUM_CLASSES {
             if self.classes[c].top.len() > INLINE_MAX {

@@ -93,9 +93,6 @@ pub(crate) struct Allocator {
     pending_ro: VecDeque<Pending>,
     /// The blob run of the last commit: (start, pages).
     blob: Option<(u64, u64)>,
-    /// That commit is staged (DESIGN §4.3): no meta slot refers to its blob, and none ever will
-    /// once a later commit replaces it, so the next blob may take its run at once.
-    blob_unpublished: bool,
     blob_len: u64,
     blob_checksum: u64,
     live_bytes: u64,
@@ -135,7 +132,6 @@ impl Allocator {
             pending: VecDeque::new(),
             pending_ro: VecDeque::new(),
             blob: None,
-            blob_unpublished: false,
             blob_len: 0,
             blob_checksum: 0,
             live_bytes: 0,
@@ -273,11 +269,6 @@ impl Allocator {
         } else {
             self.freed_now.push(f.pack());
         }
-    }
-
-    /// The last commit's blob is (`false`: is not) referred to by a meta slot.
-    pub(crate) fn set_blob_published(&mut self, published: bool) {
-        self.blob_unpublished = !published;
     }
 
     /// The running transaction committed.

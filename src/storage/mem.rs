@@ -86,6 +86,9 @@ struct MemState {
     fail: Option<FailPlan>,
     /// How long each sync takes (tests of group commit make syncs overlap commits).
     sync_delay: std::time::Duration,
+    /// Growths of the file to come before one fails with ENOSPC (a full disk met by
+    /// `ftruncate`, which poisons nothing); independent of `fail`.
+    grow_fail: Option<u64>,
 }
 
 pub(crate) struct MemStorage {
@@ -147,6 +150,7 @@ impl MemStorage {
             syncs: 0,
             fail: None,
             sync_delay: std::time::Duration::ZERO,
+            grow_fail: None,
         };
         s
     }
@@ -161,6 +165,13 @@ impl MemStorage {
         let st = self.state.lock();
         let next = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
         st.fail.is_some_and(|p| p.at >= next)
+    }
+
+    /// Fail the growth of the file after `skip` more growths with ENOSPC, once (whatever the
+    /// [`FailPlan`]: the two compose); `None`: no longer. A growth that fails counts as an
+    /// operation.
+    pub(crate) fn fail_growth(&self, skip: Option<u64>) {
+        self.state.lock().grow_fail = skip;
     }
 
     /// Make every sync take `d` (slept before the sync takes effect, outside the disk's lock).
@@ -289,7 +300,18 @@ impl Storage for MemStorage {
         if len <= st.len {
             return Ok(());
         }
-        if len > self.buf.cap() {
+        let planned = match &mut st.grow_fail {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        };
+        if planned {
+            st.grow_fail = None;
+        }
+        if planned || len > self.buf.cap() {
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into());
         }
         st.len = len;

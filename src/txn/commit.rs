@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use super::Durability;
-use super::group::{After, forget_unsynced, hand_over, sync_as_syncer, wait_durable, write_slot};
+use super::group::{After, forget_unsynced, sync_as_syncer, wait_durable, write_slot};
 use super::write::WriteTxn;
 use crate::env::Shared;
-use crate::env::merge_synced;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
@@ -27,11 +26,9 @@ impl PendingCommit {
     pub(crate) fn wait(self) -> Result<()> {
         match self.after {
             After::Done => Ok(()),
-            After::Sync { txn, slot, durable } => {
-                sync_as_syncer(&self.shared, txn, slot, durable)?;
-                hand_over(&self.shared);
-                Ok(())
-            }
+            // Its own sync done, the committer returns: commits staged meanwhile are synced by
+            // their own waiters (DESIGN §4.3).
+            After::Sync { txn, slot } => sync_as_syncer(&self.shared, txn, slot),
             After::Wait(txn) => wait_durable(&self.shared, txn),
         }
     }
@@ -43,8 +40,8 @@ impl WriteTxn {
     fn sync_commit(&self) -> Result<()> {
         self.shared.storage.sync().inspect_err(|e| {
             self.shared.poison();
-            forget_unsynced(&self.shared, self.guard.durable_txn);
             let mut g = self.shared.group.lock();
+            forget_unsynced(&self.shared, g.durable.0);
             g.fail(e);
             g.release_if_idle(&self.shared);
             self.shared.group.notify();
@@ -96,10 +93,14 @@ impl WriteTxn {
         // Where the boot id is unknown a non-durable commit could not be told from one of an
         // earlier boot (it would not be trusted, even by its own handle): every commit is
         // durable. A commit on top of a staged one carries that one's waiters: durable too.
-        let durable = self.durability == Durability::Immediate
-            || !self.shared.boot_known()
-            || self.guard.staged.is_some();
-        let durable_txn = self.guard.durable_txn;
+        // (A syncer may write the staged commit's slot meanwhile: then this one is durable for
+        // nothing, which is safe.)
+        let (staged, durable_txn) = {
+            let g = self.shared.group.lock();
+            (g.staged.is_some(), g.durable.0)
+        };
+        let durable =
+            self.durability == Durability::Immediate || !self.shared.boot_known() || staged;
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
         let pins: Vec<TxnId> = self.pins.iter().map(|p| p.txn).collect();
@@ -124,36 +125,35 @@ impl WriteTxn {
             return self.commit_grouped(snap, stage);
         }
         // Meta slots are written only while no sync of the handle is in flight (the syncer
-        // must find its slot intact); this commit is its own syncer.
+        // must find its slot intact); this commit is its own syncer. Nothing can be staged
+        // once no sync is in flight but what a durable commit (this one) contains: staging
+        // takes the writer mutex, which this transaction holds.
         let mut g = self.shared.group.wait_idle()?;
-        merge_synced(&mut self.guard, &g);
-        g.syncing = durable;
-        drop(g);
         if durable && !summary.one_phase {
+            g.syncing = true;
+            drop(g);
             self.sync_commit()?;
+            g = self.shared.group.lock();
+            g.syncing = false;
         }
-        self.alloc().set_blob_published(true);
-        let slot = write_slot(&self.shared, &mut self.guard, &snap).inspect_err(|e| {
-            if durable {
-                // This commit was the handle's syncer: its waiters must not wait for ever.
-                let mut g = self.shared.group.lock();
-                g.fail(e);
-                self.shared.group.notify();
-            }
+        let slot = write_slot(&self.shared, &mut g, &snap).inspect_err(|e| {
+            // Its waiters (of a staged commit it contains) must not wait for ever.
+            g.fail(e);
+            self.shared.group.notify();
         })?;
         if durable {
+            g.syncing = true;
+            drop(g);
             self.sync_commit()?;
-            self.guard.durable_slot = slot;
-            self.guard.durable_txn = txn;
-            // It contains any staged commit, whose waiters it satisfies.
-            self.guard.staged = None;
-            let mut g = self.shared.group.lock();
-            g.synced = Some((txn, slot));
+            g = self.shared.group.lock();
             g.syncing = false;
-            g.staged = false;
+            g.synced(txn, slot);
+            // It contains any staged commit, whose waiters it satisfies.
+            g.staged = None;
             g.clean = Some(txn);
             self.shared.group.notify();
         }
+        drop(g);
         self.alloc().committed(durable);
         self.guard.loaded = txn;
         if durable {
@@ -172,28 +172,19 @@ impl WriteTxn {
         self.guard.loaded = snap.txn;
         let mut g = self.shared.group.lock();
         if stage || g.syncing {
-            self.guard.staged = Some(snap);
-            g.staged = true;
+            // It contains the commit staged before it, if any.
+            g.staged = Some(snap);
             g.clean = None;
-            self.guard.alloc.as_mut().expect("loaded").set_blob_published(false);
             return Ok(After::Wait(snap.txn));
         }
-        merge_synced(&mut self.guard, &g);
+        let slot = write_slot(&self.shared, &mut g, &snap).inspect_err(|e| {
+            g.fail(e);
+            self.shared.group.notify();
+        })?;
+        // It contains the staged commit, if any: that one's waiters wait for this sync.
+        g.staged = None;
         g.syncing = true;
-        g.staged = false;
-        drop(g);
-        self.guard.staged = None;
-        self.alloc().set_blob_published(true);
-        let durable = self.guard.durable_txn;
-        match write_slot(&self.shared, &mut self.guard, &snap) {
-            Ok(slot) => Ok(After::Sync { txn: snap.txn, slot, durable }),
-            Err(e) => {
-                let mut g = self.shared.group.lock();
-                g.fail(&e);
-                self.shared.group.notify();
-                Err(e)
-            }
-        }
+        Ok(After::Sync { txn: snap.txn, slot })
     }
 
     /// Give back the file's tail when it holds nothing any commit or snapshot can reach and

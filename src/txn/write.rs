@@ -9,9 +9,10 @@ use parking_lot::{ArcMutexGuard, RawMutex};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::Durability;
+use super::group;
 use super::map::{Iter, Map, MapMut, Value};
 use crate::alloc::{Allocator, Evacuation, Pager};
-use crate::env::{Shared, WriterState, merge_synced};
+use crate::env::{Shared, WriterState};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{Snapshot, read_slots};
@@ -122,11 +123,21 @@ impl WriteTxn {
         if !length_known {
             shared.storage.refresh()?;
         }
-        // The latest commit readers can see; the base is the staged commit if there is one
-        // (DESIGN §4.3), which contains it.
-        let (latest, _) = shared.latest()?;
-        let snap = tx.guard.staged.unwrap_or(latest);
-        let reload = tx.guard.alloc.is_none() || tx.guard.loaded != snap.txn;
+        // The base is the staged commit if there is one (DESIGN §4.3), which contains the
+        // latest commit readers can see. (A syncer may write its slot at any time: then it is
+        // the latest.) Nothing new can be staged meanwhile: this transaction holds the mutex.
+        let mut staged = shared.group.lock().staged;
+        let (mut latest, _) = shared.latest()?;
+        let reload = |snap: &Snapshot, w: &WriterState| w.alloc.is_none() || w.loaded != snap.txn;
+        if reload(&staged.unwrap_or(latest), &tx.guard) {
+            // The allocator is read anew (the first transaction, or one after a failure): first
+            // the group's syncs end, so that which slots hold what stands still while it loads.
+            group::wait_group_idle(shared)?;
+            staged = None;
+            latest = shared.latest()?.0;
+        }
+        let snap = staged.unwrap_or(latest);
+        let reload = reload(&snap, &tx.guard);
         // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
         // allocator must be read anew: settle what the page cache holds before building on it.
         // Unless the last holder left the latest commit settled (§5.5): then it is all synced.
@@ -137,16 +148,16 @@ impl WriteTxn {
         if reload {
             tx.load(&snap, latest.slot)?;
         }
-        merge_synced(&mut tx.guard, &shared.group.lock());
-        let durable = tx.guard.durable_txn;
+        let durable = shared.group.lock().durable.0;
         // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
         // that pins after the scan re-checks and holds `latest` or newer.
         let pins = shared.registry.live_pins(true)?;
-        if let Some(p) = pins.iter().find(|p| p.txn > latest.txn) {
+        if let Some(p) = pins.iter().find(|p| p.txn > snap.txn) {
             // A reader holds a commit newer than every valid slot: one a failed sync made the
             // heap forget (I13). Its records lie in space the latest commit counts as free, so
-            // nothing may be written until it ends.
+            // nothing may be written until it ends. (The staged commit, whose slot a syncer may
+            // have written since `latest` was read, is no such commit.)
             return Err(Error::DiscardedCommitPinned { txn_id: p.txn.0 });
         }
         let mut readers = pins.first().map_or(latest.txn, |p| p.txn.min(latest.txn));
@@ -157,7 +168,7 @@ impl WriteTxn {
         tx.pins = pins;
         // A group commit's syncer gives nothing back (it holds no lock after its sync): the
         // next transaction on that durable commit does (S3).
-        if tx.guard.staged.is_none()
+        if staged.is_none()
             && durable == latest.txn
             && shared.storage.len().saturating_sub(latest.alloc.end) >= SHRINK_WORTH
         {
@@ -186,13 +197,15 @@ impl WriteTxn {
         // leave (newer ones failed verification).
         let durable = self.shared.trusted()?.into_iter().find(|s| s.durable && s.txn <= snap.txn);
         let stale = read_slots(&self.shared.storage.view(), &self.shared.boot);
-        let g = &mut *self.guard;
-        g.txn_floor = stale.iter().map(|s| s.txn).max().unwrap_or(snap.txn);
-        g.alloc = Some(alloc);
-        g.loaded = snap.txn;
+        let w = &mut *self.guard;
+        w.txn_floor = stale.iter().map(|s| s.txn).max().unwrap_or(snap.txn);
+        w.alloc = Some(alloc);
+        w.loaded = snap.txn;
+        // Nothing is staged or syncing (the caller waited for the group): the slots stand still.
+        let mut g = self.shared.group.lock();
+        debug_assert!(g.staged.is_none() && !g.syncing);
         g.latest_slot = latest_slot;
-        (g.durable_txn, g.durable_slot) =
-            durable.map_or((TxnId(0), latest_slot), |d| (d.txn, d.slot));
+        g.durable = durable.map_or((TxnId(0), latest_slot), |d| (d.txn, d.slot));
         Ok(())
     }
 
@@ -535,7 +548,7 @@ impl WriteTxn {
     }
 
     pub(crate) fn is_durable_base(&self) -> bool {
-        self.guard.durable_txn == self.base.txn
+        self.shared.group.lock().durable.0 == self.base.txn
     }
 }
 
