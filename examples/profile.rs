@@ -1,8 +1,9 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|readcost|txncost|objload|objcost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|readcost|itercost|txncost|objload|objcost|opencost PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
 //! prints the fastest pass per lookup, taking only the value's length and then summing its bytes;
+//! `itercost` walks every entry (`iter()`), five passes, and prints the fastest per entry;
 //! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds.
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
@@ -117,6 +118,21 @@ fn main() -> pheap::Result<()> {
                 let what = if touch { "value read" } else { "length only" };
                 println!("{what}: {:.0} ns per get", best * 1e9 / n as f64);
             }
+            return Ok(());
+        }
+        "itercost" => {
+            let heap = Heap::options().create(false).open(path)?;
+            let rx = heap.begin_read()?;
+            let best = fastest_of_5(|| {
+                let mut sum = 0u64;
+                for item in rx.iter() {
+                    let (k, v) = item?;
+                    sum += u64::from(k[0]) + v.bytes()?.len() as u64;
+                }
+                std::hint::black_box(sum);
+                Ok(())
+            })?;
+            println!("iter: {:.1} ns per entry", best * 1e9 / n as f64);
             return Ok(());
         }
         "txncost" => {

@@ -80,11 +80,20 @@ pub struct HeapOptions {
     create: bool,
     read_only: bool,
     durability: Durability,
+    /// The key-hash seed of a heap this open creates (fuzzing builds: runs must repeat).
+    #[cfg(any(test, feature = "fuzzing"))]
+    hash_seed: Option<[u8; 16]>,
 }
 
 impl Default for HeapOptions {
     fn default() -> Self {
-        HeapOptions { create: true, read_only: false, durability: Durability::Immediate }
+        HeapOptions {
+            create: true,
+            read_only: false,
+            durability: Durability::Immediate,
+            #[cfg(any(test, feature = "fuzzing"))]
+            hash_seed: None,
+        }
     }
 }
 
@@ -146,6 +155,15 @@ impl HeapOptions {
         self
     }
 
+    /// The key-hash seed of a heap created by this open, instead of a random one: fuzz targets
+    /// derive it from their input, so that every input replays exactly (feature `fuzzing`).
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn hash_seed(&mut self, seed: [u8; 16]) -> &mut Self {
+        self.hash_seed = Some(seed);
+        self
+    }
+
     /// Open the heap at `path`. O(1): maps the file and reads its header and meta slots. Creates
     /// the file first (atomically: a complete empty heap appears under the name, or nothing)
     /// when `create` is set and it does not exist.
@@ -160,7 +178,14 @@ impl HeapOptions {
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Heap> {
         let path = path.as_ref();
         if self.create && !self.read_only && !path.exists() {
-            create_file(path)?;
+            #[cfg(any(test, feature = "fuzzing"))]
+            let image = match self.hash_seed {
+                Some(seed) => crate::meta::new_heap_image_seeded(&boot_id(), seed),
+                None => new_heap_image(&boot_id())?,
+            };
+            #[cfg(not(any(test, feature = "fuzzing")))]
+            let image = new_heap_image(&boot_id())?;
+            create_file(path, &image)?;
         }
         // A copy replacing the file between our open and our joining it (DESIGN §5.8) sends us
         // round again, to the new file.
@@ -516,12 +541,12 @@ impl Heap {
 
 /// Create a heap file atomically: write a temporary file, sync it, move it into place (failing
 /// harmlessly if another creator won; the file never has a second name), sync the directory.
-fn create_file(path: &Path) -> Result<()> {
+fn create_file(path: &Path, image: &[u8]) -> Result<()> {
     remove_stale_temps(path);
     let (dir, tmp) = temp_beside(path, "tmp")?;
     let result = (|| -> Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(&new_heap_image(&boot_id())?)?;
+        f.write_all(image)?;
         f.sync_all()?;
         match crate::storage::rename_noreplace(&tmp, path) {
             Ok(()) => {}

@@ -37,8 +37,8 @@ proptest! {
     ))]
 
     /// The heap on the simulated disk against the model: inserts, removes, commits of both
-    /// durabilities, aborts, checkpoints, compactions, held snapshots, closes, process crashes
-    /// and power losses of every kind.
+    /// durabilities, pipelined (group) commits, aborts, checkpoints, compactions, held
+    /// snapshots, closes, process crashes, power losses of every kind, and full disks.
     #[test]
     fn heap_matches_model_through_crashes(ops in prop::collection::vec(sim_ops(), 1..120)) {
         Harness::on_sim_disk().run(ops);

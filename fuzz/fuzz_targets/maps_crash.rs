@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pheap::testkit::{Harness, Op};
 
 fuzz_target!(|data: &[u8]| {
-    Harness::on_sim_disk().run(Op::decode_maps(data));
+    pheap::testkit::targets::maps_crash(data);
 });

@@ -41,6 +41,13 @@ impl SimDisk {
         }));
     }
 
+    /// Fail the file's growth after `skip` more growths with ENOSPC, once: the full disk that
+    /// a growing commit meets (it fails that commit and poisons nothing). Composes with
+    /// [`SimDisk::fail`].
+    pub fn fail_growth(&self, skip: u64) {
+        self.0.fail_growth(Some(skip));
+    }
+
     /// The disk a new process finds after this one died (the page cache survives).
     pub fn process_crash(&self) -> SimDisk {
         SimDisk(Arc::new(self.0.crash_clone()))

@@ -66,10 +66,13 @@ impl Harness {
         self.heap.as_ref().expect("open")
     }
 
-    /// An operation failed with `e`: expected only after an injected failure.
+    /// An operation failed with `e`: expected only after an injected failure. The harness stops
+    /// working the handle until the next crash or reopen, unless the handle says it is still
+    /// usable after a full disk (a failed growth poisons nothing: DESIGN §4.6).
     fn failure(&mut self, what: &str, e: Error) {
         assert!(self.failed, "{what} failed with no failure injected: {e}");
-        self.poisoned = true;
+        let full = matches!(&e, Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
+        self.poisoned = !full || self.heap().begin_read().is_err();
     }
 
     /// The open write transaction, begun if none is; `None` if beginning failed.
@@ -244,13 +247,18 @@ impl Harness {
                     t2.insert(&key, &value)?;
                     t2.commit_pending()
                 });
-                let waited = first.wait();
-                let both = res.and_then(|p| waited.and(p.wait()));
-                match both {
+                // The first is acknowledged by its own wait, whatever became of the second (a
+                // second that failed, on a full disk say, leaves the first staged and synced).
+                match first.wait() {
                     Ok(()) => {
-                        self.history.acknowledge(m, true);
-                        self.history.acknowledge(second, true);
                         self.history.pipelined.clear();
+                        self.history.acknowledge(m, true);
+                    }
+                    Err(e) => return self.failure("staged commit", e),
+                }
+                match res.and_then(|p| p.wait()) {
+                    Ok(()) => {
+                        self.history.acknowledge(second, true);
                         self.verify_readers();
                     }
                     Err(e) => self.failure("pipelined commit", e),
@@ -329,6 +337,12 @@ impl Harness {
                     disk.fail(op, kind, persistent);
                 }
             }
+            Op::FailGrowth { skip } => {
+                if let Backend::Sim { disk, .. } = &self.backend {
+                    self.failed = true;
+                    disk.fail_growth(skip.into());
+                }
+            }
             Op::Crash | Op::PowerLoss { .. } => {
                 let Backend::Sim { disk, boot } = &mut self.backend else { return };
                 // The crash strikes the live process: its handle and any open write transaction
@@ -389,22 +403,25 @@ impl Harness {
         }
     }
 
-    /// Run a whole workload, then [`Harness::finish`].
-    pub fn run(mut self, ops: impl IntoIterator<Item = Op>) {
+    /// Run a whole workload, then [`Harness::finish`]; returns its digest.
+    pub fn run(mut self, ops: impl IntoIterator<Item = Op>) -> u64 {
         for op in ops {
             self.apply(op);
         }
-        self.finish();
+        self.finish()
     }
 
     /// End of a workload: commit what is open, and check the heap holds the latest state and
-    /// passes the integrity walk.
-    pub fn finish(mut self) {
+    /// passes the integrity walk. Returns a digest of the history (every acknowledged state):
+    /// the same workload must always give the same one.
+    pub fn finish(mut self) -> u64 {
         self.apply(Op::Commit { durable: false });
+        let digest = xxhash_rust::xxh3::xxh3_64(format!("{:?}", self.history.acked).as_bytes());
         if self.poisoned {
-            return;
+            return digest;
         }
         assert_eq!(contents(self.heap()), *self.history.latest());
         self.heap().check().expect("the integrity walk at the end");
+        digest
     }
 }

@@ -6,6 +6,7 @@ mod disk;
 mod harness;
 mod history;
 mod ops;
+pub mod targets;
 
 use std::collections::BTreeMap;
 
@@ -118,7 +119,9 @@ pub fn read_map(map: Map<'_>) -> Result<Model> {
         let (k, v) = item?;
         let val = match v.kind() {
             Kind::Map => {
-                let sub = map.map(k)?.expect("a map entry's map");
+                // The walk checks each leaf's hash path, so a lookup finds what it yields
+                // (DESIGN §2.6.3): a map it yields that `map` misses is a bug.
+                let sub = map.map(k)?.expect("the walk yields a map that lookups do not find");
                 assert_eq!(v.map_len(), Some(sub.len()));
                 Val::Map(read_map(sub)?)
             }

@@ -89,6 +89,13 @@ pub enum Op {
         /// Every later operation fails too.
         persistent: bool,
     },
+    /// Fail the file's growth after `skip` more growths with ENOSPC, once (a full disk met by
+    /// a growing transaction: that call fails, the handle stays usable; see
+    /// `SimDisk::fail_growth`).
+    FailGrowth {
+        /// Growths that succeed first.
+        skip: u8,
+    },
     /// The process dies (its page cache survives).
     Crash,
     /// The machine loses power (crash image `kind`, see `SimDisk::power_loss`) and reboots.
@@ -119,6 +126,7 @@ impl Op {
                     10 => Op::Checkpoint,
                     11 if b % 8 == 0 => Op::Compact { always: false },
                     11 if b % 8 == 1 => Op::Pipelined { key: vec![c % 32], value: vec![c; 40] },
+                    11 if b % 8 == 2 => Op::FailGrowth { skip: c % 4 },
                     12 => Op::Fail { op: b as u64 % 16, kind: c, persistent: c % 2 == 0 },
                     13 => Op::Crash,
                     14 | 15 => Op::PowerLoss { kind: b, seed: c as u64 },
@@ -226,8 +234,9 @@ mod strategies {
         ]
     }
 
-    /// Workloads on the simulated disk: every operation but injected failures (the fuzz target
-    /// covers those), with crashes and power losses.
+    /// Workloads on the simulated disk: every operation but injected I/O failures (the fuzz
+    /// target covers those), with crashes, power losses and full disks met by growth (which
+    /// poison nothing: the workload goes on).
     pub(crate) fn sim_ops() -> impl Strategy<Value = Op> {
         let vlen = prop_oneof![8 => 0u32..300, 1 => 60_000u32..80_000];
         let insert = (0u8..40, vlen, any::<u8>()).prop_map(|(k, len, fill)| Op::Insert {
@@ -244,6 +253,7 @@ mod strategies {
             2 => Just(Op::Checkpoint),
             2 => Just(Op::Crash),
             2 => (0u8..4, any::<u64>()).prop_map(|(kind, seed)| Op::PowerLoss { kind, seed }),
+            1 => (0u8..3).prop_map(|skip| Op::FailGrowth { skip }),
             2 => Just(Op::Check),
             3 => Just(Op::Pin),
             2 => any::<usize>().prop_map(Op::Unpin),

@@ -46,7 +46,7 @@ fn reader(a: &Allocator) -> Reader<'_> {
 /// below the root no node holds a lone leaf (I8).
 fn check(a: &Allocator, hasher: KeyHasher, map: MapRoot, model: &Model) {
     let r = reader(a);
-    let got: Model = Iter::new(r, map)
+    let got: Model = Iter::new(r, hasher, map)
         .map(|e| e.map(|l| (l.key.to_vec(), l.value.to_vec())))
         .collect::<crate::Result<_>>()
         .unwrap();

@@ -316,7 +316,7 @@ impl<'a> Map<'a> {
     /// item is checked as the walk reaches it: a damaged record ends the iteration with an
     /// [`Error::Corrupt`] item.
     pub fn iter(&self) -> Iter<'a> {
-        Iter(TrieIter::new(self.reader, self.root))
+        Iter(TrieIter::new(self.reader, self.hasher, self.root))
     }
 }
 
