@@ -5,7 +5,7 @@ use xxhash_rust::xxh3::Xxh3;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::chain::{INLINE_MAX, read_u64s};
-use super::{Allocator, ClassState, Pager, Pending};
+use super::{Allocator, ClassState, Pager, Pending, StagedBlob};
 use crate::error::{Result, corrupt};
 use crate::format::*;
 use crate::storage::View;
@@ -229,11 +229,17 @@ impl Allocator {
                 return Err(corrupt(at, "record freed twice: maps share or cycle"));
             }
         }
-        if let Some((start, pages)) = self.blob.take() {
-            // The last commit's blob, freed like any record a durable commit may reach: reused
-            // only once a commit past this one is durable (I4). Also when that commit is staged
-            // (DESIGN §4.3): a syncer may write its slot, naming this blob, at any moment until
-            // this commit replaces it, and if this commit fails the staged one is still synced.
+        // The last commit's blob. Named by a meta slot, it is freed like any record a durable
+        // commit may reach. A staged commit's, claimed by this commit (DESIGN §4.3), is no
+        // slot's and never will be: reusable at once, but freed only after every allocation
+        // below that may grow the file, so that a full disk fails this commit with the staged
+        // one still whole (I18); only this commit's own blob may then take its run (after which
+        // only a failed write, which poisons the handle, can fail the commit).
+        let replaced = self.blob.take();
+        let claimed = self.staged_blob == StagedBlob::Claimed;
+        if let Some((start, pages)) = replaced
+            && !claimed
+        {
             self.free_run(start, pages);
         }
         for c in 0..NUM_CLASSES {
@@ -249,6 +255,11 @@ impl Allocator {
         self.push_pending(false, freed, txn, &|p| p.txn > durable && no_reader_since(p.txn))?;
         let freed = std::mem::take(&mut self.freed_now_ro);
         self.push_pending(true, freed, txn, &|p| no_reader_since(p.txn))?;
+        if let Some((start, pages)) = replaced
+            && claimed
+        {
+            self.free_run_as(start, pages, true);
+        }
         // Taking the blob's pages never adds a free run, so the size computed now is an upper
         // bound of the size serialised after.
         // Writing the blob's run header adds at most one extent.
@@ -257,6 +268,13 @@ impl Allocator {
         let bound = (self.blob_size(0) + extra) as u64;
         let pages = record_run_pages(bound);
         let start = self.alloc_live_run(pages, RUN_META)?;
+        if let Some((old, old_pages)) = replaced
+            && claimed
+            && start < old + old_pages * PAGE_SIZE
+            && old < start + pages * PAGE_SIZE
+        {
+            self.staged_blob = StagedBlob::Reused;
+        }
         let extents = if extents_before.is_some() { self.pager.extents(self.end) } else { None };
         let bytes = self.serialize(extents.as_deref().unwrap_or(&[]));
         debug_assert_eq!(bytes.len(), self.blob_size(extents.as_ref().map_or(0, |e| e.len())));

@@ -32,6 +32,7 @@ use crate::format::*;
 use crate::storage::View;
 
 pub(crate) use blob::{AllocSummary, verify_one_phase};
+
 pub(crate) use pager::Pager;
 pub(crate) use sweep::Evacuation;
 
@@ -78,6 +79,19 @@ struct Pending {
     chained: u64,
 }
 
+/// Whether the last commit's blob belongs to a staged commit that the running transaction's
+/// commit replaces (claimed from the group, so no syncer writes its slot meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StagedBlob {
+    /// No: the blob is (or may be) named by a meta slot.
+    No,
+    /// Claimed, its run not written: if the commit fails, the staged commit is still whole.
+    Claimed,
+    /// Claimed, and (part of) its run taken by this commit's own blob: if the commit fails
+    /// now, the staged commit may be damaged.
+    Reused,
+}
+
 /// The writer's view of space. Loaded from a commit's blob; mutated by one write transaction at
 /// a time; discarded on abort (the next writer reloads from the last commit).
 #[derive(Debug)]
@@ -93,6 +107,9 @@ pub(crate) struct Allocator {
     pending_ro: VecDeque<Pending>,
     /// The blob run of the last commit: (start, pages).
     blob: Option<(u64, u64)>,
+    /// That commit is staged and the running transaction's commit replaces it (DESIGN §4.3):
+    /// no slot will name its blob, which may be reused at once.
+    staged_blob: StagedBlob,
     blob_len: u64,
     blob_checksum: u64,
     live_bytes: u64,
@@ -132,6 +149,7 @@ impl Allocator {
             pending: VecDeque::new(),
             pending_ro: VecDeque::new(),
             blob: None,
+            staged_blob: StagedBlob::No,
             blob_len: 0,
             blob_checksum: 0,
             live_bytes: 0,
@@ -218,6 +236,7 @@ impl Allocator {
     /// latest commit) are released if reader-only; durability-bound ones up to `durable` (the
     /// older of that and the last durable commit).
     pub(crate) fn begin_txn(&mut self, readers: TxnId, durable: TxnId) -> Result<()> {
+        self.staged_blob = StagedBlob::No;
         self.fresh.clear();
         self.freed_now.clear();
         self.freed_now_ro.clear();
@@ -269,6 +288,17 @@ impl Allocator {
         } else {
             self.freed_now.push(f.pack());
         }
+    }
+
+    /// The running transaction's commit replaces the staged commit whose blob is the last one
+    /// (claimed from the group): its blob may be reused at once.
+    pub(crate) fn claim_staged_blob(&mut self) {
+        self.staged_blob = StagedBlob::Claimed;
+    }
+
+    /// Where the claim of [`Allocator::claim_staged_blob`] stands.
+    pub(crate) fn staged_blob(&self) -> StagedBlob {
+        self.staged_blob
     }
 
     /// The running transaction committed.

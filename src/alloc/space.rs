@@ -168,11 +168,18 @@ impl Allocator {
 
     /// Free a run (large record, chunk page or blob) of `pages` pages at `start`.
     pub(super) fn free_run(&mut self, start: u64, pages: u64) {
+        self.free_run_as(start, pages, false);
+    }
+
+    /// [`Allocator::free_run`]; `unreachable`: no meta slot names what the run holds, nor ever
+    /// will (a staged commit's blob, claimed by the commit replacing it), so it is reusable at
+    /// once, as a fresh run is.
+    pub(super) fn free_run_as(&mut self, start: u64, pages: u64, unreachable: bool) {
         self.dirty = true;
         self.live_bytes = self.live_bytes.saturating_sub(pages * PAGE_SIZE);
         self.free_bytes += pages * PAGE_SIZE;
         self.pager.untrack(start, pages * PAGE_SIZE);
-        if self.is_fresh(Offset(start)) {
+        if unreachable || self.is_fresh(Offset(start)) {
             self.add_run(start, pages);
         } else {
             self.defer(Freed::Run { start, pages }, start);

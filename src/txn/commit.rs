@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::Durability;
 use super::group::{After, forget_unsynced, sync_as_syncer, wait_durable, write_slot};
 use super::write::WriteTxn;
+use crate::alloc::StagedBlob;
 use crate::env::Shared;
 #[cfg(doc)]
 use crate::error::Error;
@@ -93,14 +94,19 @@ impl WriteTxn {
         // Where the boot id is unknown a non-durable commit could not be told from one of an
         // earlier boot (it would not be trusted, even by its own handle): every commit is
         // durable. A commit on top of a staged one carries that one's waiters: durable too.
-        // (A syncer may write the staged commit's slot meanwhile: then this one is durable for
-        // nothing, which is safe.)
+        // The staged commit, if a syncer has not taken it yet, is claimed: no syncer writes its
+        // slot while this commit, which contains it, is made (its waiters wait for this one's
+        // sync), so its blob may be reused at once (DESIGN §4.3).
         let (staged, durable_txn) = {
-            let g = self.shared.group.lock();
-            (g.staged.is_some(), g.durable.0)
+            let mut g = self.shared.group.lock();
+            (g.staged.take(), g.durable.0)
         };
-        let durable =
-            self.durability == Durability::Immediate || !self.shared.boot_known() || staged;
+        if staged.is_some() {
+            self.alloc().claim_staged_blob();
+        }
+        let durable = self.durability == Durability::Immediate
+            || !self.shared.boot_known()
+            || staged.is_some();
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
         let pins: Vec<TxnId> = self.pins.iter().map(|p| p.txn).collect();
@@ -109,7 +115,12 @@ impl WriteTxn {
         // whether it tracked them all, DESIGN §4.3).
         let summary = match self.alloc().persist(txn, durable_txn, durable, &no_reader_since) {
             Ok(s) => s,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                if let Some(staged) = staged {
+                    self.unclaim(staged, &e);
+                }
+                return self.fail(e);
+            }
         };
         let snap = Snapshot {
             txn,
@@ -125,9 +136,8 @@ impl WriteTxn {
             return self.commit_grouped(snap, stage);
         }
         // Meta slots are written only while no sync of the handle is in flight (the syncer
-        // must find its slot intact); this commit is its own syncer. Nothing can be staged
-        // once no sync is in flight but what a durable commit (this one) contains: staging
-        // takes the writer mutex, which this transaction holds.
+        // must find its slot intact); this commit is its own syncer. Nothing is staged: this
+        // commit claimed what was, and staging takes the writer mutex, which it holds.
         let mut g = self.shared.group.wait_idle()?;
         if durable && !summary.one_phase {
             g.syncing = true;
@@ -147,9 +157,8 @@ impl WriteTxn {
             self.sync_commit()?;
             g = self.shared.group.lock();
             g.syncing = false;
+            // It contains the staged commit it claimed, if any, whose waiters it satisfies.
             g.synced(txn, slot);
-            // It contains any staged commit, whose waiters it satisfies.
-            g.staged = None;
             g.clean = Some(txn);
             self.shared.group.notify();
         }
@@ -162,6 +171,23 @@ impl WriteTxn {
         Ok(After::Done)
     }
 
+    /// This commit failed after claiming the staged commit `staged`: give it back to its
+    /// waiters, whole (I18), unless this commit's blob took its blob's run — then fail them and
+    /// poison the handle (only a failed write, which poisons anyway, gets there: every
+    /// allocation that may grow the file comes first).
+    fn unclaim(&mut self, staged: Snapshot, e: &crate::Error) {
+        let reused = self.alloc().staged_blob() == StagedBlob::Reused;
+        let mut g = self.shared.group.lock();
+        if reused {
+            self.shared.poison();
+            g.fail(e);
+        } else {
+            debug_assert!(g.staged.is_none(), "nothing is staged while a writer commits");
+            g.staged = Some(staged);
+        }
+        self.shared.group.notify();
+    }
+
     /// A durable one-phase commit: stage it while a sync of the handle is in flight (or when
     /// asked to), else write its meta slot and become the syncer (DESIGN §4.3).
     fn commit_grouped(&mut self, snap: Snapshot, stage: bool) -> Result<After> {
@@ -172,17 +198,20 @@ impl WriteTxn {
         self.guard.loaded = snap.txn;
         let mut g = self.shared.group.lock();
         if stage || g.syncing {
-            // It contains the commit staged before it, if any.
+            // It contains the commit staged before it, if any (claimed: see `commit_inner`),
+            // whose waiters may now sync it.
             g.staged = Some(snap);
             g.clean = None;
+            self.shared.group.notify();
             return Ok(After::Wait(snap.txn));
         }
         let slot = write_slot(&self.shared, &mut g, &snap).inspect_err(|e| {
             g.fail(e);
             self.shared.group.notify();
         })?;
-        // It contains the staged commit, if any: that one's waiters wait for this sync.
-        g.staged = None;
+        // It contains the staged commit it claimed, if any: that one's waiters wait for this
+        // sync.
+        debug_assert!(g.staged.is_none());
         g.syncing = true;
         Ok(After::Sync { txn: snap.txn, slot })
     }
