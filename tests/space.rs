@@ -226,3 +226,46 @@ fn a_writer_learns_the_length_another_handle_left() {
         assert_eq!(rx.get(b"small").unwrap(), Some(&10u32.to_le_bytes()[..]));
     }
 }
+
+/// A transaction that grows the file and ends without committing (aborted, dropped, or failed
+/// half-way) gives the growth back: the file keeps the length it had, also after close, and
+/// compaction's "before" is not inflated by it.
+#[test]
+fn a_transaction_that_commits_nothing_leaves_the_file_as_long_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("abort.pheap");
+    let len = || std::fs::metadata(&path).unwrap().len();
+    {
+        let heap = Heap::open(&path).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        for i in 0..2000u32 {
+            tx.insert(i.to_le_bytes(), [i as u8; 150]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let closed = len();
+    let heap = Heap::open(&path).unwrap();
+    for how in ["abort", "drop"] {
+        let before = len();
+        let mut tx = heap.begin_write().unwrap();
+        // More than the file's slack: the transaction grows the file.
+        tx.insert(b"big", vec![7u8; 3 << 20]).unwrap();
+        assert!(len() > before, "{how}: the transaction grew the file");
+        match how {
+            "abort" => tx.abort(),
+            _ => drop(tx),
+        }
+        assert_eq!(len(), before, "{how}: the growth was given back");
+    }
+    // A single small key, as the user wrote it.
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"one", b"key").unwrap();
+    tx.abort();
+    drop(heap);
+    assert_eq!(len(), closed, "closing after aborts leaves the length the file had");
+    let heap = Heap::open(&path).unwrap();
+    assert_eq!(heap.begin_read().unwrap().len(), 2000);
+    heap.check().unwrap();
+    let report = heap.compact().unwrap();
+    assert_eq!(report.file_size_before, closed);
+}

@@ -57,6 +57,9 @@ pub struct WriteTxn {
     /// A mutation failed half-way: the transaction can only be dropped.
     pub(super) failed: bool,
     pub(super) done: bool,
+    /// The file's length once the transaction had begun (`u64::MAX` before): what it grew past
+    /// that is given back if it ends without committing.
+    pub(super) begun_len: u64,
 }
 
 impl fmt::Debug for WriteTxn {
@@ -117,6 +120,8 @@ impl WriteTxn {
             durability: shared.durability,
             failed: false,
             done: false,
+            // Nothing to give back until the transaction has begun (below).
+            begun_len: u64::MAX,
         };
         // Another process or handle may have grown the file, or trimmed its slack at close,
         // unless this handle held the writer lock last.
@@ -184,6 +189,7 @@ impl WriteTxn {
             return Err(e);
         }
         tx.map = snap.map;
+        tx.begun_len = shared.storage.len();
         Ok(tx)
     }
 
@@ -504,10 +510,21 @@ impl WriteTxn {
         self.rollback();
     }
 
+    /// End without committing: the changes are dropped, and the growth of the file they made
+    /// is given back. No meta slot, pinned snapshot or staged commit ends past the length the
+    /// transaction began with (they all existed then), so cutting back to it needs no sync
+    /// (I12). Not in a forked child (the lock and the file are the parent's), nor after a
+    /// failed write or sync (what the file holds is unknown).
     fn rollback(&mut self) {
         if !self.done {
             self.done = true;
             self.guard.alloc = None;
+            if self.locked
+                && self.shared.check().is_ok()
+                && self.shared.storage.len() > self.begun_len
+            {
+                let _ = self.shared.storage.truncate(self.begun_len);
+            }
         }
     }
 
