@@ -484,18 +484,34 @@ fn a_stopped_reader_holds_its_snapshot_and_releases_it() {
 fn forker(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let rx = heap.begin_read().unwrap();
-    let tx = heap.begin_write().unwrap();
+    let mut tx = heap.begin_write().unwrap();
     // SAFETY: this process is single-threaded here (libtest runs the child test on the main
     // thread with --test-threads=1 and no other thread was started).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
         let forked = |r: pheap::Result<()>| matches!(r, Err(Error::Forked));
+        let first = |mut it: pheap::Iter<'_>| forked(it.next().expect("an item").map(drop));
         let mut report = vec![
             forked(heap.begin_read().map(drop)),
             forked(heap.begin_write().map(drop)),
-            forked(rx.get(b"k").map(drop)),
             forked(heap.stats().map(drop)),
+            // Every read of an inherited snapshot (issue 24, item 2: `root()` and `iter()`
+            // read through the parent's pin before).
+            forked(rx.get(b"k").map(drop)),
+            forked(rx.get_value(b"k").map(drop)),
+            forked(rx.map(b"m").map(drop)),
+            forked(rx.root().get(b"k").map(drop)),
+            forked(rx.root().map(b"m").map(drop)),
+            first(rx.iter()),
+            first(rx.root().iter()),
+            // And of an inherited write transaction, its maps included.
+            forked(tx.get(b"k").map(drop)),
+            forked(tx.map(b"m").map(drop)),
+            forked(tx.root().map(drop)),
+            first(tx.iter()),
+            forked(tx.root_mut().get(b"k").map(drop)),
+            forked(tx.map_mut(b"m").map(drop)),
         ];
         drop(tx);
         drop(rx);

@@ -7,6 +7,7 @@ use std::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::WriteTxn;
+use crate::env::Shared;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::trie::{
@@ -155,6 +156,9 @@ pub struct Map<'a> {
     reader: Reader<'a>,
     hasher: KeyHasher,
     root: MapRoot,
+    /// The handle's state: every read checks it first (a forked child's inherited handle, or a
+    /// poisoned one, reads nothing: DESIGN §5.7).
+    shared: &'a Shared,
 }
 
 impl fmt::Debug for Map<'_> {
@@ -164,8 +168,8 @@ impl fmt::Debug for Map<'_> {
 }
 
 impl<'a> Map<'a> {
-    pub(crate) fn new(reader: Reader<'a>, hasher: KeyHasher, root: MapRoot) -> Map<'a> {
-        Map { reader, hasher, root }
+    pub(crate) fn new(shared: &'a Shared, reader: Reader<'a>, root: MapRoot) -> Map<'a> {
+        Map { reader, hasher: shared.hasher, root, shared }
     }
 
     pub(crate) fn reader(&self) -> Reader<'a> {
@@ -181,6 +185,7 @@ impl<'a> Map<'a> {
     }
 
     fn leaf(&self, key: &[u8], verify: usize) -> Result<Option<LeafRef<'a>>> {
+        self.shared.check()?;
         self.reader.get(self.root.root, self.hasher.hash(key), key, verify)
     }
 
@@ -316,7 +321,15 @@ impl<'a> Map<'a> {
     /// item is checked as the walk reaches it: a damaged record ends the iteration with an
     /// [`Error::Corrupt`] item.
     pub fn iter(&self) -> Iter<'a> {
-        Iter(TrieIter::new(self.reader, self.hasher, self.root))
+        let walk = TrieIter::new(self.reader, self.hasher, self.root);
+        match self.shared.check() {
+            Ok(()) => Iter { walk, refused: None },
+            // The one item: the error (a forked child's inherited snapshot reads nothing).
+            Err(e) => Iter {
+                walk: TrieIter::new(self.reader, self.hasher, MapRoot::EMPTY),
+                refused: Some(e),
+            },
+        }
     }
 }
 
@@ -332,17 +345,24 @@ impl<'a> IntoIterator for Map<'a> {
 /// items are `Result`s because a damaged file is detected as the walk goes. Its length is the
 /// map's entry count (exact for an intact file). The pairs borrow the transaction.
 #[derive(Debug)]
-pub struct Iter<'a>(TrieIter<'a>);
+pub struct Iter<'a> {
+    walk: TrieIter<'a>,
+    /// The handle refused the read (forked, poisoned): the only item.
+    refused: Option<Error>,
+}
 
 impl<'a> Iterator for Iter<'a> {
     type Item = Result<(&'a [u8], Value<'a>)>;
     fn next(&mut self) -> Option<Self::Item> {
-        let reader = self.0.reader();
-        let item = self.0.next()?;
+        if let Some(e) = self.refused.take() {
+            return Some(Err(e));
+        }
+        let reader = self.walk.reader();
+        let item = self.walk.next()?;
         Some(item.and_then(|l| Ok((l.key, Value::of(reader, &l)?))))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.0.remaining() as usize;
+        let n = self.walk.remaining() as usize + usize::from(self.refused.is_some());
         (n, Some(n))
     }
 }
@@ -638,7 +658,7 @@ impl WriteTxn {
     /// reads as empty.
     pub(super) fn map_at(&self, path: &[Vec<u8>]) -> Result<Map<'_>> {
         self.usable()?;
-        let mut map = Map::new(self.reader(), self.shared.hasher, self.map);
+        let mut map = Map::new(&self.shared, self.reader(), self.map);
         for key in path {
             map = map.map(key)?.unwrap_or(Map { root: MapRoot::EMPTY, ..map });
         }

@@ -117,7 +117,7 @@ impl ReadTxn {
 
     /// The snapshot's top-level map (the methods below are its shorthands).
     pub fn root(&self) -> Map<'_> {
-        Map::new(self.reader(), self.ctx.shared.hasher, self.snap.map)
+        Map::new(&self.ctx.shared, self.reader(), self.snap.map)
     }
 
     /// The value of `key`, borrowed from the mapped file ([`Map::get`]). A value of up to

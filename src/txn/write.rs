@@ -497,7 +497,7 @@ impl WriteTxn {
 
     /// Every top-level entry as this transaction sees it, in hash order.
     pub fn iter(&self) -> Iter<'_> {
-        Map::new(self.reader(), self.shared.hasher, self.map).iter()
+        Map::new(&self.shared, self.reader(), self.map).iter()
     }
 
     /// Override the heap's default durability for this commit.

@@ -155,6 +155,8 @@ enum Cmd {
     Readers {
         /// The heap file.
         file: PathBuf,
+        /// One JSON object per reader (pid, transaction, bytes held back), one per line, for
+        /// scripts.
         #[arg(long)]
         json: bool,
     },
@@ -181,10 +183,11 @@ struct Target {
 /// How KEY and VALUE arguments (and `get`'s output) are written.
 #[derive(Args)]
 struct Encoding {
-    /// Hexadecimal.
+    /// Keys, map names and values given (and `get`'s value printed) as hexadecimal bytes:
+    /// `--hex 00ff` is the two bytes 0x00 0xff.
     #[arg(long, conflicts_with = "base64")]
     hex: bool,
-    /// Base64.
+    /// As --hex, in base64.
     #[arg(long)]
     base64: bool,
 }
@@ -294,6 +297,13 @@ fn run(cli: Cli) -> Res {
             let value = match (value, value_file) {
                 (_, Some(f)) => read_all(&f)?,
                 (Some(v), None) if v != "-" => enc.decode(&v, "value")?,
+                // A forgotten value would wait silently for a terminal's input.
+                (None, None) if std::io::stdin().is_terminal() => {
+                    return Err(Fail::Err(
+                        "no VALUE: give it after the key, with --value-file, or on standard                          input (`-`)"
+                            .into(),
+                    ));
+                }
                 _ => read_all(Path::new("-"))?,
             };
             let heap = open_write(&at.file, true)?;
@@ -912,6 +922,7 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, lock: &Lock, quie
         }
         None => (Box::new(std::io::stdin().lock()), None),
     };
+    let created = !file.exists();
     let heap = Heap::options().durability(Durability::None).open(file)?;
     let bar = counter(quiet, total, "loading");
     let mut load = Load { heap: &heap, file, lock, batch, tx: None, n: 0, committed: 0 };
@@ -936,7 +947,14 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, lock: &Lock, quie
         }
         Err(Fail::Pipe) => Err(Fail::Pipe),
         Err(Fail::Err(msg) | Fail::No(msg)) => {
-            let kept = if committed == 0 {
+            let kept = if committed == 0 && created {
+                // A heap this load made and left empty: nothing stays behind.
+                let lock_file = heap.lock_file().to_owned();
+                drop(heap);
+                let _ = std::fs::remove_file(&lock_file);
+                let _ = std::fs::remove_file(file);
+                "nothing was loaded, and no heap was left".to_owned()
+            } else if committed == 0 {
                 "nothing was loaded".to_owned()
             } else {
                 heap.checkpoint()?;

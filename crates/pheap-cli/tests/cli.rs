@@ -699,3 +699,54 @@ fn help_describes_every_argument() {
         }
     }
 }
+
+/// Issue 24, item 15: a load that makes a new heap and loads nothing (plain JSON records with no
+/// "key") leaves no heap and no lock file behind; into an existing heap it leaves the file as it
+/// was, its length included.
+#[test]
+fn a_failed_load_into_a_new_heap_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("new.pheap");
+    pheap()
+        .arg("load")
+        .arg(&f)
+        .write_stdin("{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no \"key\"").and(predicate::str::contains("no heap")));
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let old = dir.path().join("old.pheap");
+    build(&old, 3);
+    let len = std::fs::metadata(&old).unwrap().len();
+    let big = format!("{{\"key\":\"big\",\"value\":\"{}\"}}\n{{\"id\": 1}}\n", "x".repeat(3 << 20));
+    pheap().arg("load").arg(&old).write_stdin(big).assert().code(2);
+    assert_eq!(contents(&old).len(), 3);
+    assert_eq!(std::fs::metadata(&old).unwrap().len(), len, "the file grew");
+}
+
+/// Issue 24, item 15: `put FILE KEY` with the value forgotten, on a terminal, says what it wants
+/// instead of waiting for input (a pseudo-terminal made by `script`, where it is installed).
+#[test]
+fn put_without_a_value_on_a_terminal_says_so() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to make a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.pheap");
+    let bin = assert_cmd::cargo::cargo_bin("pheap");
+    let line = format!("{} put {} k", bin.display(), f.display());
+    let out = std::process::Command::new("timeout")
+        .args(["10", "script", "-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("no VALUE"), "{shown}");
+    // Piped, the value comes from standard input as before.
+    pheap().arg("put").arg(&f).arg("k").write_stdin("piped").assert().success();
+    pheap().arg("get").arg(&f).arg("k").assert().success().stdout("piped");
+}
