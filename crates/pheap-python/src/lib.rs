@@ -978,6 +978,41 @@ impl Heap {
         Ok(PyClassInitializer::from(base).add_subclass(Heap { core }))
     }
 
+    /// Read-modify-write of one key in one transaction: `func` is called once with the value
+    /// of `key` (`default` when it is missing), and what it returns is stored and returned,
+    /// all under the writer lock: from many processes at once no update is lost (unlike
+    /// `db[k] = func(db[k])`, a read and then a separate commit). An exception from `func`
+    /// aborts: nothing is written. Never retried.
+    #[pyo3(signature = (key, func, default=None))]
+    fn update_key(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        func: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let tx = slf.call_method0("transaction")?;
+        tx.call_method0("__enter__")?;
+        let default = default.map_or_else(|| py.None().into_bound(py), |d| d.clone());
+        let updated = (|| {
+            let old = tx.call_method1("get", (key, default))?;
+            let new = func.call1((old,))?;
+            tx.set_item(key, &new)?;
+            Ok::<_, PyErr>(new)
+        })();
+        match updated {
+            Ok(new) => {
+                tx.call_method1("__exit__", (py.None(), py.None(), py.None()))?;
+                Ok(new.unbind())
+            }
+            Err(e) => {
+                // Aborts (the exception's own type and value, as a `with` block passes them).
+                let _ = tx.call_method1("__exit__", (e.get_type(py), e.value(py), py.None()));
+                Err(e)
+            }
+        }
+    }
+
     /// Begin a write transaction (waiting, with the GIL released, while another thread or
     /// process writes; `wait=False` raises BusyError instead, `timeout=SECONDS` after that long,
     /// and a timed wait lets Ctrl-C through). Commit on leaving a `with` block, abort on an

@@ -154,8 +154,10 @@ def test_mutable_mapping_api_against_a_dict(db):
     with pytest.raises(KeyError):
         db.pop("k1")
     assert db.setdefault("k2", 99) == 2 and db.setdefault("new", 5) == 5 and db["new"] == 5
+    # popitem takes the first entry in hash order, which the heap's random hash seed decides:
+    # "new" one run in 49 (the old assertion then raised KeyError: a flake).
     k, v = db.popitem()
-    assert k not in db and v == model[k] or k == "new"
+    assert k not in db and v == {**model, "new": 5}[k]
     del db["k4"]
     with pytest.raises(KeyError):
         del db["k4"]

@@ -1,4 +1,4 @@
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, MutableMapping, ValuesView
 from os import PathLike
 from typing import Any, Literal, TypeAlias, TypeVar, overload
 
@@ -67,6 +67,10 @@ class Heap(Map):
         trusted: bool = ...,
         codec: Literal["native", "raw"] = ...,
     ) -> None: ...
+    def update_key(self, key: Key, func: Callable[[Any], Any], default: Any = None) -> Any:
+        """Read-modify-write of ``key`` in one transaction: ``func(old)`` (``default`` when
+        missing) is stored and returned; no update is lost to other processes; an exception
+        from ``func`` aborts; called once, never retried."""
     def transaction(
         self, *, durability: Literal["immediate", "none"] | None = ..., wait: bool = ..., timeout: float | None = ...
     ) -> Transaction: ...
