@@ -490,6 +490,8 @@ fn open_write(file: &Path, create: bool) -> Res<Heap> {
 fn open_error(file: &Path, e: Error) -> Fail {
     match e {
         Error::NotFound { .. } => Fail::Err(format!("{}: no such heap file", file.display())),
+        // The operating system's error, about this file (issue 24, item 12).
+        Error::Io(e) => at(file)(e),
         e => e.into(),
     }
 }
@@ -923,7 +925,8 @@ fn load(file: &Path, input: Option<&Path>, batch: Option<u64>, lock: &Lock, quie
         None => (Box::new(std::io::stdin().lock()), None),
     };
     let created = !file.exists();
-    let heap = Heap::options().durability(Durability::None).open(file)?;
+    let heap =
+        Heap::options().durability(Durability::None).open(file).map_err(|e| open_error(file, e))?;
     let bar = counter(quiet, total, "loading");
     let mut load = Load { heap: &heap, file, lock, batch, tx: None, n: 0, committed: 0 };
     let res = load.lines(source, &bar, total);

@@ -750,3 +750,26 @@ fn put_without_a_value_on_a_terminal_says_so() {
     pheap().arg("put").arg(&f).arg("k").write_stdin("piped").assert().success();
     pheap().arg("get").arg(&f).arg("k").assert().success().stdout("piped");
 }
+
+/// Issue 24, item 12: an operating-system error opening the heap names the file (it said
+/// `pheap: Is a directory (os error 21)`).
+#[test]
+fn os_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = dir.path().display().to_string();
+    for cmd in ["stat", "count", "keys"] {
+        pheap().arg(cmd).arg(dir.path()).assert().code(2).stderr(predicate::str::contains(&shown));
+    }
+    pheap().arg("check").arg(dir.path()).assert().code(1).stderr(predicate::str::contains(&shown));
+    let put = pheap().arg("put").arg(dir.path()).args(["k", "v"]).assert().code(2);
+    put.stderr(predicate::str::contains(&shown));
+    // Inside a directory that does not exist: the heap's path, not a temporary file's.
+    let deep = dir.path().join("no/such/dir/h.pheap");
+    pheap()
+        .arg("put")
+        .arg(&deep)
+        .args(["k", "v"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(deep.display().to_string()));
+}

@@ -81,6 +81,30 @@ pub fn to_py(e: Error) -> PyErr {
     new(name, msg)
 }
 
+/// The Python exception of an error opening the heap at `path`: the operating system's errors
+/// are `OSError`s (`FileNotFoundError`, `IsADirectoryError`, ...) whose `filename` is the path,
+/// as Python's own `open` raises them.
+pub fn opening(e: Error, path: &std::path::Path) -> PyErr {
+    let filename = path.to_string_lossy().into_owned();
+    match &e {
+        Error::NotFound { .. } => PyErr::new::<PyOSError, _>((
+            ENOENT,
+            "No such heap file (pheap.open(..., create=True) makes one)".to_owned(),
+            filename,
+        )),
+        Error::Io(io) => match io.raw_os_error() {
+            Some(errno) => {
+                // "Is a directory (os error 21)": Python shows the errno itself.
+                let text = io.to_string();
+                let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+                PyErr::new::<PyOSError, _>((errno, text, filename))
+            }
+            None => to_py(e),
+        },
+        _ => to_py(e),
+    }
+}
+
 /// errno values (the same on Linux and the BSDs).
 const ENOENT: i32 = 2;
 const EEXIST: i32 = 17;

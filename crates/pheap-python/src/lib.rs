@@ -968,7 +968,7 @@ impl Heap {
             trusted,
             raw,
         };
-        let heap = py.detach(|| opts.open()).py_err()?;
+        let heap = py.detach(|| opts.open()).map_err(|e| errors::opening(e, &opts.path))?;
         let core = Arc::new(HeapCore {
             opts,
             heap: Mutex::new(Some(heap)),

@@ -151,3 +151,20 @@ def test_hostile_counts_do_not_allocate():
 def test_malformed_keys_come_back_as_bytes():
     for raw in (b"\xfe\x00", b"\xfc\x05\x01", b"\xfd\xff", b"\x80\x81"):
         assert _pheap._decode_key(raw) == raw
+
+
+def test_os_errors_name_the_file(tmp_path):
+    # Issue 24, item 12: the OSError of an open carries the path (filename was None) and no
+    # Rust names.
+    missing = tmp_path / "nonexistent" / "y.pheap"
+    with pytest.raises(FileNotFoundError) as e:
+        pheap.open(missing)
+    assert e.value.filename == str(missing) and "os error" not in str(e.value)
+    with pytest.raises(OSError) as e:
+        pheap.open(tmp_path)  # a directory
+    assert e.value.filename == str(tmp_path) and e.value.errno is not None
+    absent = tmp_path / "absent.pheap"
+    with pytest.raises(FileNotFoundError) as e:
+        pheap.open(absent, create=False)
+    assert e.value.filename == str(absent)
+    assert "create=True" in str(e.value) and "create(true)" not in str(e.value)
