@@ -7,6 +7,7 @@
 //! cargo bench --bench commit
 //! ```
 
+use pheap::prelude::*;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};

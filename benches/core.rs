@@ -4,6 +4,7 @@
 //! `cargo bench --bench core` (PHEAP_BENCH_N=100000 for a quick run). File sizes are printed
 //! and written to `target/pheap-bench-sizes.txt`.
 
+use pheap::prelude::*;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;

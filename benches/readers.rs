@@ -13,6 +13,7 @@
 //! PHEAP_BENCH_LOOKUPS=1 PHEAP_BENCH_READERS=1,2,4,8 cargo bench --bench readers
 //! ```
 
+use pheap::prelude::*;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};

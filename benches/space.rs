@@ -5,6 +5,7 @@
 //! cargo bench --bench space
 //! ```
 
+use pheap::prelude::*;
 use std::time::Instant;
 
 use pheap::{Durability, Heap};

@@ -4,6 +4,7 @@
 //! cargo run --release --example churn [-- KEYS ROUNDS DURABLE_EVERY]
 //! ```
 
+use pheap::prelude::*;
 use pheap::{Durability, Heap};
 use rand::{Rng, SeedableRng};
 

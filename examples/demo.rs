@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release --example demo [PATH] [ENTRIES]`
 
+use pheap::prelude::*;
 use std::process::Command;
 use std::time::Instant;
 
@@ -103,7 +104,7 @@ fn reopen(path: &str, n: u64) -> pheap::Result<()> {
         "reopened in a fresh process: open {:.3} ms, open + first get {:.3} ms, {} entries",
         opened.as_secs_f64() * 1e3,
         first_get.as_secs_f64() * 1e3,
-        rx.len()
+        rx.len()?
     );
     // Every key, in a shuffled order.
     let mut all: Vec<[u8; 24]> = std::iter::once(first).chain((1..n).map(|_| keys.key())).collect();

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release --example objects [PATH] [MATRIX_MIB]` (default: a temporary file, 1024)
 
+use pheap::prelude::*;
 use std::process::Command;
 use std::time::Instant;
 
@@ -112,18 +113,18 @@ fn read(path: &str, n: usize) -> pheap::Result<()> {
 
     let t = Instant::now();
     let frobs = rx.map("frobs")?.expect("the frobs map");
-    let mut sum = 0u64;
-    for x in 0..frobs.len() as u64 {
+    let (n, mut sum) = (frobs.len()? as u64, 0u64);
+    for x in 0..n {
         let f: &Frob = frobs.get_as(x.to_le_bytes())?.expect("a record");
         assert_eq!(f.foo, 9);
         sum += f.bar - 23;
     }
-    assert_eq!(sum, (0..frobs.len() as u64).sum());
-    println!("read {} Frob records as &Frob (no copy, no decoding): {}", frobs.len(), ms(t));
+    assert_eq!(sum, (0..n).sum());
+    println!("read {n} Frob records as &Frob (no copy, no decoding): {}", ms(t));
     println!("d[42] = {:?}", frobs.get_as::<Frob>(42u64.to_le_bytes())?.expect("present"));
 
     println!("maps:");
-    list(rx.root(), 1)?;
+    list(rx.as_map()?, 1)?;
     heap.check()?;
     println!("integrity walk: sound");
     Ok(())

@@ -5,6 +5,7 @@
 //! prints the fastest pass per lookup, taking only the value's length and then summing its bytes;
 //! `itercost` walks every entry (`iter()`), five passes, and prints the fastest per entry;
 //! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds.
+use pheap::prelude::*;
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
     let mut k = [0u8; 24];

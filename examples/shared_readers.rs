@@ -12,6 +12,7 @@
 //! cargo run --release --example shared_readers [-- ENTRIES [READERS [SECONDS]]]
 //! ```
 
+use pheap::prelude::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

@@ -37,12 +37,14 @@ impl Heap {
     /// left as it is. See DESIGN.md §3.3.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let stats = heap.compact()?;
     /// assert!(stats.file_size_after <= stats.file_size_before);
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///

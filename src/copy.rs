@@ -8,6 +8,7 @@
 //! at any point leaves either nothing or the complete copy at the destination; the temporary
 //! files it may leave (`.NAME.PID-RANDOM.copy[-lock]`) are removed by the next copy there.
 
+use crate::{Readable, Writable};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -17,7 +18,7 @@ use crate::storage::file::FileId;
 use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
-use crate::txn::{Durability, Map, MapMut, Value};
+use crate::txn::{Durability, Map, Value};
 
 /// What [`Heap::copy_to`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub(crate) fn copy_entry(
     src: Map<'_>,
     key: &[u8],
     value: Value<'_>,
-    dst: &mut MapMut<'_>,
+    dst: &mut impl Writable,
     depth: usize,
 ) -> Result<u64> {
     if value.kind() != Kind::Map {
@@ -98,6 +99,7 @@ impl Heap {
     /// and durable: a crash during the copy leaves nothing there.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let backup = dir.path().join("backup.pheap");
@@ -106,6 +108,7 @@ impl Heap {
     /// assert!(matches!(heap.copy_to(&backup), Err(pheap::Error::Exists { .. })));
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -143,7 +146,7 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
         let (mut n, mut batch) = (0u64, 0u64);
         for item in rx.iter() {
             let (k, v) = item?;
-            batch += copy_entry(rx.root(), k, v, &mut tx.root_mut(), 0)?;
+            batch += copy_entry(rx.as_map()?, k, v, &mut tx, 0)?;
             n += 1;
             if batch >= BATCH {
                 tx.commit()?;
@@ -154,7 +157,7 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
         tx.commit()?;
         out.checkpoint()?;
         let copied = out.stats()?.entries;
-        let expected = rx.len() as u64;
+        let expected = rx.len()? as u64;
         if n != expected || copied != n {
             return Err(Error::CopyIncomplete { expected, copied });
         }

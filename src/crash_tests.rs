@@ -8,6 +8,7 @@
 //!
 //! `PHEAP_CRASH_WORKLOADS=2000 cargo test --release --lib enumerated` for the long mode.
 
+use crate::{Readable, Writable};
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -729,7 +730,7 @@ fn concurrent_durable_commits_share_syncs() {
     assert!(syncs < commits, "{syncs} syncs for {commits} concurrent durable commits");
     eprintln!("{commits} commits on {threads} threads: {syncs} syncs");
     s.set_sync_delay(std::time::Duration::ZERO);
-    assert_eq!(heap.begin_read().unwrap().len() as u64, commits);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap() as u64, commits);
     let stats = heap.stats().unwrap();
     assert_eq!(stats.durable_txn_id, stats.txn_id, "the last commit is durable");
     heap.check().unwrap();

@@ -20,7 +20,7 @@ use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::{JoinError, ReaderInfo, Registry};
 use crate::storage::{Storage, boot_id};
 use crate::trie::KeyHasher;
-use crate::txn::{Durability, ReadTxn, SharedRead, WriteTxn};
+use crate::txn::{Durability, ReadTxn, SharedRead, Wait, WriteTxn};
 
 /// A persistent dictionary of byte strings in one memory-mapped file. Cheap to clone; clones
 /// share one handle. `Send + Sync`.
@@ -29,6 +29,7 @@ use crate::txn::{Durability, ReadTxn, SharedRead, WriteTxn};
 /// across all of them, any number of read transactions, readers never blocked.
 ///
 /// ```
+/// # use pheap::prelude::*;
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("data.pheap");
 /// let heap = pheap::Heap::open(&path)?;
@@ -42,6 +43,7 @@ use crate::txn::{Durability, ReadTxn, SharedRead, WriteTxn};
 /// assert_eq!(heap.begin_read()?.get(b"answer")?, Some(&b"42"[..]));
 /// # Ok::<(), pheap::Error>(())
 /// ```
+/// # use pheap::prelude::*;
 #[derive(Clone, Debug)]
 pub struct Heap {
     shared: Arc<Shared>,
@@ -65,6 +67,7 @@ impl Drop for Handles {
 /// How to open a heap; see [`Heap::options`].
 ///
 /// ```
+/// # use pheap::prelude::*;
 /// use pheap::{Durability, Heap};
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("data.pheap");
@@ -75,6 +78,7 @@ impl Drop for Handles {
 /// let reader = Heap::options().create(false).read_only(true).open(&path)?;
 /// # Ok::<(), pheap::Error>(())
 /// ```
+/// # use pheap::prelude::*;
 #[derive(Clone, Debug)]
 pub struct HeapOptions {
     create: bool,
@@ -293,6 +297,7 @@ impl Heap {
     /// [`Heap::try_begin_write`].
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let mut tx = heap.begin_write()?;
@@ -308,12 +313,13 @@ impl Heap {
     /// [`Error::DiscardedCommitPinned`] while a reader holds a commit a failed sync discarded;
     /// [`Error::Corrupt`] if the latest commit's allocator state is damaged; [`Error::Io`].
     pub fn begin_write(&self) -> Result<WriteTxn> {
-        WriteTxn::begin(&self.shared, true)
+        WriteTxn::begin(&self.shared, Wait::Forever)
     }
 
     /// Begin a write transaction, or fail with [`Error::WriteInProgress`] at once.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let tx = heap.begin_write()?;
@@ -326,12 +332,39 @@ impl Heap {
     /// [`Error::WriteInProgress`] while any handle of any process holds a write transaction;
     /// otherwise as [`Heap::begin_write`].
     pub fn try_begin_write(&self) -> Result<WriteTxn> {
-        WriteTxn::begin(&self.shared, false)
+        WriteTxn::begin(&self.shared, Wait::No)
+    }
+
+    /// Begin a write transaction, waiting at most `timeout` for the writer lock (another
+    /// thread's or process's transaction to end).
+    ///
+    /// ```
+    /// # use pheap::prelude::*;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// use std::time::Duration;
+    /// let tx = heap.begin_write()?;
+    /// let other = heap.clone();
+    /// let waited = std::thread::spawn(move || other.begin_write_timeout(Duration::from_millis(50)));
+    /// assert!(matches!(waited.join().unwrap(), Err(pheap::Error::WriteInProgress)));
+    /// drop(tx);
+    /// assert!(heap.begin_write_timeout(Duration::from_millis(50)).is_ok());
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInProgress`] if the lock was still held after `timeout`; otherwise as
+    /// [`Heap::begin_write`].
+    pub fn begin_write_timeout(&self, timeout: std::time::Duration) -> Result<WriteTxn> {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        WriteTxn::begin(&self.shared, deadline.map_or(Wait::Forever, Wait::Until))
     }
 
     /// Begin a read transaction on the latest commit. Never waits for the writer.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let rx = heap.begin_read()?;
@@ -342,6 +375,7 @@ impl Heap {
     /// assert_eq!(heap.begin_read()?.get(b"k")?, Some(&b"new"[..]));
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -379,6 +413,7 @@ impl Heap {
     /// lock like [`Heap::begin_write`].
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// use pheap::{Durability, Heap};
     /// # let dir = tempfile::tempdir()?;
     /// let heap = Heap::options().durability(Durability::None).open(dir.path().join("h"))?;
@@ -391,6 +426,7 @@ impl Heap {
     /// assert_eq!(heap.stats()?.durable_txn_id, heap.stats()?.txn_id);
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -407,6 +443,7 @@ impl Heap {
     /// Figures of the latest commit. Pins it for a moment, like a read transaction.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let s = heap.stats()?;
@@ -414,6 +451,7 @@ impl Heap {
     /// assert!(s.skipped_commits.is_empty()); // no commit was lost to a crash
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -455,6 +493,7 @@ impl Heap {
     /// README).
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let rx = heap.begin_read()?;
@@ -463,6 +502,7 @@ impl Heap {
     /// assert_eq!(readers[0].pid, std::process::id());
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -522,12 +562,14 @@ impl Heap {
     /// writer.
     ///
     /// ```
+    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let report = heap.check()?;
     /// assert_eq!(report.leaves, report.entries);
     /// # Ok::<(), pheap::Error>(())
     /// ```
+    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///

@@ -39,9 +39,28 @@ pub use kind::Kind;
 pub use meta::SkippedCommit;
 pub use storage::registry::ReaderInfo;
 pub use txn::{
-    Durability, Iter, IterPosition, Map, MapMut, OrderedIter, OwnedBytes, OwnedIter, OwnedValue,
-    ReadTxn, SharedRead, Value, WriteTxn,
+    Durability, Iter, IterPosition, Map, MapMut, OwnedBytes, OwnedIter, OwnedMap, OwnedValue,
+    ReadTxn, Readable, SharedRead, Value, Writable, WriteTxn,
 };
+
+/// The `zerocopy` crate whose traits a typed record derives ([`typed::Record`]), re-exported so
+/// that a user needs no dependency of their own. Name it in the derive:
+///
+/// ```
+/// # use pheap::prelude::*;
+/// use pheap::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+/// #[zerocopy(crate = "pheap::zerocopy")]
+/// #[repr(C)]
+/// struct Order { id: u64, price: f64, qty: u32, _pad: u32 } // no padding: see typed::Record
+/// ```
+pub use zerocopy;
+
+/// The traits every read and write goes through: `use pheap::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Readable, Writable};
+}
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = format::MAX_KEY_LEN;

@@ -1,6 +1,7 @@
 //! Tests that need the simulated disk or the crate's insides: the model tests (the test kit's
 //! harness on the simulated disk, through crashes, and on real files), I/O failures, full disk.
 
+use crate::{Readable, Writable};
 use std::sync::Arc;
 
 use proptest::prelude::*;

@@ -2,9 +2,12 @@
 //! and redb's `TableDefinition`, so that a Rust user never serialises by hand.
 //!
 //! ```
+//! # use pheap::prelude::*;
 //! use pheap::typed::{MapDef, Record, Str};
-//! # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//! use pheap::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+//!
 //! #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Debug, PartialEq)]
+//! #[zerocopy(crate = "pheap::zerocopy")] // pheap re-exports zerocopy: no dependency to add
 //! #[repr(C)]
 //! struct Frob { foo: u64, bar: u64 }
 //!
@@ -19,7 +22,23 @@
 //! assert_eq!(frobs.get("x")?, Some(&Frob { foo: 9, bar: 23 })); // a view of the file, no copy
 //! # Ok::<(), pheap::Error>(())
 //! ```
+//! # use pheap::prelude::*;
+//!
+//! # What a record's layout needs
+//!
+//! A [`Record`] is read in place, so its bytes must be all of it: `#[repr(C)]` (a fixed field
+//! order) and **no padding**, since padding bytes have no defined value to store. The compiler
+//! says so with an error naming `IntoBytes` and padding. `struct Order { id: u64, qty: u32,
+//! price: f64 }` has 4 bytes of padding after `qty` (to align `price`); fix it by ordering the
+//! fields largest first and filling the tail explicitly (`id: u64, price: f64, qty: u32, _pad:
+//! u32`), or by using wider fields (`qty: u64`). Fields are numbers, arrays of them, or other
+//! such records; values come back 8-byte aligned (64-byte from 4 KiB), which covers every field
+//! type up to `u64`/`f64`.
+//!
+//! Any `serde` type is stored with [`Serde`] under pheap's `serde` feature
+//! (`pheap = { version = "...", features = ["serde"] }`).
 
+use crate::{Readable, Writable};
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
@@ -29,6 +48,11 @@ use crate::error::{Error, Result};
 use crate::txn::{Map, MapMut, ReadTxn, WriteTxn};
 
 /// How a type is stored as bytes, as a key or a value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pheap codec",
+    note = "the codecs: Bytes, Str, the integer and float types, Record<T> (a #[repr(C)] \
+            zerocopy type without padding), and Serde<T> (pheap's `serde` feature)"
+)]
 pub trait Codec {
     /// What is written.
     type Write: ?Sized;
@@ -128,6 +152,12 @@ int_codec!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
 #[derive(Debug)]
 pub struct Serde<T>(PhantomData<T>);
 
+/// Any `serde` type: needs pheap's `serde` feature (`pheap = { version = "...", features =
+/// ["serde"] }`). Without it this type is not a [`Codec`], and a map of it says so.
+#[cfg(not(feature = "serde"))]
+#[derive(Debug)]
+pub struct Serde<T>(PhantomData<T>);
+
 #[cfg(feature = "serde")]
 impl<T> Codec for Serde<T>
 where
@@ -206,18 +236,26 @@ impl<'a, K: Codec, V: Codec> Typed<'a, K, V> {
     ///
     /// # Errors
     ///
-    /// As [`Map::get`]; [`Error::TypeMismatch`] if the value does not decode.
+    /// As [`Readable::get`]; [`Error::TypeMismatch`] if the value does not decode.
     pub fn get(&self, key: &K::Write) -> Result<Option<V::Read<'a>>> {
         typed_get::<K, V>(self.map, key)
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::len`].
+    pub fn len(&self) -> Result<usize> {
         self.map.len()
     }
 
     /// Does the map hold no entry?
-    pub fn is_empty(&self) -> bool {
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::len`].
+    pub fn is_empty(&self) -> Result<bool> {
         self.map.is_empty()
     }
 
@@ -248,7 +286,7 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     ///
     /// # Errors
     ///
-    /// As [`MapMut::insert`].
+    /// As [`Writable::insert`].
     pub fn insert(&mut self, key: &K::Write, value: &V::Write) -> Result<bool> {
         self.map.insert(K::encode(key), V::encode(value))
     }
@@ -257,7 +295,7 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     ///
     /// # Errors
     ///
-    /// As [`MapMut::remove`].
+    /// As [`Writable::remove`].
     pub fn remove(&mut self, key: &K::Write) -> Result<bool> {
         self.map.remove(K::encode(key))
     }
@@ -275,7 +313,7 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     ///
     /// # Errors
     ///
-    /// As [`MapMut::len`].
+    /// As [`Readable::len`].
     pub fn len(&self) -> Result<usize> {
         self.map.len()
     }
@@ -284,7 +322,7 @@ impl<'t, K: Codec, V: Codec> TypedMut<'t, K, V> {
     ///
     /// # Errors
     ///
-    /// As [`MapMut::len`].
+    /// As [`Readable::len`].
     pub fn is_empty(&self) -> Result<bool> {
         self.map.is_empty()
     }
@@ -295,7 +333,7 @@ impl ReadTxn {
     ///
     /// # Errors
     ///
-    /// As [`ReadTxn::map`].
+    /// As [`Readable::map`].
     pub fn typed<K: Codec, V: Codec>(&self, def: MapDef<K, V>) -> Result<Option<Typed<'_, K, V>>> {
         Ok(self.map(def.name)?.map(Typed::of))
     }
@@ -306,7 +344,7 @@ impl WriteTxn {
     ///
     /// # Errors
     ///
-    /// As [`WriteTxn::map_mut`].
+    /// As [`Writable::map_mut`].
     pub fn typed_mut<K: Codec, V: Codec>(
         &mut self,
         def: MapDef<K, V>,

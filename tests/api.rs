@@ -1,5 +1,6 @@
 //! Behaviour through the public API: transactions, snapshots, limits, growth, options.
 
+use pheap::prelude::*;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -39,17 +40,17 @@ fn write_sees_own_writes_and_drop_discards() {
     assert_eq!(tx.get(b"a").unwrap(), Some(&b"1"[..]));
     assert_eq!(tx.get(b"").unwrap(), Some(&b"empty key"[..]));
     assert_eq!(tx.get(b"e").unwrap(), Some(&b""[..]));
-    assert_eq!(tx.len(), 3);
-    assert!(heap.begin_read().unwrap().is_empty(), "uncommitted writes are invisible");
+    assert_eq!(tx.len().unwrap(), 3);
+    assert!(heap.begin_read().unwrap().is_empty().unwrap(), "uncommitted writes are invisible");
     drop(tx);
-    assert!(heap.begin_read().unwrap().is_empty());
+    assert!(heap.begin_read().unwrap().is_empty().unwrap());
     let mut tx = heap.begin_write().unwrap();
     heap.check().unwrap(); // the walk runs beside an open write transaction
-    assert!(tx.is_empty(), "a dropped transaction left nothing behind");
+    assert!(tx.is_empty().unwrap(), "a dropped transaction left nothing behind");
     tx.insert(b"a", b"2").unwrap();
     assert!(!tx.remove(b"missing").unwrap());
     tx.abort();
-    assert!(heap.begin_read().unwrap().is_empty());
+    assert!(heap.begin_read().unwrap().is_empty().unwrap());
     heap.check().unwrap();
 }
 
@@ -81,9 +82,9 @@ fn readers_keep_their_snapshot_while_the_writer_commits() {
     }
     assert_eq!(held, &[1u8; 100][..]);
     assert_eq!(snapshot(&rx), before);
-    assert_eq!(rx.len(), 1000);
+    assert_eq!(rx.len().unwrap(), 1000);
     let now = heap.begin_read().unwrap();
-    assert_eq!(now.len(), 666);
+    assert_eq!(now.len().unwrap(), 666);
     assert_eq!(now.get(1u32.to_be_bytes()).unwrap().unwrap(), &[21u8; 100][..]);
     assert!(now.txn_id() > rx.txn_id());
     drop(rx);
@@ -224,7 +225,7 @@ fn key_and_value_limits() {
     let rx = heap.begin_read().unwrap();
     assert_eq!(rx.get(&big_key).unwrap(), Some(&b"v"[..]));
     assert_eq!(rx.get(&max_key).unwrap(), Some(&b"w"[..]));
-    assert_eq!(rx.len(), 3);
+    assert_eq!(rx.len().unwrap(), 3);
     drop(rx);
     heap.check().unwrap();
 }
@@ -289,7 +290,7 @@ fn reopen_resumes_both_durabilities() {
     // Same boot: the non-durable commit is still there (the page cache holds it).
     let heap = Heap::open(&path).unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len(), 3);
+    assert_eq!(rx.len().unwrap(), 3);
     assert_eq!(rx.get(b"fast again").unwrap(), Some(&b"3"[..]));
     drop(rx);
     heap.checkpoint().unwrap();
@@ -322,7 +323,7 @@ fn read_only_and_two_handles_in_one_process() {
     let ro = Heap::options().read_only(true).open(&path).unwrap();
     let ro2 = Heap::options().read_only(true).open(&path).unwrap();
     assert_eq!(ro.begin_read().unwrap().get(b"k2").unwrap(), Some(&b"v2"[..]));
-    assert_eq!(ro2.begin_read().unwrap().len(), 2);
+    assert_eq!(ro2.begin_read().unwrap().len().unwrap(), 2);
     assert!(matches!(ro.begin_write(), Err(Error::ReadOnly)));
     // Pins of one handle hold space against the other's writer.
     let rx = ro.begin_read().unwrap();
@@ -374,7 +375,7 @@ fn transactions_outlive_their_heap_handle() {
     assert_eq!(rx.get(b"k2").unwrap(), None, "the snapshot predates the commit");
     drop(rx);
     let heap = Heap::open(&path).unwrap(); // the last transaction released the lock
-    assert_eq!(heap.begin_read().unwrap().len(), 2);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 2);
     heap.check().unwrap();
 }
 
@@ -392,7 +393,7 @@ fn closing_gives_back_the_growth_slack() {
     drop(heap);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), stats.used_size);
     let heap = Heap::open(&path).unwrap();
-    assert_eq!(heap.begin_read().unwrap().len(), 20_000);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 20_000);
     heap.check().unwrap();
 }
 
@@ -445,7 +446,7 @@ fn thread_read_contexts_follow_commits_and_end_with_the_handle() {
                     go.wait();
                     let rx = heap.begin_read().unwrap();
                     assert_eq!(rx.get(b"round").unwrap(), Some(&round.to_le_bytes()[..]));
-                    assert_eq!(rx.len() as u32, 1 + round * 1000);
+                    assert_eq!(rx.len().unwrap() as u32, 1 + round * 1000);
                     drop(rx);
                     done.wait();
                 }

@@ -1,6 +1,7 @@
 //! The bad-file catalogue: damaged, truncated or foreign files give their own clear error or a
 //! clean fallback to the other meta slot; never a panic, a hang or wrong data.
 
+use pheap::prelude::*;
 use std::path::Path;
 
 use common::Model;

@@ -1,6 +1,7 @@
 //! `Heap::copy_to`: a consistent copy of one commit, taken while the writer works; atomic
 //! publication, even when the copying process is killed.
 
+use pheap::prelude::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! (10 s bounds), not timing tests. (The same pattern with every commit forced into the group,
 //! on the simulated disk with slow syncs: `a_durable_commit_never_waits_for_another_threads_open_transaction`.)
 
+use pheap::prelude::*;
 use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ fn pattern(second_handle: bool, rounds: usize) {
         });
     }
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len() as usize, 3 * rounds);
+    assert_eq!(rx.len().unwrap(), 3 * rounds);
     drop(rx);
     heap.check().unwrap();
 }

@@ -5,6 +5,7 @@
 //! the time and memory each takes are printed (`--nocapture`) and recorded in
 //! docs/reliability.md.
 
+use pheap::prelude::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -19,8 +19,9 @@ fn defined_in(item: &str) -> Option<&'static str> {
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "env",
-        "Iter" | "IterPosition" | "Map" | "MapMut" | "OrderedIter" | "OwnedBytes" | "OwnedIter"
-        | "OwnedValue" | "ReadTxn" | "SharedRead" | "Value" | "WriteTxn" => "txn",
+        "Iter" | "IterPosition" | "Map" | "MapMut" | "OwnedMap" | "OwnedBytes" | "OwnedIter"
+        | "Readable" | "Writable" | "OwnedValue" | "ReadTxn" | "SharedRead" | "Value"
+        | "WriteTxn" => "txn",
         "CheckReport" => "check",
         "Heap" | "HeapOptions" | "Stats" => "heap",
         "CompactStats" => "compact",

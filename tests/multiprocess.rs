@@ -7,6 +7,7 @@
 
 #![allow(unsafe_code)] // fork(2) in `fork_child_gets_a_clear_error_and_never_holds_locks`
 
+use pheap::prelude::*;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -278,7 +279,7 @@ fn bank_reader(path: &Path) {
         assert!(seq >= last, "snapshot {seq} after snapshot {last}");
         last = seq;
         let n = rx.iter().inspect(|r| assert!(r.is_ok())).count();
-        assert_eq!(n, rx.len());
+        assert_eq!(n, rx.len().unwrap());
         if seed.random::<u64>().is_multiple_of(8) {
             // Hold the snapshot while the writer commits on; it must not change.
             std::thread::sleep(Duration::from_millis(seed.random::<u64>() % 30));
@@ -484,7 +485,10 @@ fn a_stopped_reader_holds_its_snapshot_and_releases_it() {
 fn forker(path: &Path) {
     let heap = Heap::open(path).unwrap();
     let rx = heap.begin_read().unwrap();
+    let map = rx.as_map().unwrap();
+    let owned = heap.begin_read_shared().unwrap().map_owned::<&[u8]>(&[]).unwrap().unwrap();
     let mut tx = heap.begin_write().unwrap();
+    let mut sub = tx.map_mut(b"m").unwrap();
     // SAFETY: this process is single-threaded here (libtest runs the child test on the main
     // thread with --test-threads=1 and no other thread was started).
     let pid = unsafe { libc::fork() };
@@ -496,23 +500,36 @@ fn forker(path: &Path) {
             forked(heap.begin_read().map(drop)),
             forked(heap.begin_write().map(drop)),
             forked(heap.stats().map(drop)),
-            // Every read of an inherited snapshot (issue 24, item 2: `root()` and `iter()`
-            // read through the parent's pin before).
+            // Every read of every inherited handle (issue 24, item 2: `root()` and `iter()` of
+            // a snapshot read through the parent's pin before): a snapshot, a map of it...
             forked(rx.get(b"k").map(drop)),
             forked(rx.get_value(b"k").map(drop)),
             forked(rx.map(b"m").map(drop)),
-            forked(rx.root().get(b"k").map(drop)),
-            forked(rx.root().map(b"m").map(drop)),
+            forked(rx.len().map(drop)),
+            forked(rx.as_map().map(drop)),
             first(rx.iter()),
-            first(rx.root().iter()),
-            // And of an inherited write transaction, its maps included.
+            first(rx.iter_partition(0, 2)),
+            forked(map.get(b"k").map(drop)),
+            forked(map.map(b"m").map(drop)),
+            forked(map.contains_key(b"k").map(drop)),
+            first(map.iter()),
+            // ...an owned map...
+            forked(owned.get(b"k").map(drop)),
+            forked(owned.map(b"m").map(drop)),
+            forked(owned.iter().map(drop)),
+            // ...a sub-map being changed...
+            forked((&sub).get(b"k").map(drop)),
+            forked((&sub).len().map(drop)),
+            first((&sub).iter()),
+            forked(sub.insert(b"k", b"v").map(drop)),
+            // ...and the write transaction.
             forked(tx.get(b"k").map(drop)),
             forked(tx.map(b"m").map(drop)),
-            forked(tx.root().map(drop)),
+            forked(tx.as_map().map(drop)),
             first(tx.iter()),
-            forked(tx.root_mut().get(b"k").map(drop)),
             forked(tx.map_mut(b"m").map(drop)),
         ];
+        drop(owned);
         drop(tx);
         drop(rx);
         // The inherited handle stays open (its descriptors too) while the child lives.
@@ -637,11 +654,11 @@ fn an_incompatible_lock_file_is_refused_while_in_use() {
     drop(heap);
     // Alone, an opener re-initialises it, whatever it holds.
     let heap = Heap::open(&path).unwrap();
-    assert_eq!(heap.begin_read().unwrap().len(), 20);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 20);
     drop(heap);
     f.set_len(100).unwrap();
     let heap = Heap::open(&path).unwrap();
-    assert_eq!(heap.begin_read().unwrap().len(), 20);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 20);
     assert_eq!(std::fs::metadata(&lock).unwrap().len(), 4096 + 8192 * 64);
 }
 
@@ -661,7 +678,7 @@ fn read_only_reader(path: &Path) {
         assert_eq!(rx.get(k).unwrap(), Some(&v[..]), "pinned data changed");
     }
     drop(rx);
-    println!("intact {}", heap.begin_read().unwrap().len());
+    println!("intact {}", heap.begin_read().unwrap().len().unwrap());
 }
 
 /// A user with read permission only on the heap and its lock file (the test runs the child as
@@ -768,7 +785,7 @@ fn compact_while_another_process_holds_a_snapshot() {
     assert!(c.file_size_after < held, "{c:?} (held {held})");
     heap.check().unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len(), 6667);
+    assert_eq!(rx.len().unwrap(), 6667);
     for i in (0..20_000u32).step_by(3) {
         assert_eq!(rx.get(i.to_be_bytes()).unwrap().unwrap().len(), 50 + (i as usize * 7) % 400);
     }

@@ -2,6 +2,7 @@
 //! written in place, owned handles, ordered, sharded and resumable iteration, and the API a
 //! Rust user expects.
 
+use pheap::prelude::*;
 use std::collections::BTreeSet;
 
 use pheap::{Error, Heap, IterPosition, Kind};
@@ -32,16 +33,16 @@ fn maps_nest_see_their_own_writes_and_commit_together() {
     tx.commit().unwrap();
 
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len(), 2);
+    assert_eq!(rx.len().unwrap(), 2);
     let users = rx.map(b"users").unwrap().expect("exists");
-    assert_eq!(users.len(), 2);
+    assert_eq!(users.len().unwrap(), 2);
     assert_eq!(users.get_value("alice/prefs").unwrap().unwrap().kind(), Kind::Map);
     assert_eq!(users.get_value("alice/prefs").unwrap().unwrap().map_len(), Some(1));
     assert_eq!(
-        rx.root().map_path(&["users", "alice/prefs"]).unwrap().unwrap().get("theme").unwrap(),
+        rx.map_path(&["users", "alice/prefs"]).unwrap().unwrap().get("theme").unwrap(),
         Some(&b"dark"[..])
     );
-    assert!(rx.root().map_path(&["users", "nobody"]).unwrap().is_none());
+    assert!(rx.map_path(&["users", "nobody"]).unwrap().is_none());
     heap.check().unwrap();
 }
 
@@ -66,7 +67,7 @@ fn a_kind_is_never_changed_silently() {
     assert!(msg.contains("\"map\"") && msg.contains("a map"), "{msg}");
     // Nothing changed, and the transaction is still usable.
     assert_eq!(tx.get("bytes").unwrap(), Some(&b"v"[..]));
-    assert_eq!(tx.map("map").unwrap().unwrap().len(), 1);
+    assert_eq!(tx.map("map").unwrap().unwrap().len().unwrap(), 1);
     tx.commit().unwrap();
     heap.check().unwrap();
 }
@@ -214,7 +215,7 @@ fn the_api_a_rust_user_expects() {
     tx.insert(vec![3u8], [3u8]).unwrap();
     tx.insert_many([("m1", "x"), ("m2", "y"), ("m3", "z")]).unwrap();
     tx.retain(|k, _| k != b"m2").unwrap();
-    assert_eq!(tx.len(), 5);
+    assert_eq!(tx.len().unwrap(), 5);
     tx.commit().unwrap();
     let rx = heap.begin_read().unwrap();
     let mut n = 0;
@@ -225,13 +226,13 @@ fn the_api_a_rust_user_expects() {
     }
     assert_eq!(n, 5);
     let it = rx.iter();
-    assert_eq!(it.len(), 5, "an exact-size iterator");
+    assert_eq!(it.size_hint(), (5, Some(5)), "a whole walk knows its length");
     assert_eq!(rx.get(&key).unwrap(), Some(&b"v1"[..]));
     drop(rx);
     let mut tx = heap.begin_write().unwrap();
     tx.clear().unwrap();
     tx.commit().unwrap();
-    assert!(heap.begin_read().unwrap().is_empty());
+    assert!(heap.begin_read().unwrap().is_empty().unwrap());
     heap.check().unwrap();
 }
 
@@ -263,8 +264,8 @@ fn owned_handles_keep_their_snapshot_alive() {
     tx.map_mut("m").unwrap().insert("inner", vec![4u8; 5000]).unwrap();
     tx.commit().unwrap();
     let shared = heap.begin_read_shared().unwrap();
-    let v = shared.get_owned::<&str>(&[], "k").unwrap().unwrap();
-    let inner = shared.get_owned(&["m"], "inner").unwrap().unwrap();
+    let v = shared.map_owned::<&str>(&[]).unwrap().unwrap().get("k").unwrap().unwrap();
+    let inner = shared.map_owned(&["m"]).unwrap().unwrap().get("inner").unwrap().unwrap();
     let clone = shared.clone();
     drop(shared);
     let mut tx = heap.begin_write().unwrap();
@@ -275,17 +276,17 @@ fn owned_handles_keep_their_snapshot_alive() {
     let (a, b) = std::thread::spawn(move || (v.to_vec(), inner.len())).join().unwrap();
     assert_eq!((a, b), (b"old".to_vec(), 5000));
     assert_eq!(clone.get("k").unwrap(), Some(&b"old"[..]));
-    let it = clone.iter_owned::<&str>(&[]).unwrap();
+    let it = clone.map_owned::<&str>(&[]).unwrap().unwrap().iter().unwrap();
     drop(clone);
     drop(heap);
     let mut keys = BTreeSet::new();
     for r in it {
         let (k, v) = r.unwrap();
         match &k[..] {
-            b"k" => assert_eq!(&v.bytes(&k).unwrap()[..], b"old"),
+            b"k" => assert_eq!(&v.bytes().unwrap()[..], b"old"),
             _ => {
-                assert_eq!((v.kind, v.map_len), (Kind::Map, Some(1)));
-                assert!(matches!(v.bytes(&k), Err(Error::WrongKind { .. })));
+                assert_eq!((v.kind(), v.map_len()), (Kind::Map, Some(1)));
+                assert!(matches!(v.bytes(), Err(Error::WrongKind { .. })));
             }
         }
         keys.insert(k.to_vec());
@@ -305,22 +306,22 @@ fn owned_values_keep_their_parts_readable() {
     // Read in place, then own: the same value either way.
     let borrowed = shared.get_value("v").unwrap().unwrap();
     let a = shared.own_value(&borrowed).unwrap();
-    let b = shared.get_value_owned::<&str>(&[], "v").unwrap().unwrap();
-    let m = shared.get_value_owned::<&str>(&[], "m").unwrap().unwrap();
-    assert!(shared.get_value_owned(&["m"], "nothing").unwrap().is_none());
-    assert!(shared.get_value_owned(&["nothing"], "x").unwrap().is_none());
+    let b = shared.map_owned::<&str>(&[]).unwrap().unwrap().get_value("v").unwrap().unwrap();
+    let m = shared.map_owned::<&str>(&[]).unwrap().unwrap().get_value("m").unwrap().unwrap();
+    assert!(shared.map_owned(&["m"]).unwrap().unwrap().get_value("nothing").unwrap().is_none());
+    assert!(shared.map_owned(&["nothing"]).unwrap().is_none());
     drop(shared);
     let mut tx = heap.begin_write().unwrap();
     tx.remove("v").unwrap();
     tx.commit().unwrap();
     drop(heap);
     for v in [a, b] {
-        assert_eq!((v.kind, &v.inline[..]), (Kind::Tagged(3), &b"head"[..]));
-        assert_eq!(v.parts.len(), 2);
-        assert_eq!((&v.parts[0][..], &v.parts[1][..]), (&big[..], &b"tail"[..]));
-        assert_eq!(v.parts[0].as_ptr() as usize % 64, 0);
+        assert_eq!((v.kind(), &v.inline()[..]), (Kind::Tagged(3), &b"head"[..]));
+        assert_eq!(v.parts().len(), 2);
+        assert_eq!((&v.parts()[0][..], &v.parts()[1][..]), (&big[..], &b"tail"[..]));
+        assert_eq!(v.parts()[0].as_ptr() as usize % 64, 0);
     }
-    assert_eq!((m.kind, m.map_len), (Kind::Map, Some(1)));
+    assert_eq!((m.kind(), m.map_len()), (Kind::Map, Some(1)));
     // A value from another heap's snapshot is refused, not misread.
     let (_d2, other) = self::heap();
     let mut tx = other.begin_write().unwrap();
@@ -345,20 +346,20 @@ fn long_parts_written_by_write_syscall_read_back_everywhere() {
     tx.insert("alone", &big[..(1 << 20)]).unwrap();
     {
         let v = tx.get_value("v").unwrap().unwrap();
-        assert_eq!(v.part(0).unwrap(), &big[..]);
+        assert_eq!(v.part(0).unwrap().unwrap(), &big[..]);
     }
     tx.commit().unwrap();
     let rx = heap.begin_read().unwrap();
     let v = rx.get_value("v").unwrap().unwrap();
-    assert_eq!((v.part(0).unwrap(), v.part(1).unwrap()), (&big[..], &small[..]));
-    assert_eq!(v.part(0).unwrap().as_ptr() as usize % 64, 0);
+    assert_eq!((v.part(0).unwrap().unwrap(), v.part(1).unwrap().unwrap()), (&big[..], &small[..]));
+    assert_eq!(v.part(0).unwrap().unwrap().as_ptr() as usize % 64, 0);
     assert_eq!(rx.get("alone").unwrap().unwrap(), &big[..(1 << 20)]);
     drop(rx);
     assert_eq!(heap.check().unwrap().parts, 3);
     drop(heap);
     let heap = Heap::open(dir.path().join("objects.pheap")).unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.get_value("v").unwrap().unwrap().part(0).unwrap(), &big[..]);
+    assert_eq!(rx.get_value("v").unwrap().unwrap().part(0).unwrap().unwrap(), &big[..]);
 }
 
 #[test]
@@ -373,16 +374,13 @@ fn maps_nest_to_the_limit_and_no_deeper() {
     tx.commit().unwrap();
     heap.check().unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(
-        rx.root().map_path(&path).unwrap().unwrap().get("deepest").unwrap(),
-        Some(&b"here"[..])
-    );
+    assert_eq!(rx.map_path(&path).unwrap().unwrap().get("deepest").unwrap(), Some(&b"here"[..]));
     // A copy carries every level.
     let dir = tempfile::tempdir().unwrap();
     heap.copy_to(dir.path().join("c")).unwrap();
     let c = Heap::open(dir.path().join("c")).unwrap();
     let rx = c.begin_read().unwrap();
-    assert_eq!(rx.root().map_path(&path).unwrap().unwrap().len(), 1);
+    assert_eq!(rx.map_path(&path).unwrap().unwrap().len().unwrap(), 1);
 }
 
 #[test]
@@ -400,14 +398,14 @@ fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
     for n in [1, 3, 7, 32] {
         let mut seen = BTreeSet::new();
         for i in 0..n {
-            for r in map.iter_shard(i, n) {
+            for r in map.iter_partition(i, n) {
                 assert!(seen.insert(r.unwrap().0.to_vec()), "shards overlap");
             }
         }
         assert_eq!(seen, all, "{n} shards");
     }
     // Stop half-way, save the position, go on in a later snapshot from another handle.
-    let mut it = map.iter_ordered();
+    let mut it = map.iter();
     let first: Vec<Vec<u8>> = it.by_ref().take(2500).map(|r| r.unwrap().0.to_vec()).collect();
     let saved = it.position().unwrap().to_bytes();
     drop(it);
@@ -417,8 +415,14 @@ fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
     tx.commit().unwrap();
     let shared = heap.begin_read_shared().unwrap();
     let pos = IterPosition::from_bytes(&saved).unwrap();
-    let rest: Vec<Vec<u8>> =
-        shared.iter_owned_after(&["m"], &pos).unwrap().map(|r| r.unwrap().0.to_vec()).collect();
+    let rest: Vec<Vec<u8>> = shared
+        .map_owned(&["m"])
+        .unwrap()
+        .unwrap()
+        .iter_after(&pos)
+        .unwrap()
+        .map(|r| r.unwrap().0.to_vec())
+        .collect();
     let mut got: BTreeSet<Vec<u8>> = first.into_iter().collect();
     let n_rest = rest.len();
     got.extend(rest);
@@ -426,16 +430,16 @@ fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
     assert_eq!(got, all, "the two halves hold every key once");
     assert!(n_rest >= 2500);
     // The ordered walk and the owned one agree on the order.
-    let ordered: Vec<Vec<u8>> = shared
-        .root()
-        .map("m")
+    let ordered: Vec<Vec<u8>> =
+        shared.map("m").unwrap().unwrap().iter().map(|r| r.unwrap().0.to_vec()).collect();
+    let owned: Vec<Vec<u8>> = shared
+        .map_owned(&["m"])
         .unwrap()
         .unwrap()
-        .iter_ordered()
+        .iter()
+        .unwrap()
         .map(|r| r.unwrap().0.to_vec())
         .collect();
-    let owned: Vec<Vec<u8>> =
-        shared.iter_owned(&["m"]).unwrap().map(|r| r.unwrap().0.to_vec()).collect();
     assert_eq!(ordered, owned);
 }
 
@@ -465,8 +469,8 @@ fn copies_and_compaction_keep_maps_parts_and_tags() {
         let mut out = Vec::new();
         for i in 0..7 {
             for j in 0..3 {
-                let m = rx.root().map_path(&[format!("m{i}"), format!("n{j}")]).unwrap().unwrap();
-                for r in m.iter_ordered() {
+                let m = rx.map_path(&[format!("m{i}"), format!("n{j}")]).unwrap().unwrap();
+                for r in m.iter() {
                     let (k, v) = r.unwrap();
                     let parts: Vec<Vec<u8>> = v.parts().map(|p| p.unwrap().to_vec()).collect();
                     out.push((i, j, k.to_vec(), v.kind(), v.inline().to_vec(), parts));
@@ -516,7 +520,7 @@ fn insert_many_matches_inserting_one_by_one() {
         .collect();
     assert_eq!(got, model);
     let sub = rx.map("sub").unwrap().unwrap();
-    assert_eq!(sub.len(), model.len() + 1);
+    assert_eq!(sub.len().unwrap(), model.len() + 1);
     for (k, v) in &model {
         assert_eq!(sub.get(k).unwrap(), Some(&v[..]));
     }

@@ -5,6 +5,7 @@
 //!
 //! `PHEAP_KILL_ROUNDS=5000 cargo test --release --test processes` for a longer run (500 by default).
 
+use pheap::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -151,10 +152,10 @@ fn lock_child() {
     tx.insert(b"waited", b"").unwrap();
     tx.commit().unwrap();
     println!("result waited {waited}");
-    let n = heap.begin_read().unwrap().len();
+    let n = heap.begin_read().unwrap().len().unwrap();
     println!("result entries {n}");
     let ro = Heap::options().read_only(true).open(&path).unwrap();
-    println!("result ro entries {}", ro.begin_read().unwrap().len());
+    println!("result ro entries {}", ro.begin_read().unwrap().len().unwrap());
 }
 
 #[test]

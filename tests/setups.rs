@@ -4,6 +4,7 @@
 //! Refused opens leave nothing behind; lock files get the heap's owner and mode.
 #![allow(unsafe_code)] // geteuid
 
+use pheap::prelude::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! Space: reuse under churn, and the file's tail given back once nothing can reach it.
 
+use pheap::prelude::*;
 use pheap::{Durability, Heap};
 use rand::Rng;
 
@@ -48,7 +49,7 @@ fn the_tail_is_given_back_once_no_snapshot_reaches_it() {
     assert!(s.file_size < 2 << 20, "file still {} bytes: {s:?}", s.file_size);
     assert_eq!((s.pending_bytes, s.held_by_readers), (s.pending_bytes, 0));
     heap.check().unwrap();
-    assert_eq!(heap.begin_read().unwrap().len(), 1);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 1);
 }
 
 #[test]
@@ -176,7 +177,7 @@ fn compact_brings_a_fragmented_heap_within_a_tenth_of_its_live_bytes() {
     assert_eq!(c.file_size_after, s.file_size);
     heap.check().unwrap();
     let rx = heap.begin_read().unwrap();
-    assert_eq!(rx.len(), model.len());
+    assert_eq!(rx.len().unwrap(), model.len());
     for (k, v) in &model {
         assert_eq!(rx.get(k.to_be_bytes()).unwrap(), Some(&v[..]));
     }
@@ -264,7 +265,7 @@ fn a_transaction_that_commits_nothing_leaves_the_file_as_long_as_it_was() {
     drop(heap);
     assert_eq!(len(), closed, "closing after aborts leaves the length the file had");
     let heap = Heap::open(&path).unwrap();
-    assert_eq!(heap.begin_read().unwrap().len(), 2000);
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 2000);
     heap.check().unwrap();
     let report = heap.compact().unwrap();
     assert_eq!(report.file_size_before, closed);

@@ -1,5 +1,6 @@
 //! Typed maps: codecs for text, integers, zerocopy records and (feature `serde`) serde types.
 
+use pheap::prelude::*;
 use pheap::typed::{Bytes, MapDef, Record, Str};
 use pheap::{Error, Heap};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};

@@ -2,6 +2,7 @@
 
 use super::{History, Model, Op, SimDisk, Val, contents, model_map, snapshot, txn_contents};
 use crate::{Durability, Error, Heap, Kind, ReadTxn, WriteTxn};
+use crate::{Readable, Writable};
 
 /// Where the heap lives.
 #[derive(Debug)]
@@ -144,7 +145,7 @@ impl Harness {
                     (Ok(replaced), Some(was)) => {
                         assert_eq!(replaced, was, "insert reports a replaced value");
                         assert_eq!(t.get(&key).expect("get"), Some(&value[..]));
-                        assert_eq!(t.len(), m.len());
+                        assert_eq!(t.len().expect("len"), m.len());
                     }
                     (res, expect) => {
                         self.settle_map_op("insert", res.map(|_| ()), expect.is_none())
@@ -204,7 +205,7 @@ impl Harness {
                     Ok(found) => {
                         assert_eq!(found, was, "remove reports the key's presence");
                         assert_eq!(t.get(&key).expect("get"), None);
-                        assert_eq!(t.len(), m.len());
+                        assert_eq!(t.len().expect("len"), m.len());
                     }
                     Err(e) => {
                         self.tx = None;

@@ -8,6 +8,7 @@ mod history;
 mod ops;
 pub mod targets;
 
+use crate::Readable;
 use std::collections::BTreeMap;
 
 pub use disk::SimDisk;
@@ -91,13 +92,13 @@ pub fn plain_model<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) 
 pub fn contents(heap: &Heap) -> Model {
     let rx = heap.begin_read().expect("a read transaction");
     let m = snapshot(&rx).expect("the walk of the latest commit");
-    lookups_agree(rx.root(), &m);
+    lookups_agree(rx.as_map().expect("a usable snapshot"), &m);
     m
 }
 
 /// Every entry of `m` reads back by key in `map` as the walk found it.
 fn lookups_agree(map: Map<'_>, m: &Model) {
-    assert_eq!(m.len(), map.len(), "entry count differs from the entries walked");
+    assert_eq!(m.len(), map.len().expect("len"), "entry count differs from the entries walked");
     for (k, v) in m {
         match v {
             Val::Map(sub) => lookups_agree(map.map(k).expect("map").expect("present"), sub),
@@ -122,7 +123,7 @@ pub fn read_map(map: Map<'_>) -> Result<Model> {
                 // The walk checks each leaf's hash path, so a lookup finds what it yields
                 // (DESIGN §2.6.3): a map it yields that `map` misses is a bug.
                 let sub = map.map(k)?.expect("the walk yields a map that lookups do not find");
-                assert_eq!(v.map_len(), Some(sub.len()));
+                assert_eq!(v.map_len(), Some(sub.len()?));
                 Val::Map(read_map(sub)?)
             }
             kind => Val::Bytes {
@@ -138,12 +139,12 @@ pub fn read_map(map: Map<'_>) -> Result<Model> {
 
 /// Every entry of a read transaction's snapshot.
 pub fn snapshot(rx: &ReadTxn) -> Result<Model> {
-    read_map(rx.root())
+    read_map(rx.as_map()?)
 }
 
 /// Every entry as a write transaction sees it. Panics on any error.
 pub fn txn_contents(tx: &WriteTxn) -> Model {
-    let root = tx.root().expect("a usable transaction");
+    let root = tx.as_map().expect("a usable transaction");
     let m = read_map(root).expect("the walk of a write transaction");
     lookups_agree(root, &m);
     m

@@ -4,6 +4,7 @@
 //! and error, every value read. Nothing in them is random: a heap created here takes its key-hash
 //! seed from the input, and paths never reach the digest.
 
+use crate::{Readable, Writable};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,12 +1,18 @@
-//! Ordered, resumable, range-bounded iteration: the cursor holds offsets, not borrows, so an
-//! owning iterator can keep it next to the snapshot it reads, and its position (the last key
-//! returned) can be saved and continued in another snapshot or process.
+//! Iteration over a map, the one walk every iteration uses: ordered, resumable and
+//! range-bounded. The cursor holds offsets, not borrows, so an owning iterator can keep it next
+//! to the snapshot it reads, and its position (the last key returned) can be saved and
+//! continued in another snapshot or process.
 //!
 //! The order is the *order key* of a key's hash ([`order_key`]: the 5-bit fragments of the
 //! levels, the root's most significant), then the key's bytes (keys of one hash sit in a
 //! collision node). A node's children are visited by increasing fragment whether they are leaves
 //! or nodes, so the walk yields exactly that order, and a range of order keys is a set of
-//! subtrees: shards by hash prefix come out disjoint, and their union is the whole map.
+//! subtrees: partitions by hash prefix come out disjoint, and their union is the whole map.
+//!
+//! Every leaf is checked to lie on its key's hash path (I8), so the walk yields exactly what
+//! lookups find: on a damaged file where they would disagree (a node's bitmap changed, say), the
+//! walk fails with `Corrupt` (DESIGN §2.6.3). A walk of the whole map also checks the entry
+//! count the map records.
 
 use super::{KeyHasher, LeafRef, MapRoot, Reader, VERIFY_ON_READ_MAX};
 use crate::error::{Result, corrupt};
@@ -45,8 +51,9 @@ enum Frame {
     /// A branch node at `depth` whose children's order keys start with `prefix`; children
     /// below fragment `next` are done.
     Branch { off: Offset, depth: u32, prefix: u64, next: u32 },
-    /// A collision node: its children in key order, the first `next` done.
-    Collision { order: Vec<u64>, next: usize },
+    /// A collision node, every leaf of order key `prefix`: its children in key order, the
+    /// first `next` done.
+    Collision { order: Vec<u64>, next: usize, prefix: u64 },
 }
 
 /// An ordered walk over the entries of one map whose order keys lie in `lo..hi` (`hi` is
@@ -62,11 +69,16 @@ pub(crate) struct Cursor {
     done: bool,
     /// Nodes a valid trie of this many entries can have: a bound on the walk (I9).
     budget: u64,
+    /// Entries returned, counted against the map's record in a walk of the whole map.
+    seen: u64,
+    /// The walk covers the whole map (no bound, not resumed): its count can be checked.
+    whole: bool,
 }
 
 impl Cursor {
     pub(crate) fn new(root: MapRoot, lo: u64, hi: Option<u64>, after: Option<Position>) -> Cursor {
         Cursor {
+            whole: lo == 0 && hi.is_none() && after.is_none(),
             stack: Vec::new(),
             root,
             lo,
@@ -75,7 +87,17 @@ impl Cursor {
             started: false,
             done: false,
             budget: (MAX_DEPTH as u64 + 1).saturating_mul(root.entries.saturating_add(1)),
+            seen: 0,
         }
+    }
+
+    /// Entries still to come, when known: the walk covers the whole map (exact for an intact
+    /// file) or has ended.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        if self.done {
+            return Some(0);
+        }
+        self.whole.then(|| self.root.entries.saturating_sub(self.seen))
     }
 
     /// The position after the last entry returned (or the one it started after).
@@ -122,6 +144,7 @@ impl Cursor {
             self.stack.push(Frame::Collision {
                 order: leaves.into_iter().map(|l| l.1).collect(),
                 next: 0,
+                prefix,
             });
         } else {
             if depth == MAX_DEPTH {
@@ -150,6 +173,25 @@ impl Cursor {
     }
 
     fn step<'a>(&mut self, r: &Reader<'a>, h: &KeyHasher) -> Result<Option<LeafRef<'a>>> {
+        let found = self.walk(r, h)?;
+        if self.whole {
+            match found {
+                Some(l) if self.seen > self.root.entries => {
+                    return Err(corrupt(l.off.0, "trie holds more entries than recorded"));
+                }
+                None if self.seen != self.root.entries => {
+                    return Err(corrupt(
+                        self.root.root.0,
+                        "trie holds fewer entries than recorded",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    fn walk<'a>(&mut self, r: &Reader<'a>, h: &KeyHasher) -> Result<Option<LeafRef<'a>>> {
         if !self.started {
             self.started = true;
             if !self.root.is_empty() && self.wanted(0, u64::MAX) {
@@ -158,14 +200,18 @@ impl Cursor {
         }
         while let Some(top) = self.stack.last_mut() {
             match top {
-                Frame::Collision { order, next } => {
+                Frame::Collision { order, next, prefix } => {
                     let Some(&c) = order.get(*next) else {
                         self.stack.pop();
                         continue;
                     };
                     *next += 1;
+                    let prefix = *prefix;
                     let l = r.leaf_for_read(Offset(c), VERIFY_ON_READ_MAX)?;
                     let o = order_key(h.hash(l.key));
+                    if o != prefix {
+                        return Err(corrupt(l.off.0, "leaf on the wrong hash path"));
+                    }
                     if self.includes(o, l.key) {
                         return Ok(Some(self.returned(o, l)));
                     }
@@ -181,6 +227,9 @@ impl Cursor {
                     }
                     let bit = rest.trailing_zeros();
                     *next = bit + 1;
+                    if bit >= 1 << level_bits(depth) {
+                        return Err(corrupt(off.0, "node bit past the key hash"));
+                    }
                     let free = free_bits(depth);
                     let min = prefix | ((bit as u64) << free);
                     let max = min | if free == 0 { 0 } else { (1u64 << free) - 1 };
@@ -211,6 +260,7 @@ impl Cursor {
     }
 
     fn returned<'a>(&mut self, order: u64, l: LeafRef<'a>) -> LeafRef<'a> {
+        self.seen += 1;
         self.after = Some(Position { order, key: l.key.to_vec() });
         l
     }

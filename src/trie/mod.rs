@@ -7,7 +7,6 @@
 //! transaction allocated itself, which are rewritten in place.
 
 mod cursor;
-mod iter;
 mod read;
 mod relocate;
 #[cfg(test)]
@@ -21,7 +20,6 @@ use std::hash::Hasher;
 use crate::format::*;
 
 pub(crate) use cursor::{Cursor, Position, order_key};
-pub(crate) use iter::Iter;
 pub(crate) use read::{LeafRef, NodeRef, Reader};
 pub(crate) use value::{NewValue, ValueRef};
 pub(crate) use write::TrieWriter;

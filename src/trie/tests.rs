@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::{Iter, KeyHasher, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX};
+use super::{Cursor, KeyHasher, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX};
 use crate::alloc::{Allocator, Pager};
 use crate::format::*;
 use crate::storage::Storage;
@@ -46,10 +46,11 @@ fn reader(a: &Allocator) -> Reader<'_> {
 /// below the root no node holds a lone leaf (I8).
 fn check(a: &Allocator, hasher: KeyHasher, map: MapRoot, model: &Model) {
     let r = reader(a);
-    let got: Model = Iter::new(r, hasher, map)
-        .map(|e| e.map(|l| (l.key.to_vec(), l.value.to_vec())))
-        .collect::<crate::Result<_>>()
-        .unwrap();
+    let mut walk = Cursor::new(map, 0, None, None);
+    let mut got = Model::new();
+    while let Some(l) = walk.next(&r, &hasher).unwrap() {
+        assert!(got.insert(l.key.to_vec(), l.value.to_vec()).is_none(), "a key walked twice");
+    }
     assert_eq!(&got, model);
     assert_eq!(map.entries, model.len() as u64);
     for (k, v) in model {

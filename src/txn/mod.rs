@@ -12,12 +12,17 @@ mod group;
 mod map;
 mod owned;
 mod read;
+mod readable;
+mod writable;
 mod write;
 
 pub use crate::env::Durability;
-pub use map::{Iter, Map, MapMut, Value};
-pub use owned::{IterPosition, OrderedIter, OwnedBytes, OwnedIter, OwnedValue, SharedRead};
+pub use map::{Map, MapMut, Value};
+pub use owned::{IterPosition, OwnedBytes, OwnedIter, OwnedMap, OwnedValue, SharedRead};
 pub use read::ReadTxn;
+pub use readable::{Iter, Readable};
+pub use writable::Writable;
+pub(crate) use write::Wait;
 pub use write::WriteTxn;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Ordered and resumable iteration, shards by hash prefix, and handles that own their snapshot
-//! (for bindings and threads): [`SharedRead`], [`OwnedBytes`], [`OwnedIter`].
+//! Handles that own their snapshot (for bindings and threads): [`SharedRead`], [`OwnedMap`],
+//! [`OwnedBytes`], [`OwnedValue`], [`OwnedIter`]; and [`IterPosition`], where an iteration
+//! stands.
 
 use std::fmt;
 use std::ops::Deref;
@@ -7,19 +8,20 @@ use std::sync::Arc;
 
 use super::map::{Map, Value, whole};
 use super::read::ReadTxn;
+use super::readable::{Readable, partition_range};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::format::*;
-use crate::trie::{Cursor, MapRoot, Position, VERIFY_ON_READ_MAX};
+use crate::trie::{Cursor, MapRoot, Position};
 
 /// Where an ordered iteration stands: after the last entry it returned. Save it
 /// ([`IterPosition::to_bytes`]) and continue later, in this snapshot or a newer one, in this
-/// process or another ([`Map::iter_after`], [`SharedRead::iter_owned_after`]): the iteration
+/// process or another ([`Readable::iter_after`], [`OwnedMap::iter_after`]): the iteration
 /// goes on with the entries that come after it in the map's order (entries added behind it since
 /// are not seen, entries removed ahead of it are not returned).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct IterPosition(Position);
+pub struct IterPosition(pub(super) Position);
 
 impl IterPosition {
     /// The position as bytes (8 bytes of order, then the key).
@@ -35,78 +37,6 @@ impl IterPosition {
         (key.len() <= MAX_KEY_LEN).then(|| {
             IterPosition(Position { order: u64::from_le_bytes(*order), key: key.to_vec() })
         })
-    }
-}
-
-/// The order-key range of shard `i` of `n`: `lo..hi` (`hi` `None`: to the end).
-fn shard_range(i: usize, n: usize) -> (u64, Option<u64>) {
-    assert!(n > 0 && i < n, "shard {i} of {n}");
-    let at = |i: usize| ((i as u128) << 64) / n as u128;
-    (at(i) as u64, (i + 1 < n).then(|| at(i + 1) as u64))
-}
-
-/// An iteration in the map's order (hash order), by a cursor that can be resumed: a shard
-/// ([`Map::iter_shard`]) or the rest of the map after a position ([`Map::iter_after`]).
-pub struct OrderedIter<'a> {
-    map: Map<'a>,
-    cursor: Cursor,
-}
-
-impl fmt::Debug for OrderedIter<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OrderedIter").finish_non_exhaustive()
-    }
-}
-
-impl OrderedIter<'_> {
-    /// Where the iteration stands (`None` before the first entry of a fresh one).
-    pub fn position(&self) -> Option<IterPosition> {
-        self.cursor.position().cloned().map(IterPosition)
-    }
-}
-
-impl<'a> Iterator for OrderedIter<'a> {
-    type Item = Result<(&'a [u8], Value<'a>)>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let (reader, hasher) = (self.map.reader(), self.map.hasher());
-        match self.cursor.next(&reader, &hasher) {
-            Ok(Some(l)) => Some(Value::of(reader, &l).map(|v| (l.key, v))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-}
-
-impl<'a> Map<'a> {
-    /// Shard `i` of `n`: the entries whose keys' hashes fall in the `i`-th of `n` equal ranges of
-    /// the map's order. The `n` shards are disjoint and together hold every entry, so `n`
-    /// threads or processes can each scan one. Panics unless `i < n`.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
-    /// # let mut tx = heap.begin_write()?;
-    /// # for i in 0..100u32 { tx.insert(i.to_le_bytes(), b"v")?; }
-    /// # tx.commit()?;
-    /// let rx = heap.begin_read()?;
-    /// let counts: Vec<usize> = (0..4).map(|i| rx.root().iter_shard(i, 4).count()).collect();
-    /// assert_eq!(counts.iter().sum::<usize>(), 100);
-    /// # Ok::<(), pheap::Error>(())
-    /// ```
-    pub fn iter_shard(&self, i: usize, n: usize) -> OrderedIter<'a> {
-        let (lo, hi) = shard_range(i, n);
-        OrderedIter { map: *self, cursor: Cursor::new(self.root(), lo, hi, None) }
-    }
-
-    /// The entries after `pos` in the map's order ([`Map::iter_ordered`] from where an
-    /// iteration stopped).
-    pub fn iter_after(&self, pos: &IterPosition) -> OrderedIter<'a> {
-        OrderedIter { map: *self, cursor: Cursor::new(self.root(), 0, None, Some(pos.0.clone())) }
-    }
-
-    /// Every entry in the map's order, by a cursor whose [`OrderedIter::position`] can be saved.
-    pub fn iter_ordered(&self) -> OrderedIter<'a> {
-        OrderedIter { map: *self, cursor: Cursor::new(self.root(), 0, None, None) }
     }
 }
 
@@ -130,23 +60,18 @@ impl From<ReadTxn> for SharedRead {
 }
 
 impl SharedRead {
-    /// The map at the end of `path` (empty: the top level).
-    fn map_in<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<Option<Map<'_>>> {
-        self.0.shared().check()?;
-        self.0.root().map_path(path)
-    }
-
-    /// The value of `key` in the map at `path` (empty: the top level) as one byte string
-    /// ([`Map::get`]), in a handle that owns the snapshot: it can outlive this `SharedRead`,
+    /// The map at the end of `path` (a key per level; empty: the top level), in a handle that
+    /// owns the snapshot: it, and everything read from it, can outlive this `SharedRead`,
     /// cross threads, and be held by a binding.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// # let mut tx = heap.begin_write()?;
-    /// # tx.insert("k", "v")?;
+    /// # pheap::Writable::insert(&mut tx, "k", "v")?;
     /// # tx.commit()?;
-    /// let v = heap.begin_read_shared()?.get_owned::<&str>(&[], "k")?.expect("present");
+    /// let top = heap.begin_read_shared()?.map_owned::<&str>(&[])?.expect("the top level");
+    /// let v = top.get("k")?.expect("present");
     /// let t = std::thread::spawn(move || v.to_vec()); // the snapshot travels with it
     /// assert_eq!(t.join().unwrap(), b"v");
     /// # Ok::<(), pheap::Error>(())
@@ -154,29 +79,10 @@ impl SharedRead {
     ///
     /// # Errors
     ///
-    /// As [`Map::get`] and [`Map::map`].
-    pub fn get_owned<K: AsRef<[u8]>>(
-        &self,
-        path: &[K],
-        key: impl AsRef<[u8]>,
-    ) -> Result<Option<OwnedBytes>> {
-        let Some(map) = self.map_in(path)? else { return Ok(None) };
-        map.get(key)?.map(|b| self.own(b)).transpose()
-    }
-
-    /// The value of `key` in the map at `path` (empty: the top level), kind and parts, in a
-    /// handle that owns the snapshot ([`SharedRead::get_owned`] for any value's shape).
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get_value`] and [`Map::map`].
-    pub fn get_value_owned<K: AsRef<[u8]>>(
-        &self,
-        path: &[K],
-        key: impl AsRef<[u8]>,
-    ) -> Result<Option<OwnedValue>> {
-        let Some(map) = self.map_in(path)? else { return Ok(None) };
-        map.get_value(key)?.map(|v| self.own_value(&v)).transpose()
+    /// As [`Readable::map_path`].
+    pub fn map_owned<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<Option<OwnedMap>> {
+        let root = self.0.map_path(path)?.map(|m| m.root());
+        Ok(root.map(|root| OwnedMap { rx: self.clone(), root }))
     }
 
     /// An owning handle of `value`, read from this snapshot (through its [`Deref`] to
@@ -189,6 +95,7 @@ impl SharedRead {
     /// damaged.
     pub fn own_value(&self, value: &Value<'_>) -> Result<OwnedValue> {
         Ok(OwnedValue {
+            key: self.own(value.key())?,
             kind: value.kind(),
             inline: self.own(value.inline())?,
             parts: value.parts().map(|p| self.own(p?)).collect::<Result<Vec<_>>>()?,
@@ -207,49 +114,119 @@ impl SharedRead {
             .ok_or_else(|| crate::error::corrupt(0, "a slice outside the mapping"))?;
         Ok(OwnedBytes { rx: self.0.clone(), off, len: b.len() })
     }
+}
 
-    /// Every entry of the map at `path` (empty: the top level), in the map's order, by an
-    /// iterator that owns the snapshot; its position can be saved and resumed.
+/// A map of a snapshot, owning the snapshot ([`SharedRead::map_owned`]): the reads of
+/// [`Readable`], each yielding values that own it too (`Clone + Send + Sync + 'static`), for
+/// bindings and threads. [`OwnedMap::as_map`] gives the borrowed reads.
+#[derive(Clone)]
+pub struct OwnedMap {
+    rx: SharedRead,
+    root: MapRoot,
+}
+
+impl fmt::Debug for OwnedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedMap").field("len", &self.root.entries).finish()
+    }
+}
+
+impl OwnedMap {
+    /// The map as a borrowed [`Map`] (every [`Readable`] read, zero-copy, borrowing `self`).
     ///
     /// # Errors
     ///
-    /// As [`Map::map`]; [`Error::WrongKind`] if a level holds bytes.
-    pub fn iter_owned<K: AsRef<[u8]>>(&self, path: &[K]) -> Result<OwnedIter> {
-        self.owned(path, 0, None, None)
+    /// As [`Readable::as_map`].
+    pub fn as_map(&self) -> Result<Map<'_>> {
+        Map::new(self.rx.shared(), self.rx.reader(), self.root).as_map()
     }
 
-    /// As [`SharedRead::iter_owned`], continuing after `pos`.
+    /// [`Readable::get`], owning.
     ///
     /// # Errors
     ///
-    /// As [`SharedRead::iter_owned`].
-    pub fn iter_owned_after<K: AsRef<[u8]>>(
-        &self,
-        path: &[K],
-        pos: &IterPosition,
-    ) -> Result<OwnedIter> {
-        self.owned(path, 0, None, Some(pos.0.clone()))
+    /// As [`Readable::get`].
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<OwnedBytes>> {
+        self.as_map()?.get(key)?.map(|b| self.rx.own(b)).transpose()
     }
 
-    /// Shard `i` of `n` of the map at `path` ([`Map::iter_shard`]), owning the snapshot.
+    /// [`Readable::get_value`], owning.
     ///
     /// # Errors
     ///
-    /// As [`SharedRead::iter_owned`].
-    pub fn shard_owned<K: AsRef<[u8]>>(&self, path: &[K], i: usize, n: usize) -> Result<OwnedIter> {
-        let (lo, hi) = shard_range(i, n);
-        self.owned(path, lo, hi, None)
+    /// As [`Readable::get_value`].
+    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<OwnedValue>> {
+        self.as_map()?.get_value(key)?.map(|v| self.rx.own_value(&v)).transpose()
     }
 
-    fn owned<K: AsRef<[u8]>>(
-        &self,
-        path: &[K],
-        lo: u64,
-        hi: Option<u64>,
-        after: Option<Position>,
-    ) -> Result<OwnedIter> {
-        let root = self.map_in(path)?.map_or(MapRoot::EMPTY, |m| m.root());
-        Ok(OwnedIter { rx: self.clone(), cursor: Cursor::new(root, lo, hi, after) })
+    /// [`Readable::contains_key`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::contains_key`].
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.as_map()?.contains_key(key)
+    }
+
+    /// [`Readable::map`], owning.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::map`].
+    pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<OwnedMap>> {
+        let root = self.as_map()?.map(key)?.map(|m| m.root());
+        Ok(root.map(|root| OwnedMap { rx: self.rx.clone(), root }))
+    }
+
+    /// [`Readable::len`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::len`].
+    pub fn len(&self) -> Result<usize> {
+        self.as_map()?.len()
+    }
+
+    /// [`Readable::is_empty`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::is_empty`].
+    pub fn is_empty(&self) -> Result<bool> {
+        self.as_map()?.is_empty()
+    }
+
+    /// [`Readable::iter`], owning.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::as_map`].
+    pub fn iter(&self) -> Result<OwnedIter> {
+        self.cursor(0, None, None)
+    }
+
+    /// [`Readable::iter_after`], owning.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::as_map`].
+    pub fn iter_after(&self, pos: &IterPosition) -> Result<OwnedIter> {
+        self.cursor(0, None, Some(pos.0.clone()))
+    }
+
+    /// [`Readable::iter_partition`], owning. Panics unless `i < n`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::as_map`].
+    pub fn iter_partition(&self, i: usize, n: usize) -> Result<OwnedIter> {
+        let (lo, hi) = partition_range(i, n);
+        self.cursor(lo, hi, None)
+    }
+
+    fn cursor(&self, lo: u64, hi: Option<u64>, after: Option<Position>) -> Result<OwnedIter> {
+        self.as_map()?;
+        Ok(OwnedIter { rx: self.rx.clone(), cursor: Cursor::new(self.root, lo, hi, after) })
     }
 }
 
@@ -283,33 +260,51 @@ impl AsRef<[u8]> for OwnedBytes {
     }
 }
 
-/// A value owning its snapshot: its kind, inline part and out-of-line parts as
-/// [`OwnedBytes`] (parts checked as [`Value::part`] checks them).
+/// A value owning its snapshot ([`Value`] as [`OwnedBytes`]): its kind, inline part and
+/// out-of-line parts (parts checked as [`Value::part`] checks them).
 #[derive(Clone, Debug)]
 pub struct OwnedValue {
-    /// The value's kind.
-    pub kind: Kind,
-    /// The inline part (empty for a map).
-    pub inline: OwnedBytes,
-    /// The out-of-line parts.
-    pub parts: Vec<OwnedBytes>,
-    /// A sub-map's entry count.
-    pub map_len: Option<usize>,
+    key: OwnedBytes,
+    kind: Kind,
+    inline: OwnedBytes,
+    parts: Vec<OwnedBytes>,
+    map_len: Option<usize>,
 }
 
 impl OwnedValue {
+    /// The value's kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The inline part (empty for a map).
+    pub fn inline(&self) -> &OwnedBytes {
+        &self.inline
+    }
+
+    /// The out-of-line parts, in order.
+    pub fn parts(&self) -> &[OwnedBytes] {
+        &self.parts
+    }
+
+    /// The number of entries of a sub-map; `None` for other kinds.
+    pub fn map_len(&self) -> Option<usize> {
+        self.map_len
+    }
+
     /// The value as one byte string, as [`Value::bytes`] gives it.
     ///
     /// # Errors
     ///
     /// As [`Value::bytes`].
-    pub fn bytes(&self, key: &[u8]) -> Result<&OwnedBytes> {
-        Ok(whole(key, self.kind, self.inline.is_empty(), &self.parts)?.unwrap_or(&self.inline))
+    pub fn bytes(&self) -> Result<&OwnedBytes> {
+        Ok(whole(&self.key, self.kind, self.inline.is_empty(), &self.parts)?
+            .unwrap_or(&self.inline))
     }
 }
 
-/// An iterator owning its snapshot, over one map in the map's order; resumable
-/// ([`OwnedIter::position`], [`SharedRead::iter_owned_after`]). `Send + Sync + 'static`.
+/// An iterator owning its snapshot, over one map in the map's order ([`OwnedMap::iter`]);
+/// resumable ([`OwnedIter::position`], [`OwnedMap::iter_after`]). `Send + Sync + 'static`.
 #[derive(Debug)]
 pub struct OwnedIter {
     rx: SharedRead,
@@ -333,21 +328,10 @@ impl Iterator for OwnedIter {
             Ok(None) => return None,
             Err(e) => return Some(Err(e)),
         };
-        let item = (|| {
-            let v = reader.value(&l)?;
-            let parts = v
-                .parts
-                .iter()
-                .map(|p| self.rx.own(reader.part(p, VERIFY_ON_READ_MAX)?))
-                .collect::<Result<Vec<_>>>()?;
-            let value = OwnedValue {
-                kind: v.kind,
-                inline: self.rx.own(v.inline)?,
-                parts,
-                map_len: v.map.map(|m| m.entries as usize),
-            };
-            Ok((self.rx.own(l.key)?, value))
-        })();
+        let item = Value::of(reader, &l).and_then(|v| {
+            let value = self.rx.own_value(&v)?;
+            Ok((value.key.clone(), value))
+        });
         Some(item)
     }
 }

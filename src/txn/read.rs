@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(doc)]
+use super::Readable;
 use crate::env::{ReaderCtx, Shared, meta_signature};
 #[cfg(doc)]
 use crate::error::Error;
@@ -11,9 +13,6 @@ use crate::meta::Snapshot;
 use crate::storage::View;
 use crate::storage::registry::Pin;
 use crate::trie::Reader;
-use zerocopy::{FromBytes, Immutable, KnownLayout};
-
-use super::map::{Iter, Map, Value};
 
 #[cfg(test)]
 thread_local! {
@@ -23,12 +22,14 @@ thread_local! {
 }
 
 /// A read-only snapshot of the heap: every read sees the commit that was latest when it began.
-/// Never blocks and is never blocked by the writer. `Send + Sync`.
+/// Never blocks and is never blocked by the writer. `Send + Sync`. Its reads are
+/// [`Readable`]'s (on `&ReadTxn`: its top-level map).
 ///
 /// The slices it returns borrow the transaction: they stay valid (the file's bytes under them
 /// are neither reused nor unmapped) until it is dropped.
 ///
 /// ```
+/// use pheap::prelude::*;
 /// # let dir = tempfile::tempdir()?;
 /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
 /// # let mut tx = heap.begin_write()?;
@@ -41,6 +42,7 @@ thread_local! {
 /// }
 /// # Ok::<(), pheap::Error>(())
 /// ```
+/// # use pheap::prelude::*;
 pub struct ReadTxn {
     pub(super) ctx: Arc<ReaderCtx>,
     pub(super) snap: Snapshot,
@@ -115,118 +117,9 @@ impl ReadTxn {
         &self.snap
     }
 
-    /// The snapshot's top-level map (the methods below are its shorthands).
-    pub fn root(&self) -> Map<'_> {
-        Map::new(&self.ctx.shared, self.reader(), self.snap.map)
-    }
-
-    /// The value of `key`, borrowed from the mapped file ([`Map::get`]). A value of up to
-    /// 16 KiB is checked against its record's checksum first (DESIGN §2.6): damage is
-    /// [`Error::Corrupt`], never wrong bytes. Longer values are not hashed on every read;
-    /// [`ReadTxn::get_verified`] does.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
-    /// # let mut tx = heap.begin_write()?;
-    /// # tx.insert(b"k", b"v")?;
-    /// # tx.commit()?;
-    /// let rx = heap.begin_read()?;
-    /// let value: &[u8] = rx.get("k")?.expect("present"); // no copy: bytes of the mapped file
-    /// assert_eq!(value, b"v");
-    /// assert_eq!(rx.get("missing")?, None);
-    /// # Ok::<(), pheap::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get`]; [`Error::Poisoned`] or [`Error::Forked`] if the handle can no longer be
-    /// used.
-    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
-        self.ctx.shared.check()?;
-        self.root().get(key)
-    }
-
-    /// As [`ReadTxn::get`], with the record's checksum checked whatever the value's length (one
-    /// pass over it).
-    ///
-    /// # Errors
-    ///
-    /// As [`ReadTxn::get`].
-    pub fn get_verified(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
-        self.ctx.shared.check()?;
-        self.root().get_verified(key)
-    }
-
-    /// [`Map::get_value`]: a value of any kind and shape.
-    ///
-    /// # Errors
-    ///
-    /// As [`ReadTxn::get`].
-    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<Value<'_>>> {
-        self.ctx.shared.check()?;
-        self.root().get_value(key)
-    }
-
-    /// [`Map::get_as`]: the value viewed in place as a `T`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get_as`].
-    pub fn get_as<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<&T>>
-    where
-        T: ?Sized + FromBytes + KnownLayout + Immutable,
-    {
-        self.ctx.shared.check()?;
-        self.root().get_as(key)
-    }
-
-    /// Is `key` present?
-    ///
-    /// # Errors
-    ///
-    /// As [`ReadTxn::get`].
-    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.ctx.shared.check()?;
-        self.root().contains_key(key)
-    }
-
-    /// The sub-map under `key` ([`Map::map`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::map`].
-    pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<Map<'_>>> {
-        self.ctx.shared.check()?;
-        self.root().map(key)
-    }
-
-    /// Number of top-level entries.
-    pub fn len(&self) -> usize {
-        self.snap.map.entries as usize
-    }
-
-    /// Does the snapshot hold no top-level entry?
-    pub fn is_empty(&self) -> bool {
-        self.snap.map.entries == 0
-    }
-
     /// The snapshot's transaction id.
     pub fn txn_id(&self) -> u64 {
         self.snap.txn.0
-    }
-
-    /// Every top-level entry, in hash order ([`Map::iter`]).
-    pub fn iter(&self) -> Iter<'_> {
-        self.root().iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a ReadTxn {
-    type Item = Result<(&'a [u8], Value<'a>)>;
-    type IntoIter = Iter<'a>;
-    fn into_iter(self) -> Iter<'a> {
-        self.iter()
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{ArcMutexGuard, RawMutex};
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
-
 use super::Durability;
 use super::group;
-use super::map::{Iter, Map, MapMut, Value};
+#[cfg(doc)]
+use super::{Readable, Writable};
 use crate::alloc::{Allocator, Evacuation, Pager};
 use crate::env::{Shared, WriterState};
 use crate::error::{Error, Result};
@@ -22,7 +22,10 @@ use crate::trie::{MapRoot, Reader, TrieWriter};
 /// The one write transaction of a heap. Sees its own writes; nothing is visible to others until
 /// [`WriteTxn::commit`]; dropping it (or [`WriteTxn::abort`]) discards everything. `Send`.
 ///
+/// Its reads are [`Readable`]'s (on `&WriteTxn`), its changes [`Writable`]'s.
+///
 /// ```
+/// use pheap::prelude::*;
 /// # let dir = tempfile::tempdir()?;
 /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
 /// let mut tx = heap.begin_write()?;
@@ -32,9 +35,10 @@ use crate::trie::{MapRoot, Reader, TrieWriter};
 /// assert_eq!(tx.get(b"b")?, Some(&b"2"[..])); // its own writes
 /// assert_eq!(heap.begin_read()?.get(b"b")?, None); // nobody else's yet
 /// tx.commit()?;
-/// assert_eq!(heap.begin_read()?.len(), 1);
+/// assert_eq!(heap.begin_read()?.len()?, 1);
 /// # Ok::<(), pheap::Error>(())
 /// ```
+/// # use pheap::prelude::*;
 pub struct WriteTxn {
     // Field order is drop order: the handle's writer mutex (`guard`) is released before the
     // transaction's reference to the shared state, which may be the last one: closing the heap
@@ -68,46 +72,23 @@ impl fmt::Debug for WriteTxn {
     }
 }
 
+/// How long [`WriteTxn::begin`] waits for the writer lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Not at all: [`Error::WriteInProgress`] at once.
+    No,
+    /// Until then: [`Error::WriteInProgress`] after.
+    Until(Instant),
+    /// As long as it takes.
+    Forever,
+}
+
 impl WriteTxn {
-    pub(crate) fn begin(shared: &Arc<Shared>, wait: bool) -> Result<WriteTxn> {
-        shared.check()?;
-        if shared.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let heap = heap_id(shared);
-        let me = std::thread::current().id();
-        if wait && WRITERS.lock().iter().any(|&(h, t)| h == heap && t == me) {
-            // Waiting would wait for ourselves (`try_begin_write` says WriteInProgress).
-            return Err(Error::WriteOnThisThread);
-        }
-        let guard = if wait {
-            shared.writer.lock_arc()
-        } else {
-            shared.writer.try_lock_arc().ok_or(Error::WriteInProgress)?
-        };
-        // The registry's writer lock: this handle may hold it still (a staged commit, a sync in
-        // flight); then no other handle can have changed the file since.
-        let held = {
-            let mut g = shared.group.lock();
-            if g.locked {
-                g.writing = true;
-                g.clean = None;
-            }
-            g.locked
-        };
-        let (length_known, left_settled) = if held {
-            (true, None)
-        } else {
-            let Some(known) = shared.registry.lock_writer(wait)? else {
-                return Err(Error::WriteInProgress);
-            };
-            let mut g = shared.group.lock();
-            g.locked = true;
-            g.writing = true;
-            g.clean = None;
-            (known, shared.registry.take_settled())
-        };
-        WRITERS.lock().push((heap, me));
+    /// Begin: take the writer locks ([`WriteTxn::lock`]), find the base and settle the file
+    /// ([`WriteTxn::settle_base`]), set the reuse horizon ([`WriteTxn::set_horizon`]).
+    pub(crate) fn begin(shared: &Arc<Shared>, wait: Wait) -> Result<WriteTxn> {
+        let (guard, length_known, left_settled) = Self::lock(shared, wait)?;
+        WRITERS.lock().push((heap_id(shared), std::thread::current().id()));
         let mut tx = WriteTxn {
             guard,
             shared: shared.clone(),
@@ -123,6 +104,84 @@ impl WriteTxn {
             // Nothing to give back until the transaction has begun (below).
             begun_len: u64::MAX,
         };
+        let (snap, latest, staged, settled) = tx.settle_base(length_known, left_settled)?;
+        tx.set_horizon(snap, latest, staged, settled)?;
+        tx.map = snap.map;
+        tx.begun_len = shared.storage.len();
+        Ok(tx)
+    }
+
+    /// Step 1: the handle's writer mutex, then the registry's writer lock (unless this handle
+    /// holds it still: a staged commit, a sync in flight; then no other handle can have changed
+    /// the file since). Returns the mutex guard, whether the file's length is known (this
+    /// handle held the lock last), and the commit the last holder left settled.
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        shared: &Arc<Shared>,
+        wait: Wait,
+    ) -> Result<(ArcMutexGuard<RawMutex, WriterState>, bool, Option<TxnId>)> {
+        shared.check()?;
+        if shared.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let (heap, me) = (heap_id(shared), std::thread::current().id());
+        if !matches!(wait, Wait::No) && WRITERS.lock().iter().any(|&(h, t)| h == heap && t == me) {
+            // Waiting would wait for ourselves (`try_begin_write` says WriteInProgress).
+            return Err(Error::WriteOnThisThread);
+        }
+        let guard = match wait {
+            Wait::Forever => Some(shared.writer.lock_arc()),
+            Wait::No => shared.writer.try_lock_arc(),
+            Wait::Until(deadline) => shared.writer.try_lock_arc_until(deadline),
+        };
+        let guard = guard.ok_or(Error::WriteInProgress)?;
+        let held = {
+            let mut g = shared.group.lock();
+            if g.locked {
+                g.writing = true;
+                g.clean = None;
+            }
+            g.locked
+        };
+        if held {
+            return Ok((guard, true, None));
+        }
+        let known = match wait {
+            Wait::Forever => shared.registry.lock_writer(true)?,
+            Wait::No => shared.registry.lock_writer(false)?,
+            // The kernel's lock has no timed wait: poll, backing off to 10 ms.
+            Wait::Until(deadline) => {
+                let mut pause = Duration::from_micros(200);
+                loop {
+                    if let Some(known) = shared.registry.lock_writer(false)? {
+                        break Some(known);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break None;
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+            }
+        };
+        let known = known.ok_or(Error::WriteInProgress)?;
+        let mut g = shared.group.lock();
+        g.locked = true;
+        g.writing = true;
+        g.clean = None;
+        Ok((guard, known, shared.registry.take_settled()))
+    }
+
+    /// Step 2: the commit to build on, the file settled (S2) and the allocator loaded where
+    /// needed. Returns the base, the latest commit, whether the base is a staged commit, and
+    /// whether the file was settled (or must be treated as such).
+    fn settle_base(
+        &mut self,
+        length_known: bool,
+        left_settled: Option<TxnId>,
+    ) -> Result<(Snapshot, Snapshot, bool, bool)> {
+        let shared = self.shared.clone();
         // Another process or handle may have grown the file, or trimmed its slack at close,
         // unless this handle held the writer lock last.
         if !length_known {
@@ -134,25 +193,37 @@ impl WriteTxn {
         let mut staged = shared.group.lock().staged;
         let (mut latest, _) = shared.latest()?;
         let reload = |snap: &Snapshot, w: &WriterState| w.alloc.is_none() || w.loaded != snap.txn;
-        if reload(&staged.unwrap_or(latest), &tx.guard) {
+        if reload(&staged.unwrap_or(latest), &self.guard) {
             // The allocator is read anew (the first transaction, or one after a failure): first
             // the group's syncs end, so that which slots hold what stands still while it loads.
-            group::wait_group_idle(shared)?;
+            group::wait_group_idle(&shared)?;
             staged = None;
             latest = shared.latest()?.0;
         }
         let snap = staged.unwrap_or(latest);
-        let reload = reload(&snap, &tx.guard);
+        let reload = reload(&snap, &self.guard);
         // S2 (DESIGN §4.6): another handle held the writer lock since this one did, or the
         // allocator must be read anew: settle what the page cache holds before building on it.
         // Unless the last holder left the latest commit settled (§5.5): then it is all synced.
         let settled = reload || !length_known;
         if settled && left_settled != Some(latest.txn) {
-            tx.settle()?;
+            self.settle()?;
         }
         if reload {
-            tx.load(&snap, latest.slot)?;
+            self.load(&snap, latest.slot)?;
         }
+        Ok((snap, latest, staged.is_some(), settled))
+    }
+
+    /// Step 3: the reuse horizon (I4), the slack given back, the allocator's transaction begun.
+    fn set_horizon(
+        &mut self,
+        snap: Snapshot,
+        latest: Snapshot,
+        staged: bool,
+        settled: bool,
+    ) -> Result<()> {
+        let shared = self.shared.clone();
         let durable = shared.group.lock().durable.0;
         // The reuse horizon (I4): after the latest commit's meta store (ours or, before the
         // writer lock passed to us, another process's) and a fence, scan the pins. A reader
@@ -168,29 +239,27 @@ impl WriteTxn {
         let mut readers = pins.first().map_or(latest.txn, |p| p.txn.min(latest.txn));
         if let Some(t) = shared.registry.anonymous_horizon(latest.txn)? {
             readers = readers.min(t);
-            tx.anonymous = true;
+            self.anonymous = true;
         }
-        tx.pins = pins;
+        self.pins = pins;
         // A group commit's syncer gives nothing back (it holds no lock after its sync): the
         // next transaction on that durable commit does (S3).
-        if staged.is_none()
+        if !staged
             && durable == latest.txn
             && shared.storage.len().saturating_sub(latest.alloc.end) >= SHRINK_WORTH
         {
-            tx.shrink();
+            self.shrink();
         }
-        tx.base = snap;
+        self.base = snap;
         // Before `begin_txn`: releasing batches and sweeping write too.
-        let txn = TxnId(tx.txn_id());
-        tx.alloc().track(txn, snap.txn, durable, settled);
-        let res = tx.alloc().begin_txn(readers, readers.min(durable));
+        let txn = TxnId(self.txn_id());
+        self.alloc().track(txn, snap.txn, durable, settled);
+        let res = self.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
-            tx.guard.alloc = None;
+            self.guard.alloc = None;
             return Err(e);
         }
-        tx.map = snap.map;
-        tx.begun_len = shared.storage.len();
-        Ok(tx)
+        Ok(())
     }
 
     /// Load the allocator of commit `snap` and learn which slot holds the last durable commit.
@@ -270,234 +339,6 @@ impl WriteTxn {
             self.shared.poison();
         }
         Err(e)
-    }
-
-    /// This transaction's top-level map, to change (the methods below are its shorthands).
-    pub fn root_mut(&mut self) -> MapMut<'_> {
-        MapMut::new(self, Vec::new())
-    }
-
-    /// A read view of the top-level map as this transaction sees it.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TxnFailed`] after an earlier failure.
-    pub fn root(&self) -> Result<Map<'_>> {
-        self.map_at(&[])
-    }
-
-    /// Insert or replace `key` -> `value`; returns whether it replaced a value
-    /// ([`MapMut::insert`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WrongKind`] if `key` holds a map, [`Error::KeyTooLarge`] or
-    /// [`Error::ValueTooLarge`] (the transaction stays usable); otherwise as
-    /// [`WriteTxn::remove`].
-    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<bool> {
-        self.root_mut().insert(key, value)
-    }
-
-    /// [`MapMut::insert_parts`] on the top-level map.
-    ///
-    /// # Errors
-    ///
-    /// As [`MapMut::insert_parts`].
-    pub fn insert_parts(
-        &mut self,
-        key: impl AsRef<[u8]>,
-        kind: Kind,
-        inline: &[u8],
-        parts: &[&[u8]],
-    ) -> Result<bool> {
-        self.root_mut().insert_parts(key, kind, inline, parts)
-    }
-
-    /// [`MapMut::insert_with`] on the top-level map: a value of `len` bytes written in place.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
-    /// let mut tx = heap.begin_write()?;
-    /// tx.insert_with("big", 1 << 20, |buf| buf.fill(7))?;
-    /// assert_eq!(tx.get("big")?.map(|v| v.len()), Some(1 << 20));
-    /// # Ok::<(), pheap::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As [`MapMut::insert`].
-    pub fn insert_with(
-        &mut self,
-        key: impl AsRef<[u8]>,
-        len: usize,
-        fill: impl FnMut(&mut [u8]),
-    ) -> Result<bool> {
-        self.root_mut().insert_with(key, len, fill)
-    }
-
-    /// [`MapMut::insert_as`] on the top-level map.
-    ///
-    /// # Errors
-    ///
-    /// As [`MapMut::insert`].
-    pub fn insert_as<T>(&mut self, key: impl AsRef<[u8]>, value: &T) -> Result<bool>
-    where
-        T: ?Sized + IntoBytes + Immutable,
-    {
-        self.root_mut().insert_as(key, value)
-    }
-
-    /// [`MapMut::insert_many`] on the top-level map.
-    ///
-    /// # Errors
-    ///
-    /// As [`MapMut::insert_many`].
-    pub fn insert_many<K, V>(&mut self, entries: impl IntoIterator<Item = (K, V)>) -> Result<()>
-    where
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        self.root_mut().insert_many(entries)
-    }
-
-    /// Remove `key` and its value (a sub-map with everything in it); returns whether it was
-    /// present.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupt`] if a record on the key's path is damaged, [`Error::Io`] if a write
-    /// fails (both fail the transaction: it can only be dropped, and a failed write poisons the
-    /// handle); [`Error::TxnFailed`] after an earlier failure.
-    pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.root_mut().remove(key)
-    }
-
-    /// Remove every entry.
-    ///
-    /// # Errors
-    ///
-    /// As [`WriteTxn::remove`].
-    pub fn clear(&mut self) -> Result<()> {
-        self.root_mut().clear()
-    }
-
-    /// Keep only the entries for which `keep` returns true.
-    ///
-    /// # Errors
-    ///
-    /// As [`WriteTxn::remove`].
-    pub fn retain(&mut self, keep: impl FnMut(&[u8], Value<'_>) -> bool) -> Result<()> {
-        self.root_mut().retain(keep)
-    }
-
-    /// The sub-map under `key`, created empty if absent; maps nest ([`MapMut::map_mut`]).
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
-    /// let mut tx = heap.begin_write()?;
-    /// let mut users = tx.map_mut("users")?;
-    /// users.insert("alice", "...")?;
-    /// users.map_mut("alice/prefs")?.insert("theme", "dark")?;
-    /// tx.commit()?;
-    /// let rx = heap.begin_read()?;
-    /// let users = rx.map("users")?.expect("exists");
-    /// assert_eq!(users.len(), 2);
-    /// assert_eq!(users.map("alice/prefs")?.expect("exists").get("theme")?, Some(&b"dark"[..]));
-    /// assert!(matches!(users.get("alice/prefs"), Err(pheap::Error::WrongKind { .. })));
-    /// # Ok::<(), pheap::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WrongKind`] if `key` holds bytes; as [`WriteTxn::insert`].
-    pub fn map_mut(&mut self, key: impl AsRef<[u8]>) -> Result<MapMut<'_>> {
-        let key = key.as_ref();
-        self.create_map(&[], key)?;
-        Ok(MapMut::new(self, vec![key.to_vec()]))
-    }
-
-    /// The map at the end of `path` (a key per level, from the top level), each level created
-    /// empty if absent. An empty path is the top-level map.
-    ///
-    /// # Errors
-    ///
-    /// As [`MapMut::map_mut`], for the first level that fails (the levels before it stay
-    /// created).
-    pub fn map_mut_path<K: AsRef<[u8]>>(&mut self, path: &[K]) -> Result<MapMut<'_>> {
-        if path.len() > MAX_NESTING {
-            return Err(Error::NestingTooDeep { max: MAX_NESTING });
-        }
-        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(path.len());
-        for key in path {
-            self.create_map(&keys, key.as_ref())?;
-            keys.push(key.as_ref().to_vec());
-        }
-        Ok(MapMut::new(self, keys))
-    }
-
-    /// The sub-map under `key` as this transaction sees it ([`Map::map`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::map`]; [`Error::TxnFailed`] after an earlier failure.
-    pub fn map(&self, key: impl AsRef<[u8]>) -> Result<Option<Map<'_>>> {
-        self.root()?.map(key)
-    }
-
-    /// The value of `key` as this transaction sees it ([`Map::get`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get`]; [`Error::TxnFailed`] after an earlier failure.
-    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
-        self.root()?.get(key)
-    }
-
-    /// [`Map::get_value`] as this transaction sees it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get_value`].
-    pub fn get_value(&self, key: impl AsRef<[u8]>) -> Result<Option<Value<'_>>> {
-        self.root()?.get_value(key)
-    }
-
-    /// [`Map::get_as`] as this transaction sees it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Map::get_as`].
-    pub fn get_as<T>(&self, key: impl AsRef<[u8]>) -> Result<Option<&T>>
-    where
-        T: ?Sized + FromBytes + KnownLayout + Immutable,
-    {
-        self.root()?.get_as(key)
-    }
-
-    /// Is `key` present, as this transaction sees it?
-    ///
-    /// # Errors
-    ///
-    /// As [`WriteTxn::get`].
-    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.root()?.contains_key(key)
-    }
-
-    /// Number of top-level entries, as this transaction sees it.
-    pub fn len(&self) -> usize {
-        self.map.entries as usize
-    }
-
-    /// Does the top-level map hold no entry, as this transaction sees it?
-    pub fn is_empty(&self) -> bool {
-        self.map.entries == 0
-    }
-
-    /// Every top-level entry as this transaction sees it, in hash order.
-    pub fn iter(&self) -> Iter<'_> {
-        Map::new(&self.shared, self.reader(), self.map).iter()
     }
 
     /// Override the heap's default durability for this commit.

@@ -2,6 +2,7 @@
 //! The crate's own tests and the fuzz targets share the fuller kit in `src/testkit`.
 #![allow(dead_code)] // each test file uses a part
 
+use pheap::prelude::*;
 use std::collections::BTreeMap;
 
 use pheap::{Heap, ReadTxn};

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+use pheap::prelude::*;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -268,125 +269,149 @@ fn run(cli: Cli) -> Res {
     let quiet = cli.quiet;
     match cli.cmd {
         Cmd::Stat { file, map, json, enc } => stat(&file, &enc.decode_all(&map)?, json),
-        Cmd::Get { at, enc } => {
-            let heap = open_read(&at.file)?;
-            let (path, key) = at.resolve(&enc)?;
-            let rx = heap.begin_read()?;
-            let Some(map) = rx.root().map_path(&path)? else {
-                return Err(Fail::No(format!("no such map: {}", show_path(&enc, &path))));
-            };
-            match map.get(&key)? {
-                Some(v) => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&enc.encode(v))?;
-                    if std::io::stdout().is_terminal() || enc.hex || enc.base64 {
-                        out.write_all(b"\n")?;
-                    }
-                    out.flush()?;
-                    Ok(())
-                }
-                None => Err(Fail::No(format!("key not found: {}", enc.show(&key)))),
-            }
-        }
-        Cmd::Put { mut at, mut value, value_file, enc, lock } => {
-            if at.key_file.is_some() && value.is_none() {
-                // With --key-file, the first word after FILE is the value.
-                value = at.key.take();
-            }
-            let (path, key) = at.resolve(&enc)?;
-            let value = match (value, value_file) {
-                (_, Some(f)) => read_all(&f)?,
-                (Some(v), None) if v != "-" => enc.decode(&v, "value")?,
-                // A forgotten value would wait silently for a terminal's input.
-                (None, None) if std::io::stdin().is_terminal() => {
-                    return Err(Fail::Err(
-                        "no VALUE: give it after the key, with --value-file, or on standard                          input (`-`)"
-                            .into(),
-                    ));
-                }
-                _ => read_all(Path::new("-"))?,
-            };
-            let heap = open_write(&at.file, true)?;
-            let mut tx = begin_write(&heap, &at.file, &lock)?;
-            tx.map_mut_path(&path)?.insert(&key, &value)?;
-            tx.commit()?;
-            Ok(())
-        }
-        Cmd::Rm { at, enc, lock } => {
-            let (path, key) = at.resolve(&enc)?;
-            let heap = open_write(&at.file, false)?;
-            let mut tx = begin_write(&heap, &at.file, &lock)?;
-            if tx.root()?.map_path(&path)?.is_none() || !tx.map_mut_path(&path)?.remove(&key)? {
-                return Err(Fail::No(format!("key not found: {}", enc.show(&key))));
-            }
-            tx.commit()?;
-            Ok(())
-        }
-        Cmd::Keys { file, map, plain, enc } => {
-            let heap = open_read(&file)?;
-            let path = enc.decode_all(&map)?;
-            let rx = heap.begin_read()?;
-            let Some(m) = rx.root().map_path(&path)? else {
-                return Err(Fail::No(format!("no such map: {}", show_path(&enc, &path))));
-            };
-            let mut out = BufWriter::new(std::io::stdout().lock());
-            for item in m.iter() {
-                let (k, v) = item?;
-                out.write_all(&enc.encode(k))?;
-                if v.kind() == Kind::Map && !plain {
-                    out.write_all(b"/")?;
-                }
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-            Ok(())
-        }
-        Cmd::Count { file, map } => {
-            let heap = open_read(&file)?;
-            let rx = heap.begin_read()?;
-            let path: Vec<Vec<u8>> = map.iter().map(|m| m.as_bytes().to_vec()).collect();
-            match rx.root().map_path(&path)? {
-                Some(m) => {
-                    println!("{}", m.len());
-                    Ok(())
-                }
-                None => Err(Fail::No(format!("no such map: {}", path_text(&path)))),
-            }
-        }
+        Cmd::Get { at, enc } => get(at, &enc),
+        Cmd::Put { at, value, value_file, enc, lock } => put(at, value, value_file, &enc, &lock),
+        Cmd::Rm { at, enc, lock } => rm(at, &enc, &lock),
+        Cmd::Keys { file, map, plain, enc } => keys(&file, &map, plain, &enc),
+        Cmd::Count { file, map } => count(&file, &map),
         Cmd::Dump { file, output } => dump(&file, output.as_deref(), quiet),
         Cmd::Load { file, input, batch, lock } => {
             load(&file, input.as_deref(), batch, &lock, quiet)
         }
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
-        Cmd::Compact { file, lock } => {
-            let heap = open_write(&file, false)?;
-            // Fail (or wait) now rather than in the middle: compaction takes the lock many times.
-            drop(begin_write(&heap, &file, &lock)?);
-            let bar = spinner(quiet, "compacting");
-            let c = heap.compact()?;
-            bar.finish_and_clear();
-            println!(
-                "{}: {} -> {} ({} moved in {} steps)",
-                file.display(),
-                size(c.file_size_before),
-                size(c.file_size_after),
-                size(c.moved_bytes),
-                c.steps
-            );
-            if c.file_size_after > c.file_size_before {
-                let held = heap.stats()?.held_by_readers;
-                println!(
-                    "note: the file grew: records were moved while read transactions held the \
-                     space they left ({} now); it is reused, and the file shrinks, at later \
-                     commits once those readers end (`pheap readers` lists them)",
-                    size(held)
-                );
-            }
-            Ok(())
-        }
+        Cmd::Compact { file, lock } => compact(&file, &lock, quiet),
         Cmd::Readers { file, json } => readers(&file, json),
     }
+}
+
+/// `pheap get`: one value to standard output.
+fn get(at: Target, enc: &Encoding) -> Res {
+    let heap = open_read(&at.file)?;
+    let (path, key) = at.resolve(enc)?;
+    let rx = heap.begin_read()?;
+    let Some(map) = rx.map_path(&path)? else {
+        return Err(Fail::No(format!("no such map: {}", show_path(enc, &path))));
+    };
+    match map.get(&key)? {
+        Some(v) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&enc.encode(v))?;
+            if std::io::stdout().is_terminal() || enc.hex || enc.base64 {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        None => Err(Fail::No(format!("key not found: {}", enc.show(&key)))),
+    }
+}
+
+/// `pheap put`: one value, from the command line, a file or standard input.
+fn put(
+    mut at: Target,
+    mut value: Option<String>,
+    value_file: Option<PathBuf>,
+    enc: &Encoding,
+    lock: &Lock,
+) -> Res {
+    if at.key_file.is_some() && value.is_none() {
+        // With --key-file, the first word after FILE is the value.
+        value = at.key.take();
+    }
+    let (path, key) = at.resolve(enc)?;
+    let value = match (value, value_file) {
+        (_, Some(f)) => read_all(&f)?,
+        (Some(v), None) if v != "-" => enc.decode(&v, "value")?,
+        // A forgotten value would wait silently for a terminal's input.
+        (None, None) if std::io::stdin().is_terminal() => {
+            return Err(Fail::Err(
+                "no VALUE: give it after the key, with --value-file, or on standard input (`-`)"
+                    .into(),
+            ));
+        }
+        _ => read_all(Path::new("-"))?,
+    };
+    let heap = open_write(&at.file, true)?;
+    let mut tx = begin_write(&heap, &at.file, lock)?;
+    tx.map_mut_path(&path)?.insert(&key, &value)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// `pheap rm`: one key.
+fn rm(at: Target, enc: &Encoding, lock: &Lock) -> Res {
+    let (path, key) = at.resolve(enc)?;
+    let heap = open_write(&at.file, false)?;
+    let mut tx = begin_write(&heap, &at.file, lock)?;
+    if tx.map_path(&path)?.is_none() || !tx.map_mut_path(&path)?.remove(&key)? {
+        return Err(Fail::No(format!("key not found: {}", enc.show(&key))));
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// `pheap keys`: the keys of a map, one per line.
+fn keys(file: &Path, map: &[String], plain: bool, enc: &Encoding) -> Res {
+    let heap = open_read(file)?;
+    let path = enc.decode_all(map)?;
+    let rx = heap.begin_read()?;
+    let Some(m) = rx.map_path(&path)? else {
+        return Err(Fail::No(format!("no such map: {}", show_path(enc, &path))));
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for item in m.iter() {
+        let (k, v) = item?;
+        out.write_all(&enc.encode(k))?;
+        if v.kind() == Kind::Map && !plain {
+            out.write_all(b"/")?;
+        }
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `pheap count`: the entries of a map.
+fn count(file: &Path, map: &[String]) -> Res {
+    let heap = open_read(file)?;
+    let rx = heap.begin_read()?;
+    let path: Vec<Vec<u8>> = map.iter().map(|m| m.as_bytes().to_vec()).collect();
+    match rx.map_path(&path)? {
+        Some(m) => {
+            println!("{}", m.len()?);
+            Ok(())
+        }
+        None => Err(Fail::No(format!("no such map: {}", path_text(&path)))),
+    }
+}
+
+/// `pheap compact`: move records down and give the tail back.
+fn compact(file: &Path, lock: &Lock, quiet: bool) -> Res {
+    let heap = open_write(file, false)?;
+    // Fail (or wait) now rather than in the middle: compaction takes the lock many times.
+    drop(begin_write(&heap, file, lock)?);
+    let bar = spinner(quiet, "compacting");
+    let c = heap.compact()?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} -> {} ({} moved in {} steps)",
+        file.display(),
+        size(c.file_size_before),
+        size(c.file_size_after),
+        size(c.moved_bytes),
+        c.steps
+    );
+    if c.file_size_after > c.file_size_before {
+        let held = heap.stats()?.held_by_readers;
+        println!(
+            "note: the file grew: records were moved while read transactions held the \
+             space they left ({} now); it is reused, and the file shrinks, at later \
+             commits once those readers end (`pheap readers` lists them)",
+            size(held)
+        );
+    }
+    Ok(())
 }
 
 impl Target {
@@ -497,30 +522,26 @@ fn open_error(file: &Path, e: Error) -> Fail {
 }
 
 fn begin_write(heap: &Heap, file: &Path, lock: &Lock) -> Res<WriteTxn> {
-    let deadline = lock.timeout.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
-    if lock.wait && deadline.is_none() {
-        return Ok(heap.begin_write()?);
-    }
-    loop {
-        match heap.try_begin_write() {
-            Err(Error::WriteInProgress) => {
-                if deadline.is_some_and(|d| std::time::Instant::now() < d) {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                let who =
-                    heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
-                let hint = match lock.timeout {
-                    Some(s) => format!("gave up after {s} s"),
-                    None => "retry, or pass --wait (and --timeout SECONDS)".into(),
-                };
-                return Err(Fail::Err(format!(
-                    "{} is locked by a writer{who}; {hint}",
-                    file.display()
-                )));
-            }
-            r => return Ok(r?),
+    let began = match (lock.wait, lock.timeout) {
+        (_, Some(s)) => {
+            let d = Duration::try_from_secs_f64(s).map_err(|_| {
+                Fail::Err(format!("--timeout takes a number of seconds >= 0, not {s}"))
+            })?;
+            heap.begin_write_timeout(d)
         }
+        (true, None) => heap.begin_write(),
+        (false, None) => heap.try_begin_write(),
+    };
+    match began {
+        Err(Error::WriteInProgress) => {
+            let who = heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
+            let hint = match lock.timeout {
+                Some(s) => format!("gave up after {s} s"),
+                None => "retry, or pass --wait (and --timeout SECONDS)".into(),
+            };
+            Err(Fail::Err(format!("{} is locked by a writer{who}; {hint}", file.display())))
+        }
+        r => Ok(r?),
     }
 }
 
@@ -636,7 +657,7 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
     let heap = open_read(file)?;
     if !path.is_empty() {
         let rx = heap.begin_read()?;
-        let Some(map) = rx.root().map_path(path)? else {
+        let Some(map) = rx.map_path(path)? else {
             return Err(Fail::No(format!("no such map: {}", path_text(path))));
         };
         let m = summarise(map)?;
@@ -794,7 +815,7 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
         Some(p) => {
             dump_destination(p)?;
             let f = std::fs::File::create(p).map_err(at(p))?;
-            (Box::new(f), counter(quiet, Some(rx.len() as u64), "dumping"))
+            (Box::new(f), counter(quiet, Some(rx.len()? as u64), "dumping"))
         }
         None => (Box::new(std::io::stdout().lock()), ProgressBar::hidden()),
     };
@@ -802,7 +823,7 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
     let mut path = Vec::new();
     for (i, item) in rx.iter().enumerate() {
         let (k, v) = item?;
-        d.entry(rx.root(), &mut path, k, v)?;
+        d.entry(rx.as_map()?, &mut path, k, v)?;
         if i % 4096 == 0 {
             bar.set_position(i as u64);
         }

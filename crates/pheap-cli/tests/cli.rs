@@ -1,6 +1,7 @@
 //! The real `pheap` binary: every subcommand, the dump/load round trip on random binary data,
 //! the error cases, and `check` finding planted corruption.
 
+use pheap::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -484,7 +485,7 @@ fn deep(path: &Path) -> Deep {
     let heap = pheap::Heap::options().create(false).open(path).unwrap();
     let rx = heap.begin_read().unwrap();
     let mut out = Vec::new();
-    walk(rx.root(), &mut Vec::new(), &mut out);
+    walk(rx.as_map().unwrap(), &mut Vec::new(), &mut out);
     out.sort();
     out
 }

@@ -5,6 +5,7 @@
 //! fsync), no-sync = the store's mode that skips the sync. Reads open one read transaction per
 //! thread and check every value they get.
 
+use pheap::prelude::*;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
@@ -115,7 +116,7 @@ impl Store for Pheap {
         tx.commit().unwrap();
     }
     fn len(&self) -> u64 {
-        self.0.begin_read().unwrap().len() as u64
+        self.0.begin_read().unwrap().len().unwrap() as u64
     }
     fn read(&self, data: &Data, order: &[u32]) -> u64 {
         let tx = self.0.begin_read().unwrap();

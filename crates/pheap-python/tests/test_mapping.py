@@ -356,6 +356,23 @@ def test_iteration_is_over_one_snapshot(db):
     assert len(rest) == 99 and first not in rest
 
 
+def test_a_transaction_iterates_in_the_snapshot_order_while_it_changes(db):
+    db.update({f"k{i}": i for i in range(2000)})
+    order = list(db)
+    with db.transaction() as tx:
+        # The same order as a snapshot's, streamed (issue 24, item 4).
+        assert list(tx) == order
+        seen = []
+        for k in tx:
+            seen.append(k)
+            del tx[k]  # removing what was returned: the rest still comes, once each
+            tx[f"new{k}"] = 1  # added behind or ahead of the position: never twice
+        assert len(seen) == len(set(seen))
+        assert set(order) <= set(seen)
+        assert len(tx) == 2000 and all(k.startswith("new") for k in tx)
+        assert sorted(v for _, v in tx.items()) == [1] * 2000
+
+
 def test_views_outlive_snapshot_and_close(path):
     np = pytest.importorskip("numpy")
     db = pheap.open(path)

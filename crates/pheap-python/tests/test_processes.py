@@ -314,3 +314,60 @@ def test_update_key_calls_once_returns_and_aborts_on_an_exception(path):
         db.update_key("k", lambda v: 1 / 0)
     assert db["k"] == [1, 2]
     assert db.update_key("missing", lambda v: v) is None and db["missing"] is None
+
+
+_INTERRUPTED_UPDATE = """
+import sys, time, pheap
+db = pheap.open(sys.argv[1])
+items = {i: i for i in range(2_000_000)}
+print("ready", flush=True)
+try:
+    db.update(items)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+"""
+
+_INTERRUPTED_WAIT = """
+import sys, time, pheap
+db = pheap.open(sys.argv[1])
+print("ready", flush=True)
+try:
+    with db.transaction():
+        print("began", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+"""
+
+
+def _interrupt(script, path, settle):
+    """Run `script` on `path`, send it SIGINT `settle` s after it says ready; the monotonic
+    time it was sent and the child's report."""
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, path], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(settle)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=60)
+    return sent, out.split()
+
+
+def test_ctrl_c_aborts_a_long_update_at_once_and_commits_nothing(path):
+    pheap.open(path).close()
+    sent, report = _interrupt(_INTERRUPTED_UPDATE, path, 0.3)
+    assert report[0] == "interrupted", f"the update was not interrupted: {report}"
+    assert float(report[1]) - sent < 0.1, "KeyboardInterrupt came late"
+    with pheap.open(path) as db:
+        assert len(db) == 0, "an interrupted update committed"
+
+
+def test_ctrl_c_ends_an_untimed_wait_for_the_writer(path):
+    db = pheap.open(path)
+    with db.transaction():
+        sent, report = _interrupt(_INTERRUPTED_WAIT, path, 0.3)
+    assert report[0] == "interrupted", f"the wait was not interrupted: {report}"
+    assert float(report[1]) - sent < 0.1, "KeyboardInterrupt came late"

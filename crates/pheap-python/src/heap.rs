@@ -1,0 +1,354 @@
+//! `pheap.Heap`: an open heap.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pheap::WriteTxn;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::errors::{self, OrPy};
+use crate::handles::*;
+use crate::map::*;
+use crate::snapshot::*;
+use crate::transaction::*;
+
+/// An open heap: a persistent mapping of Python keys to Python values.
+#[pyclass(frozen, extends = Map, module = "pheap", name = "Heap")]
+pub(crate) struct Heap {
+    pub(crate) core: Arc<HeapCore>,
+}
+
+impl Heap {
+    pub(crate) fn from_core(py: Python<'_>, core: Arc<HeapCore>) -> PyResult<Py<Heap>> {
+        let base = Map { target: Target::Heap(core.clone()), path: Vec::new() };
+        Py::new(py, PyClassInitializer::from(base).add_subclass(Heap { core }))
+    }
+
+    pub(crate) fn heap(&self) -> PyResult<pheap::Heap> {
+        self.core.heap()
+    }
+}
+
+/// Begin a write transaction, waiting for the writer lock with the GIL released, in slices of
+/// at most 50 ms so that signals (Ctrl-C) are seen between them; for at most `timeout` seconds
+/// when given (then BusyError).
+pub(crate) fn begin_write(
+    py: Python<'_>,
+    heap: &pheap::Heap,
+    timeout: Option<f64>,
+) -> PyResult<WriteTxn> {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = match timeout {
+        Some(secs) => {
+            let d = Duration::try_from_secs_f64(secs).map_err(|_| {
+                PyValueError::new_err("timeout must be a finite number of seconds >= 0")
+            })?;
+            Some(Instant::now() + d)
+        }
+        None => None,
+    };
+    loop {
+        let slice =
+            deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
+        match py.detach(|| heap.begin_write_timeout(slice)) {
+            Err(pheap::Error::WriteInProgress) => {}
+            r => return r.py_err(),
+        }
+        py.check_signals()?;
+        if let (Some(d), Some(secs)) = (deadline, timeout)
+            && Instant::now() >= d
+        {
+            let who = heap.last_writer_pid().map_or(String::new(), |p| format!(" (process {p})"));
+            return Err(errors::new(
+                "BusyError",
+                format!("another writer{who} held the heap for the whole {secs} s timeout"),
+            ));
+        }
+    }
+}
+
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &pheap::Stats) -> PyResult<Bound<'py, PyDict>> {
+    Ok(py_dict!(py,
+        "file_size" => s.file_size,
+        "used_size" => s.used_size,
+        "live_bytes" => s.live_bytes,
+        "free_bytes" => s.free_bytes,
+        "pending_bytes" => s.pending_bytes,
+        "held_by_readers" => s.held_by_readers,
+        "entries" => s.entries,
+        "txn_id" => s.txn_id,
+        "durable_txn_id" => s.durable_txn_id,
+        "oldest_reader" => s.oldest_reader,
+        "readers" => s.readers,
+        "skipped_commits" => s.skipped_commits.len(),
+        "boot_id_known" => s.boot_id_known,
+        "format_version" => s.format_version,
+    ))
+}
+
+#[pymethods]
+impl Heap {
+    #[new]
+    #[pyo3(signature = (path, *, create=true, read_only=false, durability="immediate", trusted=true, codec="native"))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        create: bool,
+        read_only: bool,
+        durability: &str,
+        trusted: bool,
+        codec: &str,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let raw = match codec {
+            "native" => false,
+            "raw" => true,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "codec must be \"native\" or \"raw\", not {codec:?}"
+                )));
+            }
+        };
+        let opts = Options {
+            path,
+            create: create && !read_only,
+            read_only,
+            durability: parse_durability(durability)?,
+            trusted,
+            raw,
+        };
+        let heap = py.detach(|| opts.open()).map_err(|e| errors::opening(e, &opts.path))?;
+        let core = Arc::new(HeapCore {
+            opts,
+            heap: Mutex::new(Some(heap)),
+            fork_gen: AtomicU64::new(forks()),
+        });
+        let base = Map { target: Target::Heap(core.clone()), path: Vec::new() };
+        Ok(PyClassInitializer::from(base).add_subclass(Heap { core }))
+    }
+
+    /// Read-modify-write of one key in one transaction: `func` is called once with the value
+    /// of `key` (`default` when it is missing), and what it returns is stored and returned,
+    /// all under the writer lock: from many processes at once no update is lost (unlike
+    /// `db[k] = func(db[k])`, a read and then a separate commit). An exception from `func`
+    /// aborts: nothing is written. Never retried.
+    #[pyo3(signature = (key, func, default=None))]
+    fn update_key(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        func: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let tx = slf.call_method0("transaction")?;
+        tx.call_method0("__enter__")?;
+        let default = default.map_or_else(|| py.None().into_bound(py), |d| d.clone());
+        let updated = (|| {
+            let old = tx.call_method1("get", (key, default))?;
+            let new = func.call1((old,))?;
+            tx.set_item(key, &new)?;
+            Ok::<_, PyErr>(new)
+        })();
+        match updated {
+            Ok(new) => {
+                tx.call_method1("__exit__", (py.None(), py.None(), py.None()))?;
+                Ok(new.unbind())
+            }
+            Err(e) => {
+                // Aborts (the exception's own type and value, as a `with` block passes them).
+                let _ = tx.call_method1("__exit__", (e.get_type(py), e.value(py), py.None()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Begin a write transaction (waiting, with the GIL released, while another thread or
+    /// process writes; `wait=False` raises BusyError instead, `timeout=SECONDS` after that long,
+    /// and a timed wait lets Ctrl-C through). Commit on leaving a `with` block, abort on an
+    /// exception.
+    #[pyo3(signature = (*, durability=None, wait=true, timeout=None))]
+    fn transaction(
+        &self,
+        py: Python<'_>,
+        durability: Option<&str>,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<Transaction>> {
+        let d = durability.map(parse_durability).transpose()?;
+        let heap = self.heap()?;
+        let mut tx = match (wait, timeout) {
+            (false, _) => heap.try_begin_write().py_err()?,
+            (true, timeout) => begin_write(py, &heap, timeout)?,
+        };
+        if let Some(d) = d {
+            tx.set_durability(d);
+        }
+        let core = Arc::new(TxnCore {
+            heap: self.core.clone(),
+            tx: Mutex::new(Some(tx)),
+            fork_gen: forks(),
+            thread: std::thread::current().id(),
+        });
+        let base = Map { target: Target::Txn(core.clone()), path: Vec::new() };
+        Py::new(py, PyClassInitializer::from(base).add_subclass(Transaction { core }))
+    }
+
+    /// A pinned, consistent view of the latest commit, for a batch of reads; never blocks nor is
+    /// blocked. Close it (or leave its `with` block) to let its space be reused.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Py<Snapshot>> {
+        let rx = self.heap()?.begin_read_shared().py_err()?;
+        let core = Arc::new(SnapCore {
+            heap: self.core.clone(),
+            rx: Mutex::new(Some(rx)),
+            fork_gen: forks(),
+        });
+        let base = Map { target: Target::Snap(core.clone()), path: Vec::new() };
+        Py::new(py, PyClassInitializer::from(base).add_subclass(Snapshot { core }))
+    }
+
+    /// Make every commit so far durable (one sync), with the GIL released.
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        let heap = self.heap()?;
+        py.detach(|| heap.checkpoint()).py_err()
+    }
+
+    /// Space and content figures of the latest commit.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.heap()?.stats().py_err()?;
+        stats_dict(py, &s)
+    }
+
+    /// The live read transactions of every process: slot, txn_id, pid, since_ns, holds_bytes.
+    fn readers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for r in self.heap()?.readers().py_err()? {
+            list.append(py_dict!(py,
+                "slot" => r.slot,
+                "txn_id" => r.txn_id,
+                "pid" => r.pid,
+                "since_ns" => r.since_ns,
+                "holds_bytes" => r.holds_bytes,
+            ))?;
+        }
+        Ok(list)
+    }
+
+    /// Move records down and shrink the file (GIL released); returns sizes before and after.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap()?;
+        let s = py.detach(|| heap.compact()).py_err()?;
+        Ok(py_dict!(py,
+            "file_size_before" => s.file_size_before,
+            "file_size_after" => s.file_size_after,
+            "moved_bytes" => s.moved_bytes,
+            "steps" => s.steps,
+        ))
+    }
+
+    /// Write a compact copy of the latest commit to `path` (GIL released). The destination must
+    /// not exist unless `overwrite=True`.
+    #[pyo3(signature = (path, *, overwrite=false))]
+    fn copy_to<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        overwrite: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap()?;
+        let s = py
+            .detach(
+                || if overwrite { heap.copy_to_overwriting(&path) } else { heap.copy_to(&path) },
+            )
+            .py_err()?;
+        Ok(py_dict!(py,
+            "source_txn_id" => s.source_txn_id,
+            "entries" => s.entries,
+            "file_size" => s.file_size,
+        ))
+    }
+
+    /// Walk and verify everything reachable from the latest commit (GIL released).
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap()?;
+        let r = py.detach(|| heap.check()).py_err()?;
+        Ok(py_dict!(py,
+            "txn_id" => r.txn_id,
+            "entries" => r.entries,
+            "maps" => r.maps,
+            "parts" => r.parts,
+            "live_bytes" => r.live_bytes,
+            "free_bytes" => r.free_bytes,
+        ))
+    }
+
+    /// End this handle's use. Snapshots, transactions and views made from it keep working
+    /// until they end: nothing is unmapped under them.
+    fn close(&self) {
+        let old = self.core.heap.lock().take();
+        drop(old);
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.heap.lock().is_none()
+    }
+
+    #[getter]
+    fn filename(&self) -> String {
+        self.core.opts.path.display().to_string()
+    }
+
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.core.opts.durability_name()
+    }
+
+    #[getter]
+    fn trusted(&self) -> bool {
+        self.core.opts.trusted
+    }
+
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.core.opts.read_only
+    }
+
+    #[getter]
+    fn codec(&self) -> &'static str {
+        if self.core.opts.raw { "raw" } else { "native" }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// Pickled as its path and options: a process that unpickles it opens the heap itself.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let o = &self.core.opts;
+        let reopen = py.import("pheap")?.getattr("_reopen")?;
+        let args = (
+            o.path.display().to_string(),
+            o.read_only,
+            o.durability_name(),
+            o.trusted,
+            if o.raw { "raw" } else { "native" },
+        )
+            .into_pyobject(py)?;
+        PyTuple::new(py, [reopen, args.into_any()])
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed " } else { "" };
+        format!("<pheap.Heap {state}{:?}>", self.filename())
+    }
+}
