@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::env::{Shared, load_snapshot_alloc};
 use crate::error::{Result, corrupt};
 use crate::format::*;
 use crate::meta::Snapshot;
+use crate::shared::{Shared, load_snapshot_alloc};
 use crate::trie::{MapRoot, Reader};
 
 /// What the integrity walk checked.

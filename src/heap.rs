@@ -10,10 +10,10 @@ use parking_lot::Mutex;
 use thread_local::ThreadLocal;
 
 use crate::check::{CheckReport, check};
-use crate::env::{Group, Shared, WriterState, load_snapshot_alloc};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{SkippedCommit, new_heap_image, read_header};
+use crate::shared::{Group, Shared, WriterState, load_snapshot_alloc};
 use crate::storage::file::FileStorage;
 use crate::storage::fork::fork_generation;
 use crate::storage::paths::{remove_stale_temps, temp_beside};

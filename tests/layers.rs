@@ -5,8 +5,8 @@ use std::path::Path;
 
 /// The layers, lowest first (DESIGN.md §1).
 const LAYERS: [&str; 14] = [
-    "kind", "error", "format", "storage", "alloc", "trie", "meta", "env", "txn", "typed", "check",
-    "heap", "compact", "copy",
+    "kind", "error", "format", "storage", "alloc", "trie", "meta", "shared", "txn", "typed",
+    "check", "heap", "compact", "copy",
 ];
 
 /// The module defining each item the crate root re-exports.
@@ -18,7 +18,7 @@ fn defined_in(item: &str) -> Option<&'static str> {
         | "FORMAT_VERSION" | "MAX_READERS" => "format",
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
-        "Durability" => "env",
+        "Durability" => "shared",
         "Iter" | "IterPosition" | "Map" | "MapMut" | "OwnedMap" | "OwnedBytes" | "OwnedIter"
         | "Readable" | "Writable" | "OwnedValue" | "ReadTxn" | "SharedRead" | "Value"
         | "WriteTxn" => "txn",

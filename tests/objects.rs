@@ -1,5 +1,5 @@
 //! The object model through the public API: nested maps, kinds, parts, typed views, values
-//! written in place, owned handles, ordered, sharded and resumable iteration, and the API a
+//! written in place, owned handles, ordered, partitioned and resumable iteration, and the API a
 //! Rust user expects.
 
 use pheap::prelude::*;
@@ -384,7 +384,7 @@ fn maps_nest_to_the_limit_and_no_deeper() {
 }
 
 #[test]
-fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
+fn partitions_split_a_map_and_iteration_resumes_where_it_stopped() {
     let (_dir, heap) = heap();
     let mut tx = heap.begin_write().unwrap();
     let mut m = tx.map_mut("m").unwrap();
@@ -399,10 +399,10 @@ fn shards_partition_a_map_and_iteration_resumes_where_it_stopped() {
         let mut seen = BTreeSet::new();
         for i in 0..n {
             for r in map.iter_partition(i, n) {
-                assert!(seen.insert(r.unwrap().0.to_vec()), "shards overlap");
+                assert!(seen.insert(r.unwrap().0.to_vec()), "partitions overlap");
             }
         }
-        assert_eq!(seen, all, "{n} shards");
+        assert_eq!(seen, all, "{n} partitions");
     }
     // Stop half-way, save the position, go on in a later snapshot from another handle.
     let mut it = map.iter();

@@ -131,14 +131,14 @@ proptest! {
         std::env::var("PHEAP_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
     ))]
 
-    /// The ordered walk against a sorted model: order, shards, resumption at any entry (in the
+    /// The ordered walk against a sorted model: order, partitions, resumption at any entry (in the
     /// same map and in one changed since), and a bulk-built map equal to an inserted one.
     #[test]
-    fn ordered_walks_shards_and_positions_match_a_sorted_model(
+    fn ordered_walks_partitions_and_positions_match_a_sorted_model(
         keys in prop::collection::btree_set(0u16..5000, 0..600),
         later in prop::collection::btree_set(0u16..5000, 0..50),
         cut in any::<prop::sample::Index>(),
-        shards in 1usize..40,
+        parts in 1usize..40,
         seed in any::<[u64; 2]>(),
     ) {
         use super::{Cursor, order_key};
@@ -172,9 +172,9 @@ proptest! {
         prop_assert_eq!(&walk(&a, map, 0, None, None), &model);
         // Shards: each its range, together everything.
         let mut union = Vec::new();
-        for i in 0..shards {
-            let at = |i: usize| ((i as u128) << 64) / shards as u128;
-            let (lo, hi) = (at(i) as u64, (i + 1 < shards).then(|| at(i + 1) as u64));
+        for i in 0..parts {
+            let at = |i: usize| ((i as u128) << 64) / parts as u128;
+            let (lo, hi) = (at(i) as u64, (i + 1 < parts).then(|| at(i + 1) as u64));
             let part = walk(&a, map, lo, hi, None);
             prop_assert!(part.iter().all(|e| e.0 >= lo && hi.is_none_or(|h| e.0 < h)));
             union.extend(part);

@@ -7,12 +7,12 @@ use super::Durability;
 use super::group::{After, forget_unsynced, sync_as_syncer, wait_durable, write_slot};
 use super::write::WriteTxn;
 use crate::alloc::StagedBlob;
-use crate::env::Shared;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::format::*;
 use crate::meta::Snapshot;
+use crate::shared::Shared;
 
 /// A durable commit made but not yet known durable ([`WriteTxn::commit_pending`]).
 #[derive(Debug)]

@@ -19,10 +19,10 @@
 //! held from the first transaction until the last staged commit is synced, so no other process
 //! ever builds on a commit whose sync is in flight.
 
-use crate::env::{GroupState, Shared};
 use crate::error::Result;
 use crate::format::*;
 use crate::meta::{Snapshot, encode_meta, read_slots};
+use crate::shared::{GroupState, Shared};
 
 /// Write the meta slot of `snap` into the slot holding neither the last durable commit nor the
 /// latest (I2); of those, the one holding the oldest commit (or none), so that every slot turns

@@ -9,9 +9,9 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 #[cfg(doc)]
 use super::Writable;
 use super::{Readable, WriteTxn};
-use crate::env::Shared;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::shared::Shared;
 use crate::trie::{
     KeyHasher, LeafRef, MapRoot, NewValue, Reader, TrieWriter, VERIFY_ON_READ_MAX, ValueRef,
 };

@@ -16,7 +16,7 @@ mod readable;
 mod writable;
 mod write;
 
-pub use crate::env::Durability;
+pub use crate::shared::Durability;
 pub use map::{Map, MapMut, Value};
 pub use owned::{IterPosition, OwnedBytes, OwnedIter, OwnedMap, OwnedValue, SharedRead};
 pub use read::ReadTxn;

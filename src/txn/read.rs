@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 #[cfg(doc)]
 use super::Readable;
-use crate::env::{ReaderCtx, Shared, meta_signature};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
 use crate::meta::Snapshot;
+use crate::shared::{ReaderCtx, Shared, meta_signature};
 use crate::storage::View;
 use crate::storage::registry::Pin;
 use crate::trie::Reader;

@@ -12,10 +12,10 @@ use super::group;
 #[cfg(doc)]
 use super::{Readable, Writable};
 use crate::alloc::{Allocator, Evacuation, Pager};
-use crate::env::{Shared, WriterState};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::{Snapshot, read_slots};
+use crate::shared::{Shared, WriterState};
 use crate::storage::registry::LivePin;
 use crate::trie::{MapRoot, Reader, TrieWriter};
 

@@ -1,7 +1,7 @@
 //! Rust errors as Python exceptions. The classes live in `pheap/errors.py` (multiple bases:
 //! `KeyTooLarge` is a `pheap.Error` and a `ValueError`); each engine error maps to one.
 
-use pheap::Error;
+use pheap::{Error, Kind};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -44,9 +44,66 @@ pub fn forked(what: &str) -> PyErr {
     )
 }
 
+/// A stored kind in a Python user's words.
+fn kind_text(kind: Kind) -> String {
+    match kind {
+        Kind::Tagged(crate::codec::TAG_PY1) => "a Python value".into(),
+        Kind::Tagged(t) => format!("a value tagged {t} (not written by the Python codec)"),
+        Kind::Bytes => "bytes (written with codec=\"raw\")".into(),
+        Kind::Map => "a map".into(),
+    }
+}
+
+/// A stored key as Python shows it: the key it decodes to, else its bytes.
+fn key_text(key: &[u8]) -> String {
+    Python::attach(|py| {
+        let shown = crate::codec::decode_key(py, key).and_then(|k| k.repr());
+        match shown {
+            Ok(r) => r.to_string(),
+            Err(_) => pyo3::types::PyBytes::new(py, key)
+                .repr()
+                .map_or_else(|_| format!("{key:?}"), |r| r.to_string()),
+        }
+    })
+}
+
+/// The message of an engine error in a Python user's words where the engine's names the Rust
+/// API (`copy_to_overwriting`, `drop ReadTxn values`, `Kind`s), else the engine's.
+fn message(e: &Error) -> String {
+    match e {
+        Error::Exists { path } => {
+            format!("{} exists; copy_to(path, overwrite=True) replaces it", path.display())
+        }
+        Error::WrongKind { key, expected, found } => format!(
+            "the key {} holds {}, not {}",
+            key_text(key),
+            kind_text(*found),
+            kind_text(*expected)
+        ),
+        Error::MultiPart { key, parts } => format!(
+            "the key {} holds a value of {parts} parts, which codec=\"raw\" cannot read as bytes",
+            key_text(key)
+        ),
+        Error::ReadersFull { max } => format!(
+            "all {max} reader slots are in use by open snapshots and iterations of every \
+             process; close some (Snapshot.close(), or leave their with blocks) and retry"
+        ),
+        Error::WriteInProgress => "another thread or process is writing; transaction() waits \
+                                   (wait=True, the default), timeout=SECONDS bounds the wait"
+            .into(),
+        Error::WriteOnThisThread => "this thread already has a transaction open on this heap; \
+                                     commit or abort it first"
+            .into(),
+        Error::Forked => "this handle was made before os.fork(): make a new one in the child \
+                          (a Heap handle reopens itself)"
+            .into(),
+        e => e.to_string(),
+    }
+}
+
 /// The Python exception of an engine error.
 pub fn to_py(e: Error) -> PyErr {
-    let msg = e.to_string();
+    let msg = message(&e);
     let name = match &e {
         Error::NotFound { .. } => {
             return PyErr::new::<PyOSError, _>((ENOENT, msg));

@@ -168,3 +168,21 @@ def test_os_errors_name_the_file(tmp_path):
         pheap.open(absent, create=False)
     assert e.value.filename == str(absent)
     assert "create=True" in str(e.value) and "create(true)" not in str(e.value)
+
+
+def test_errors_speak_python_not_rust(db, tmp_path):
+    # Issue 24, item 12: no Rust names, kinds or calls in what a Python user reads.
+    db["x"] = 5
+    with pytest.raises(pheap.WrongKindError) as e:
+        db.map("x")["y"] = 1
+    text = str(e.value)
+    assert "'x' holds a Python value, not a map" in text, text
+    assert "tagged" not in text
+    db.copy_to(tmp_path / "copy.pheap")
+    with pytest.raises(FileExistsError) as e:
+        db.copy_to(tmp_path / "copy.pheap")
+    assert "overwrite=True" in str(e.value) and "copy_to_overwriting" not in str(e.value)
+    with db.transaction():
+        with pytest.raises(pheap.TransactionError) as e:
+            db.transaction()
+    assert "begin_write" not in str(e.value) and "commit or abort" in str(e.value)
