@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod python;
+
 use pheap::prelude::*;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -51,6 +53,10 @@ enum Cmd {
     Get {
         #[command(flatten)]
         at: Target,
+        /// Render keys and values the Python package wrote as Python shows them
+        /// (`{'name': 'a'}`, `<pickled module.Class>`: nothing is unpickled).
+        #[arg(long)]
+        python: bool,
         #[command(flatten)]
         enc: Encoding,
     },
@@ -89,6 +95,10 @@ enum Cmd {
         /// Keys only, with no marker.
         #[arg(long)]
         plain: bool,
+        /// Render keys and values the Python package wrote as Python shows them
+        /// (`{'name': 'a'}`, `<pickled module.Class>`: nothing is unpickled).
+        #[arg(long)]
+        python: bool,
         #[command(flatten)]
         enc: Encoding,
     },
@@ -111,6 +121,10 @@ enum Cmd {
         /// heap file.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Add "python" (the value) and "key_python" fields: what the Python package wrote, as
+        /// Python shows it (`load` ignores them).
+        #[arg(long)]
+        python: bool,
     },
     /// Insert the entries of a dump (standard input, or --input); creates the heap if missing.
     /// All or nothing: one transaction, durable at the end; a bad line leaves the heap as it was.
@@ -269,12 +283,12 @@ fn run(cli: Cli) -> Res {
     let quiet = cli.quiet;
     match cli.cmd {
         Cmd::Stat { file, map, json, enc } => stat(&file, &enc.decode_all(&map)?, json),
-        Cmd::Get { at, enc } => get(at, &enc),
+        Cmd::Get { at, enc, python } => get(at, &enc, python),
         Cmd::Put { at, value, value_file, enc, lock } => put(at, value, value_file, &enc, &lock),
         Cmd::Rm { at, enc, lock } => rm(at, &enc, &lock),
-        Cmd::Keys { file, map, plain, enc } => keys(&file, &map, plain, &enc),
+        Cmd::Keys { file, map, plain, enc, python } => keys(&file, &map, plain, python, &enc),
         Cmd::Count { file, map } => count(&file, &map),
-        Cmd::Dump { file, output } => dump(&file, output.as_deref(), quiet),
+        Cmd::Dump { file, output, python } => dump(&file, output.as_deref(), python, quiet),
         Cmd::Load { file, input, batch, lock } => {
             load(&file, input.as_deref(), batch, &lock, quiet)
         }
@@ -286,13 +300,20 @@ fn run(cli: Cli) -> Res {
 }
 
 /// `pheap get`: one value to standard output.
-fn get(at: Target, enc: &Encoding) -> Res {
+fn get(at: Target, enc: &Encoding, python: bool) -> Res {
     let heap = open_read(&at.file)?;
     let (path, key) = at.resolve(enc)?;
     let rx = heap.begin_read()?;
     let Some(map) = rx.map_path(&path)? else {
         return Err(Fail::No(format!("no such map: {}", show_path(enc, &path))));
     };
+    if python {
+        let Some(v) = map.get_value(&key)? else {
+            return Err(Fail::No(format!("key not found: {}", enc.show(&key))));
+        };
+        println!("{}", render(&v)?);
+        return Ok(());
+    }
     match map.get(&key)? {
         Some(v) => {
             let mut out = std::io::stdout().lock();
@@ -352,7 +373,7 @@ fn rm(at: Target, enc: &Encoding, lock: &Lock) -> Res {
 }
 
 /// `pheap keys`: the keys of a map, one per line.
-fn keys(file: &Path, map: &[String], plain: bool, enc: &Encoding) -> Res {
+fn keys(file: &Path, map: &[String], plain: bool, python: bool, enc: &Encoding) -> Res {
     let heap = open_read(file)?;
     let path = enc.decode_all(map)?;
     let rx = heap.begin_read()?;
@@ -362,7 +383,11 @@ fn keys(file: &Path, map: &[String], plain: bool, enc: &Encoding) -> Res {
     let mut out = BufWriter::new(std::io::stdout().lock());
     for item in m.iter() {
         let (k, v) = item?;
-        out.write_all(&enc.encode(k))?;
+        if python {
+            out.write_all(python::key(k).as_bytes())?;
+        } else {
+            out.write_all(&enc.encode(k))?;
+        }
         if v.kind() == Kind::Map && !plain {
             out.write_all(b"/")?;
         }
@@ -808,7 +833,7 @@ fn dump_destination(p: &Path) -> Res {
     Ok(())
 }
 
-fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
+fn dump(file: &Path, output: Option<&Path>, python: bool, quiet: bool) -> Res {
     let heap = open_read(file)?;
     let rx = heap.begin_read()?;
     let (sink, bar): (Box<dyn Write>, _) = match output.filter(|p| *p != Path::new("-")) {
@@ -819,7 +844,8 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
         }
         None => (Box::new(std::io::stdout().lock()), ProgressBar::hidden()),
     };
-    let mut d = Dumper { out: BufWriter::with_capacity(1 << 20, sink), line: Vec::new(), n: 0 };
+    let mut d =
+        Dumper { out: BufWriter::with_capacity(1 << 20, sink), line: Vec::new(), n: 0, python };
     let mut path = Vec::new();
     for (i, item) in rx.iter().enumerate() {
         let (k, v) = item?;
@@ -833,11 +859,20 @@ fn dump(file: &Path, output: Option<&Path>, quiet: bool) -> Res {
     Ok(())
 }
 
+/// A value as the Python package's user sees it (`--python`).
+fn render(v: &Value<'_>) -> Res<String> {
+    let parts = v.parts().collect::<pheap::Result<Vec<_>>>()?;
+    python::value(v.kind(), v.inline(), &parts)
+        .map_err(|e| Fail::Err(format!("not a value the Python package wrote: {e}")))
+}
+
 /// Writes dump lines.
 struct Dumper<W: Write> {
     out: W,
     line: Vec<u8>,
     n: u64,
+    /// Add the "python" and "key_python" renderings.
+    python: bool,
 }
 
 impl<W: Write> Dumper<W> {
@@ -881,7 +916,22 @@ impl<W: Write> Dumper<W> {
                     }
                     line.push(b']');
                 }
+                if self.python {
+                    let text = render(&v).unwrap_or_else(|e| match e {
+                        Fail::No(m) | Fail::Err(m) => format!("<{m}>"),
+                        Fail::Pipe => String::new(),
+                    });
+                    line.extend_from_slice(b",\"python\":");
+                    line.extend_from_slice(
+                        serde_json::to_string(&text).expect("a string").as_bytes(),
+                    );
+                }
             }
+        }
+        if self.python {
+            line.extend_from_slice(b",\"key_python\":");
+            let text = python::key(key);
+            line.extend_from_slice(serde_json::to_string(&text).expect("a string").as_bytes());
         }
         line.extend_from_slice(b"}\n");
         self.out.write_all(line)?;
