@@ -161,6 +161,7 @@ impl MemStorage {
 
     /// Is a planned failure still to come (its op not reached yet; a failure planned for a
     /// meta-slot store moves to the op after it)?
+    #[cfg(test)]
     pub(crate) fn fail_pending(&self) -> bool {
         let st = self.state.lock();
         let next = if st.fail.is_some_and(|p| p.syncs_only) { st.syncs } else { st.ops };
@@ -175,11 +176,13 @@ impl MemStorage {
     }
 
     /// Make every sync take `d` (slept before the sync takes effect, outside the disk's lock).
+    #[cfg(test)]
     pub(crate) fn set_sync_delay(&self, d: std::time::Duration) {
         self.state.lock().sync_delay = d;
     }
 
     /// Number of syncs so far.
+    #[cfg(test)]
     pub(crate) fn syncs(&self) -> u64 {
         self.state.lock().syncs
     }
@@ -191,6 +194,7 @@ impl MemStorage {
 
     /// What a power loss leaves: the durable image plus the unsynced operations for which
     /// `keep(i)` is true (applied in order).
+    #[cfg(test)]
     pub(crate) fn image_after_power_loss(&self, mut keep: impl FnMut(usize) -> bool) -> Vec<u8> {
         let st = self.state.lock();
         let mut img = st.durable.clone();

@@ -2,7 +2,7 @@
 //!
 //! Everything above this module reads the heap through a [`View`] (bounds-checked slices of a
 //! mapping that never moves while the view is alive) and changes it only through [`Storage`], so
-//! tests can swap in [`mem::MemStorage`], which fails chosen operations and produces crash images.
+//! tests can swap in `mem::MemStorage` (test and fuzzing builds only), which fails chosen operations and produces crash images.
 //!
 //! Soundness contract (DESIGN.md invariant I6): a byte range handed out as a `&[u8]` by a view is
 //! never written while that slice is alive. The commit protocol guarantees it: writers only write
@@ -13,7 +13,7 @@
 
 pub(crate) mod file;
 pub(crate) mod fork;
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod mem;
 mod ofd;
 pub(crate) mod paths;

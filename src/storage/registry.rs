@@ -290,7 +290,7 @@ impl Registry {
     }
 
     /// A registry of its own, over an unnamed temporary file: for heaps on the simulated disk.
-    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn private() -> Result<Registry> {
         let file = OpenOptions::new()
             .read(true)
@@ -302,6 +302,7 @@ impl Registry {
     }
 
     /// A registry over an already open lock file (tests use a private temporary file).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn from_file(path: PathBuf, file: File, mode: Mode) -> Result<Registry> {
         Registry::from_file_checked(path, file, mode, None)
     }

@@ -69,7 +69,7 @@ impl WriteTxn {
     /// Commit, but when the commit is durable and one-phase, return before any sync: it is
     /// staged (DESIGN §4.3) and acknowledged by [`PendingCommit::wait`]. Tests use it to make
     /// group commits on one thread.
-    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn commit_pending(self) -> Result<PendingCommit> {
         self.commit_with(true)
     }
