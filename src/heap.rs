@@ -101,8 +101,11 @@ impl Default for HeapOptions {
     }
 }
 
-/// Space and content figures of the latest commit.
+/// Space and content figures of the latest commit (`serde::Serialize` with the `serde`
+/// feature: the CLI's `stat --json` and the Python package's `stats()` are this, field for
+/// field).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Length of the file in bytes.

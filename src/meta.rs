@@ -105,6 +105,7 @@ pub(crate) fn trusted(
 /// after a reboot (DESIGN §4.1). Reported by [`crate::Heap::stats`] and [`crate::Heap::check`],
 /// so that a fallback to an older commit is never silent.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct SkippedCommit {
     /// Meta slot (0, 1 or 2).

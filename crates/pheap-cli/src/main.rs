@@ -708,26 +708,10 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
     let readers = heap.readers()?;
     let writer = heap.writer_in_progress()?;
     if json {
-        let v = serde_json::json!({
-            "file": file.display().to_string(),
-            "format_version": s.format_version,
-            "file_size": s.file_size,
-            "used_size": s.used_size,
-            "live_bytes": s.live_bytes,
-            "free_bytes": s.free_bytes,
-            "pending_bytes": s.pending_bytes,
-            "held_by_readers": s.held_by_readers,
-            "entries": s.entries,
-            "txn_id": s.txn_id,
-            "durable_txn_id": s.durable_txn_id,
-            "oldest_reader": s.oldest_reader,
-            "readers": readers.len(),
-            "writer_pid": writer,
-            "boot_id_known": s.boot_id_known,
-            "skipped_commits": s.skipped_commits.iter().map(|k| serde_json::json!({
-                "slot": k.slot, "txn_id": k.txn_id, "reason": k.reason,
-            })).collect::<Vec<_>>(),
-        });
+        // The engine's figures as they are (`Stats` is `Serialize`), and what only the tool adds.
+        let mut v = serde_json::to_value(&s).map_err(|e| Fail::Err(e.to_string()))?;
+        v["file"] = file.display().to_string().into();
+        v["writer_pid"] = writer.into();
         println!("{v}");
         return Ok(());
     }

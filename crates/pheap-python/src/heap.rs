@@ -72,23 +72,37 @@ pub(crate) fn begin_write(
     }
 }
 
-pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &pheap::Stats) -> PyResult<Bound<'py, PyDict>> {
-    Ok(py_dict!(py,
-        "file_size" => s.file_size,
-        "used_size" => s.used_size,
-        "live_bytes" => s.live_bytes,
-        "free_bytes" => s.free_bytes,
-        "pending_bytes" => s.pending_bytes,
-        "held_by_readers" => s.held_by_readers,
-        "entries" => s.entries,
-        "txn_id" => s.txn_id,
-        "durable_txn_id" => s.durable_txn_id,
-        "oldest_reader" => s.oldest_reader,
-        "readers" => s.readers,
-        "skipped_commits" => s.skipped_commits.len(),
-        "boot_id_known" => s.boot_id_known,
-        "format_version" => s.format_version,
-    ))
+/// The engine's figures as a dict, field for field (`Stats` is `Serialize`: the CLI's
+/// `stat --json` has the same fields).
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &pheap::Stats) -> PyResult<Bound<'py, PyAny>> {
+    let v = serde_json::to_value(s).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    json_to_py(py, &v)
+}
+
+/// A JSON value as the Python object `json.loads` would give.
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => py.None().into_bound(py),
+        J::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.into_pyobject(py)?.into_any(),
+            (_, Some(i)) => i.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        J::String(t) => t.into_pyobject(py)?.into_any(),
+        J::Array(a) => {
+            PyList::new(py, a.iter().map(|x| json_to_py(py, x)).collect::<PyResult<Vec<_>>>()?)?
+                .into_any()
+        }
+        J::Object(o) => {
+            let d = PyDict::new(py);
+            for (k, x) in o {
+                d.set_item(k, json_to_py(py, x)?)?;
+            }
+            d.into_any()
+        }
+    })
 }
 
 #[pymethods]
@@ -217,7 +231,7 @@ impl Heap {
     }
 
     /// Space and content figures of the latest commit.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.heap()?.stats().py_err()?;
         stats_dict(py, &s)
     }

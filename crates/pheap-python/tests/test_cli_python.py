@@ -55,3 +55,17 @@ def test_keys_and_dump_python_render_keys(path):
     lines = [json.loads(line) for line in run("dump", path, "--python").splitlines()]
     got = {line["key_python"]: line["python"] for line in lines}
     assert got == {repr(k): repr(i) for i, k in enumerate(keys)}
+
+
+def test_stats_are_the_engines_figures_as_the_tool_gives_them(path):
+    # Issue 24, item 5: one definition (the engine's Stats, serialised), not three hand lists.
+    db = pheap.open(path)
+    db["k"] = 1
+    mine = db.stats()
+    tool = json.loads(run("stat", path, "--json"))
+    assert tool.pop("file") == path and tool.pop("writer_pid") is None
+    assert mine["skipped_commits"] == [] == tool["skipped_commits"]
+    volatile = {"readers", "oldest_reader"}  # the tool's own process reads too
+    assert {k: v for k, v in mine.items() if k not in volatile} == {
+        k: v for k, v in tool.items() if k not in volatile
+    }
