@@ -36,7 +36,9 @@ fn level_bits(depth: u32) -> u32 {
 
 /// Order-key bits below the fragment of `depth` (the bits a subtree there leaves free).
 fn free_bits(depth: u32) -> u32 {
-    64 - (0..=depth).map(level_bits).sum::<u32>()
+    // Every level above the last takes 5 bits, the last the 4 left: 64 - 5 * (depth + 1), and
+    // none at the last level.
+    64u32.saturating_sub(BITS_PER_LEVEL * (depth + 1))
 }
 
 /// Where a cursor stands: after `(order key, key)` of the last entry returned.
@@ -50,10 +52,21 @@ pub(crate) struct Position {
 enum Frame {
     /// A branch node at `depth` whose children's order keys start with `prefix`; children
     /// below fragment `next` are done.
-    Branch { off: Offset, depth: u32, prefix: u64, next: u32 },
-    /// A collision node, every leaf of order key `prefix`: its children in key order, the
-    /// first `next` done.
-    Collision { order: Vec<u64>, next: usize, prefix: u64 },
+    /// The node's bitmaps and children are kept (read and validated once, at the push);
+    /// `hpath` holds the hash bits of the levels above it (the fragments the path took).
+    Branch {
+        off: Offset,
+        depth: u32,
+        prefix: u64,
+        hpath: u64,
+        next: u32,
+        datamap: u32,
+        nodemap: u32,
+        children: [u64; 32],
+    },
+    /// A collision node, every leaf of key hash `hpath`: its children in key order, the first
+    /// `next` done.
+    Collision { order: Vec<u64>, next: usize, hpath: u64 },
 }
 
 /// An ordered walk over the entries of one map whose order keys lie in `lo..hi` (`hi` is
@@ -64,7 +77,11 @@ pub(crate) struct Cursor {
     root: MapRoot,
     lo: u64,
     hi: Option<u64>,
+    /// The position the walk resumes after, until it returns its first entry (from then on the
+    /// walk's own order keeps it past it).
     after: Option<Position>,
+    /// The key hash and leaf of the last entry returned (its position, read when asked for).
+    last: Option<(u64, Offset)>,
     started: bool,
     done: bool,
     /// Nodes a valid trie of this many entries can have: a bound on the walk (I9).
@@ -84,6 +101,7 @@ impl Cursor {
             lo,
             hi,
             after,
+            last: None,
             started: false,
             done: false,
             budget: (MAX_DEPTH as u64 + 1).saturating_mul(root.entries.saturating_add(1)),
@@ -100,15 +118,31 @@ impl Cursor {
         self.whole.then(|| self.root.entries.saturating_sub(self.seen))
     }
 
-    /// The position after the last entry returned (or the one it started after).
-    pub(crate) fn position(&self) -> Option<&Position> {
-        self.after.as_ref()
+    /// The position after the last entry returned (or the one it started after), read by `r`
+    /// (the reader the walk reads with).
+    pub(crate) fn position(&self, r: &Reader<'_>) -> Option<Position> {
+        match self.last {
+            // The leaf was read (validated) when it was returned: it reads again.
+            Some((hash, off)) => {
+                r.leaf(off).ok().map(|l| Position { order: order_key(hash), key: l.key.to_vec() })
+            }
+            None => self.after.clone(),
+        }
     }
 
     /// Could a subtree whose order keys lie in `min..=max` hold an entry still to come?
     fn wanted(&self, min: u64, max: u64) -> bool {
         let floor = self.after.as_ref().map_or(self.lo, |p| p.order.max(self.lo));
         max >= floor && self.hi.is_none_or(|hi| min < hi)
+    }
+
+    /// Is the entry of key hash `hash` still to come? (A walk with no bound and no position
+    /// to resume after takes every entry it reaches: no order key is computed.)
+    fn takes(&self, hash: u64, key: &[u8]) -> bool {
+        if self.lo == 0 && self.hi.is_none() && self.after.is_none() {
+            return true;
+        }
+        self.includes(order_key(hash), key)
     }
 
     /// Is the entry `(order, key)` still to come?
@@ -126,7 +160,14 @@ impl Cursor {
         Ok(())
     }
 
-    fn push(&mut self, r: &Reader<'_>, off: Offset, depth: u32, prefix: u64) -> Result<()> {
+    fn push(
+        &mut self,
+        r: &Reader<'_>,
+        off: Offset,
+        depth: u32,
+        prefix: u64,
+        hpath: u64,
+    ) -> Result<()> {
         self.spend(off)?;
         if depth > MAX_DEPTH {
             return Err(corrupt(off.0, "trie deeper than its last level"));
@@ -144,13 +185,26 @@ impl Cursor {
             self.stack.push(Frame::Collision {
                 order: leaves.into_iter().map(|l| l.1).collect(),
                 next: 0,
-                prefix,
+                hpath,
             });
         } else {
             if depth == MAX_DEPTH {
                 return Err(corrupt(off.0, "branch node at the last level"));
             }
-            self.stack.push(Frame::Branch { off, depth, prefix, next: 0 });
+            let mut children = [0u64; 32];
+            for (c, x) in children.iter_mut().zip(n.children) {
+                *c = x.get();
+            }
+            self.stack.push(Frame::Branch {
+                off,
+                depth,
+                prefix,
+                hpath,
+                next: 0,
+                datamap: n.datamap,
+                nodemap: n.nodemap,
+                children,
+            });
         }
         Ok(())
     }
@@ -195,31 +249,31 @@ impl Cursor {
         if !self.started {
             self.started = true;
             if !self.root.is_empty() && self.wanted(0, u64::MAX) {
-                self.push(r, self.root.root, 0, 0)?;
+                self.push(r, self.root.root, 0, 0, 0)?;
             }
         }
         while let Some(top) = self.stack.last_mut() {
             match top {
-                Frame::Collision { order, next, prefix } => {
+                Frame::Collision { order, next, hpath } => {
                     let Some(&c) = order.get(*next) else {
                         self.stack.pop();
                         continue;
                     };
                     *next += 1;
-                    let prefix = *prefix;
+                    let hpath = *hpath;
                     let l = r.leaf_for_read(Offset(c), VERIFY_ON_READ_MAX)?;
-                    let o = order_key(h.hash(l.key));
-                    if o != prefix {
+                    let hash = h.hash(l.key);
+                    if hash != hpath {
                         return Err(corrupt(l.off.0, "leaf on the wrong hash path"));
                     }
-                    if self.includes(o, l.key) {
-                        return Ok(Some(self.returned(o, l)));
+                    if self.takes(hash, l.key) {
+                        return Ok(Some(self.returned(hash, l)));
                     }
                 }
-                Frame::Branch { off, depth, prefix, next } => {
-                    let (off, depth, prefix) = (*off, *depth, *prefix);
-                    let n = r.node(off)?;
-                    let used = n.datamap | n.nodemap;
+                Frame::Branch { off, depth, prefix, hpath, next, datamap, nodemap, children } => {
+                    let (off, depth, prefix, hpath) = (*off, *depth, *prefix, *hpath);
+                    let (datamap, nodemap) = (*datamap, *nodemap);
+                    let used = datamap | nodemap;
                     let rest = if *next >= 32 { 0 } else { used >> *next << *next };
                     if rest == 0 {
                         self.stack.pop();
@@ -227,6 +281,14 @@ impl Cursor {
                     }
                     let bit = rest.trailing_zeros();
                     *next = bit + 1;
+                    let below = (1u32 << bit) - 1;
+                    let leaf = datamap & (1 << bit) != 0;
+                    let idx = if leaf {
+                        (datamap & below).count_ones()
+                    } else {
+                        datamap.count_ones() + (nodemap & below).count_ones()
+                    };
+                    let child = Offset(children[idx as usize]);
                     if bit >= 1 << level_bits(depth) {
                         return Err(corrupt(off.0, "node bit past the key hash"));
                     }
@@ -236,22 +298,21 @@ impl Cursor {
                     if !self.wanted(min, max) {
                         continue;
                     }
-                    let below = (1u32 << bit) - 1;
-                    if n.datamap & (1 << bit) != 0 {
-                        let idx = (n.datamap & below).count_ones() as usize;
-                        let l =
-                            r.leaf_for_read(Offset(n.children[idx].get()), VERIFY_ON_READ_MAX)?;
-                        let o = order_key(h.hash(l.key));
-                        if o < min || o > max {
+                    // The hash bits of the path to the child, this level's fragment included.
+                    let hpath = hpath | ((bit as u64) << (BITS_PER_LEVEL * depth));
+                    if leaf {
+                        let l = r.leaf_for_read(child, VERIFY_ON_READ_MAX)?;
+                        let hash = h.hash(l.key);
+                        let bits = BITS_PER_LEVEL * (depth + 1);
+                        let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                        if hash & mask != hpath {
                             return Err(corrupt(l.off.0, "leaf on the wrong hash path"));
                         }
-                        if self.includes(o, l.key) {
-                            return Ok(Some(self.returned(o, l)));
+                        if self.takes(hash, l.key) {
+                            return Ok(Some(self.returned(hash, l)));
                         }
                     } else {
-                        let idx = n.datamap.count_ones() + (n.nodemap & below).count_ones();
-                        let child = Offset(n.children[idx as usize].get());
-                        self.push(r, child, depth + 1, min)?;
+                        self.push(r, child, depth + 1, min, hpath)?;
                     }
                 }
             }
@@ -259,9 +320,22 @@ impl Cursor {
         Ok(None)
     }
 
-    fn returned<'a>(&mut self, order: u64, l: LeafRef<'a>) -> LeafRef<'a> {
+    fn returned<'a>(&mut self, hash: u64, l: LeafRef<'a>) -> LeafRef<'a> {
         self.seen += 1;
-        self.after = Some(Position { order, key: l.key.to_vec() });
+        self.after = None;
+        self.last = Some((hash, l.off));
         l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_bits_are_what_the_levels_leave() {
+        for depth in 0..MAX_DEPTH {
+            assert_eq!(free_bits(depth), 64 - (0..=depth).map(level_bits).sum::<u32>());
+        }
     }
 }

@@ -314,7 +314,7 @@ pub struct OwnedIter {
 impl OwnedIter {
     /// Where the iteration stands.
     pub fn position(&self) -> Option<IterPosition> {
-        self.cursor.position().cloned().map(IterPosition)
+        self.cursor.position(&self.rx.0.reader()).map(IterPosition)
     }
 }
 

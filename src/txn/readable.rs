@@ -301,7 +301,8 @@ impl<'a> Iter<'a> {
     /// Where the iteration stands: after the last entry it returned (`None` before the first
     /// entry of a fresh iteration).
     pub fn position(&self) -> Option<IterPosition> {
-        self.cursor.position().cloned().map(IterPosition)
+        let map = self.map?;
+        self.cursor.position(&map.reader()).map(IterPosition)
     }
 }
 
