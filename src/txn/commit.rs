@@ -14,7 +14,7 @@ use crate::format::*;
 use crate::meta::Snapshot;
 use crate::shared::Shared;
 
-/// A durable commit made but not yet known durable ([`WriteTxn::commit_pending`]).
+/// A durable commit made but not yet known durable (`WriteTxn::commit_pending`, in tests).
 #[derive(Debug)]
 #[must_use = "a pending commit is acknowledged only by `wait`"]
 pub(crate) struct PendingCommit {
