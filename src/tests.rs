@@ -544,6 +544,43 @@ fn a_value_root(region: &[u8]) -> u64 {
     u64::from_le_bytes(region[..8].try_into().unwrap())
 }
 
+/// A map whose recorded entry count is not what its trie holds: a walk of the whole map ends in
+/// `Corrupt` (DESIGN §2.6.3), whether the count is short or long; a partition (whose length no
+/// record gives) and a lookup read on.
+#[test]
+fn a_walk_checks_the_entry_count_the_map_records() {
+    use crate::format::LEAF_KIND_MAP;
+    let (s, heap) = new_mem(boot(0));
+    let mut tx = heap.begin_write().unwrap();
+    let mut m = tx.map_mut("m").unwrap();
+    for i in 0..200u32 {
+        m.insert(i.to_le_bytes(), b"v").unwrap();
+    }
+    tx.commit().unwrap();
+    heap.checkpoint().unwrap();
+    let img = s.image_after_power_loss(|_| true);
+    drop(heap);
+    let leaf = find_leaf(&img, b"m", LEAF_KIND_MAP);
+    let (at, len) = leaf_value(&img, leaf);
+    for entries in [199u64, 201] {
+        let mut region = img[at..at + len].to_vec();
+        region[8..16].copy_from_slice(&entries.to_le_bytes());
+        let mut forged = img.clone();
+        forge_value(&mut forged, leaf, &region);
+        let h = open_mem(&Arc::new(MemStorage::from_image(&forged, CAP)), boot(0)).unwrap();
+        let rx = h.begin_read().unwrap();
+        let m = rx.map("m").unwrap().unwrap();
+        assert_eq!(m.len().unwrap(), entries as usize, "len() is the record");
+        let last = m.iter().last().unwrap();
+        assert!(matches!(last, Err(Error::Corrupt { .. })), "{entries}: the walk ends {last:?}");
+        assert_eq!(m.iter().filter(|r| r.is_ok()).count(), 200.min(entries as usize));
+        let parts: usize =
+            (0..4).map(|i| m.iter_partition(i, 4).filter(|r| r.is_ok()).count()).sum();
+        assert_eq!(parts, 200, "partitions are not checked against the count");
+        assert_eq!(m.get(7u32.to_le_bytes()).unwrap(), Some(&b"v"[..]));
+    }
+}
+
 /// Writers of two handles (two processes, as far as the lock file knows) taking turns: a writer
 /// that finds the latest commit left settled by the last holder (everything it wrote synced,
 /// `settled_txn` in the lock file, DESIGN §5.5) builds on it without a settling sync; after a
