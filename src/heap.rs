@@ -364,6 +364,38 @@ impl Heap {
         WriteTxn::begin(&self.shared, deadline.map_or(Wait::Forever, Wait::Until))
     }
 
+    /// Bring the whole heap (its latest commit's every byte) into the page cache, in 8 MiB
+    /// requests, at the disk's sequential speed: what a server calls after a reboot, before
+    /// its first lookups (a cold heap otherwise reads a page at a time, DESIGN §4.6a). Returns the
+    /// bytes brought in. Safe beside writers of any process (the range read is pinned).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_read`].
+    pub fn prefetch(&self) -> Result<u64> {
+        self.prefetch_with(|_, _| {})
+    }
+
+    /// As [`Heap::prefetch`], calling `progress(done, total)` after each request (in bytes).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::begin_read`].
+    pub fn prefetch_with(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
+        const REQUEST: u64 = 8 << 20;
+        // The pin keeps the file from being cut below the snapshot's end while it is read (I12).
+        let rx = self.begin_read()?;
+        let end = rx.snapshot().alloc.end;
+        let mut at = 0;
+        while at < end {
+            let n = REQUEST.min(end - at);
+            self.shared.storage.prefetch(at, n);
+            at += n;
+            progress(at, end);
+        }
+        Ok(end)
+    }
+
     /// Begin a read transaction on the latest commit. Never waits for the writer.
     ///
     /// ```

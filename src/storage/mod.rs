@@ -62,6 +62,10 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn file_id(&self) -> Option<file::FileId> {
         None
     }
+    /// Bring `[start, start + len)` (below `len()`) into memory, at sequential speed, before
+    /// returning: a hint whose failure changes nothing but speed (a backend in memory has
+    /// nothing to do).
+    fn prefetch(&self, _start: u64, _len: u64) {}
 }
 
 /// Keeps a mapping (or a test buffer) alive.

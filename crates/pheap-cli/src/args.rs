@@ -155,6 +155,12 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         lock: Lock,
     },
+    /// Bring the whole heap into the page cache at the disk's sequential speed: what a server
+    /// runs after a reboot, before its first lookups.
+    Prefetch {
+        /// The heap file.
+        file: PathBuf,
+    },
     /// Live read transactions of every process, and the space each holds back.
     Readers {
         /// The heap file.

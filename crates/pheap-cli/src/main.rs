@@ -100,6 +100,7 @@ fn run(cli: Cli) -> Res {
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
         Cmd::Compact { file, lock } => compact(&file, &lock, quiet),
+        Cmd::Prefetch { file } => prefetch(&file, quiet),
         Cmd::Readers { file, json } => readers(&file, json),
     }
 }
@@ -214,6 +215,26 @@ fn count(file: &Path, map: &[String]) -> Res {
         }
         None => Err(Fail::No(format!("no such map: {}", path_text(&path)))),
     }
+}
+
+/// `pheap prefetch`: the whole heap into the page cache, with progress.
+fn prefetch(file: &Path, quiet: bool) -> Res {
+    let heap = open_read(file)?;
+    let bar = counter(quiet, Some(heap.stats()?.used_size), "prefetching (bytes)");
+    let t = std::time::Instant::now();
+    let n = heap.prefetch_with(|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}: {} in the page cache in {secs:.2} s ({}/s)",
+        file.display(),
+        size(n),
+        size((n as f64 / secs.max(1e-9)) as u64)
+    );
+    Ok(())
 }
 
 /// `pheap compact`: move records down and give the tail back.

@@ -508,3 +508,9 @@ def test_pandas_frames_round_trip_with_numeric_blocks_as_views(db):
         one, two = s["df"], s["df"]
         assert one.equals(df)
         assert np.shares_memory(one["a"].to_numpy(), two["a"].to_numpy())
+
+
+def test_prefetch_reads_the_whole_heap(db):
+    db.update({f"k{i}": "x" * 1000 for i in range(2000)})
+    assert db.prefetch() == db.stats()["used_size"]
+    assert db["k7"] == "x" * 1000
