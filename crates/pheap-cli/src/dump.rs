@@ -316,6 +316,19 @@ impl Load<'_> {
     }
 }
 
+/// The list of byte strings in field `name` of a dump line (empty when absent), each `what`.
+fn byte_list(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    what: &str,
+    at: usize,
+) -> Res<Vec<Vec<u8>>> {
+    let Some(list) = obj.get(name) else { return Ok(Vec::new()) };
+    let list =
+        list.as_array().ok_or_else(|| Fail::Err(format!("line {at}: \"{name}\" is not a list")))?;
+    list.iter().map(|x| from_json_bytes(x, what, at)).collect()
+}
+
 /// Insert the entry of one dump line.
 pub(crate) fn load_line(
     obj: &serde_json::Map<String, serde_json::Value>,
@@ -323,15 +336,7 @@ pub(crate) fn load_line(
     at: usize,
 ) -> Res {
     let bad = |what: &str| Fail::Err(format!("line {at}: {what}"));
-    let path = match obj.get("map") {
-        None => Vec::new(),
-        Some(p) => p
-            .as_array()
-            .ok_or_else(|| bad("\"map\" is not a list"))?
-            .iter()
-            .map(|k| from_json_bytes(k, "a map name", at))
-            .collect::<Res<Vec<_>>>()?,
-    };
+    let path = byte_list(obj, "map", "a map name", at)?;
     let k = take(obj, "key", at)?;
     let mut map: MapMut<'_> = tx.map_mut_path(&path)?;
     match obj.get("kind").map(|k| k.as_str()) {
@@ -351,15 +356,7 @@ pub(crate) fn load_line(
                 .ok_or_else(|| bad("\"tag\" is not 0..=255"))?,
         ),
     };
-    let parts = match obj.get("parts") {
-        None => Vec::new(),
-        Some(p) => p
-            .as_array()
-            .ok_or_else(|| bad("\"parts\" is not a list"))?
-            .iter()
-            .map(|p| from_json_bytes(p, "a part", at))
-            .collect::<Res<Vec<_>>>()?,
-    };
+    let parts = byte_list(obj, "parts", "a part", at)?;
     let parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
     map.insert_parts(&k, kind, &val, &parts)?;
     Ok(())
