@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::{Advice, MmapOptions, MmapRaw};
 use parking_lot::RwLock;
 
+use super::advice::{AccessPolicy, Advisor};
 use super::{Storage, View};
 use crate::error::{Error, Result};
 use crate::format::{DATA_START, META_SIZE, PAGE_SIZE};
@@ -24,6 +25,8 @@ pub(crate) struct FileStorage {
     file: File,
     read_only: bool,
     state: RwLock<MapState>,
+    /// The access advice (DESIGN §4.6a), shared by every mapping of the file.
+    policy: Arc<AccessPolicy>,
     /// What the file was when opened: the registry checks that every name it uses still leads
     /// here, and gives a lock file it creates this owner and mode.
     pub(crate) id: FileId,
@@ -92,21 +95,33 @@ impl FileStorage {
         }
         let id = FileId::of(&meta);
         let len = meta.len();
-        let map = Self::map(&file, read_only, reserve_for(len))?;
+        let policy = Arc::new(AccessPolicy::new(len, id.dev));
+        let map = Self::map(&file, read_only, reserve_for(len), &policy)?;
         // Open reads the header and the three meta slots, four pages: with the page cache cold
         // and MADV_RANDOM they would be four reads one after another; ask for them as one.
         let _ = map.advise_range(Advice::WillNeed, 0, len.min(DATA_START) as usize);
-        let view = view_of(&map);
-        Ok(FileStorage { file, read_only, state: RwLock::new(MapState { len, map, view }), id })
+        let view = view_of(&map, &policy);
+        Ok(FileStorage {
+            file,
+            read_only,
+            state: RwLock::new(MapState { len, map, view }),
+            policy,
+            id,
+        })
     }
 
-    fn map(file: &File, read_only: bool, reserve: u64) -> Result<Arc<MmapRaw>> {
+    fn map(
+        file: &File,
+        read_only: bool,
+        reserve: u64,
+        policy: &AccessPolicy,
+    ) -> Result<Arc<MmapRaw>> {
         let mut opts = MmapOptions::new();
         opts.len(reserve as usize);
         let map = if read_only { opts.map_raw_read_only(file)? } else { opts.map_raw(file)? };
-        // Point lookups touch a few scattered pages: without this the kernel reads ahead
-        // megabytes on every cold fault.
-        map.advise(Advice::Random)?;
+        // MADV_RANDOM until the policy has seen enough reads (§4.6a): a cold open's few lookups
+        // fault only the pages they touch, where the kernel would read megabytes around each.
+        map.advise(policy.advice())?;
         Ok(Arc::new(map))
     }
 }
@@ -118,13 +133,14 @@ fn reserve_for(len: u64) -> u64 {
     (len.saturating_mul(2)).max(MIN_RESERVE).next_power_of_two()
 }
 
-fn view_of(map: &Arc<MmapRaw>) -> Arc<View> {
+fn view_of(map: &Arc<MmapRaw>, policy: &Arc<AccessPolicy>) -> Arc<View> {
     let backing: Arc<dyn super::Backing> = map.clone();
+    let advisor = Advisor::new(map.clone(), policy.clone());
     // SAFETY: the mapping stays valid while `backing` (a clone of its Arc) lives; mmap returns
     // page-aligned addresses; callers only slice below a snapshot's `end`, and the file is never
     // shortened below the `end` of any pinned snapshot or meta slot (I12), so every byte sliced
     // is backed by the file (a file cut short by another program is outside the contract, §7).
-    Arc::new(unsafe { View::new(map.as_ptr(), map.len() as u64, backing) })
+    Arc::new(unsafe { View::new(map.as_ptr(), map.len() as u64, backing, Some(advisor)) })
 }
 
 impl Storage for FileStorage {
@@ -143,7 +159,7 @@ impl Storage for FileStorage {
         if start >= end {
             return;
         }
-        let _ = st.map.advise_range(Advice::WillNeed, start as usize, (ahead - start) as usize);
+        self.policy.will_need(&st.map, start, ahead - start);
         let _ = st.map.advise_range(Advice::PopulateRead, start as usize, (end - start) as usize);
     }
 
@@ -171,9 +187,10 @@ impl Storage for FileStorage {
         }
         st.len = len;
         if len > st.map.len() as u64 {
-            st.map = Self::map(&self.file, false, reserve_for(len))?;
-            st.view = view_of(&st.map);
+            st.map = Self::map(&self.file, false, reserve_for(len), &self.policy)?;
+            st.view = view_of(&st.map, &self.policy);
         }
+        self.policy.set_len(len, &st.map);
         // Bring the new pages into the page cache in one batch (their extents are unwritten, so
         // this reads nothing from the disk): a store to each then takes a fault that only maps
         // it, instead of one that also allocates and zeroes it, one 4 KiB page at a time
@@ -191,6 +208,7 @@ impl Storage for FileStorage {
         if len < st.len {
             self.file.set_len(len)?;
             st.len = len;
+            self.policy.set_len(len, &st.map);
         }
         Ok(())
     }
@@ -205,9 +223,10 @@ impl Storage for FileStorage {
         let len = self.file.metadata()?.len();
         st.len = len;
         if len > st.map.len() as u64 {
-            st.map = Self::map(&self.file, self.read_only, reserve_for(len))?;
-            st.view = view_of(&st.map);
+            st.map = Self::map(&self.file, self.read_only, reserve_for(len), &self.policy)?;
+            st.view = view_of(&st.map, &self.policy);
         }
+        self.policy.set_len(len, &st.map);
         Ok(len)
     }
 

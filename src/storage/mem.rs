@@ -337,7 +337,7 @@ impl Storage for MemStorage {
         let backing: Arc<dyn Backing> = self.buf.clone();
         // SAFETY: the buffer lives as long as `backing`, is 8-aligned (made of AtomicU64) and
         // never moves; it is zero-initialised, so every byte below its capacity is readable.
-        Arc::new(unsafe { View::new(self.buf.ptr(), self.buf.cap(), backing) })
+        Arc::new(unsafe { View::new(self.buf.ptr(), self.buf.cap(), backing, None) })
     }
 
     fn refresh(&self) -> Result<u64> {

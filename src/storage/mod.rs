@@ -11,6 +11,7 @@
 
 #![allow(unsafe_code)]
 
+mod advice;
 pub(crate) mod file;
 pub(crate) mod fork;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -78,6 +79,8 @@ pub(crate) struct View {
     ptr: *const u8,
     mapped: u64,
     _backing: Arc<dyn Backing>,
+    /// The file backend's access advice (DESIGN §4.6a); none in memory.
+    advisor: Option<Arc<advice::Advisor>>,
 }
 
 // SAFETY: `View` only hands out shared slices of memory that the contract above keeps immutable
@@ -97,9 +100,32 @@ impl View {
     /// `ptr..ptr + mapped` must stay valid for reads (and, for the file backend, backed by the
     /// file up to the limits callers pass to [`View::slice`]) for as long as `backing` lives, and
     /// be 8-byte aligned.
-    pub(crate) unsafe fn new(ptr: *const u8, mapped: u64, backing: Arc<dyn Backing>) -> View {
+    pub(crate) unsafe fn new(
+        ptr: *const u8,
+        mapped: u64,
+        backing: Arc<dyn Backing>,
+        advisor: Option<Arc<advice::Advisor>>,
+    ) -> View {
         debug_assert!((ptr as usize).is_multiple_of(8));
-        View { ptr, mapped, _backing: backing }
+        View { ptr, mapped, _backing: backing, advisor }
+    }
+
+    /// A trie node is being read (the lookup advice settles after enough of them, §4.6a).
+    #[inline]
+    pub(crate) fn note_read(&self) {
+        if let Some(a) = &self.advisor {
+            a.note_read();
+        }
+    }
+
+    /// `[off, off + len)` is about to be read whole (a large part, §4.6a).
+    pub(crate) fn will_read(&self, off: u64, len: u64) {
+        if let Some(a) = &self.advisor
+            && len >= advice::PART_ADVICE_MIN
+            && off.saturating_add(len) <= self.mapped
+        {
+            a.will_read(off, len);
+        }
     }
 
     /// The offset of a slice this view handed out (`None` for any other slice).

@@ -84,6 +84,7 @@ impl<'a> Reader<'a> {
         if off < DATA_START || !off.is_multiple_of(8) {
             return Err(corrupt(off, "node offset out of range or misaligned"));
         }
+        self.view.note_read();
         let h = NodeHeader::read_from_bytes(self.bytes(off, NODE_HEADER_SIZE)?)
             .map_err(|_| corrupt(off, "node header"))?;
         let (d, n, count) = (h.datamap.get(), h.nodemap.get(), h.count.get() as usize);

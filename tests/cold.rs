@@ -1,0 +1,317 @@
+//! Cold reads (DESIGN §4.6a), observed with `mincore` after the file's pages were evicted and
+//! with the advice flags `/proc/self/smaps` shows: `Heap::prefetch` brings a cold heap into the
+//! page cache, safe beside a writer and inside a small memory limit; a part handed out is asked
+//! for whole (a short one exactly, a long one through the kernel's readahead); a small value
+//! pulls no megabytes; a handle that has done many lookups reads around its faults.
+
+#![allow(unsafe_code)] // posix_fadvise, mmap and mincore: to evict the page cache and observe it
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use pheap::Heap;
+use pheap::prelude::*;
+
+/// Drop the file's clean pages from the page cache.
+fn evict(path: &Path) {
+    let f = File::open(path).unwrap();
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+/// The fraction of the pages of `bytes` (a slice of a heap's mapping) in the page cache, found
+/// without reading them.
+fn resident_slice(bytes: &[u8]) -> f64 {
+    let start = bytes.as_ptr() as usize & !4095;
+    let len = bytes.as_ptr() as usize + bytes.len() - start;
+    let mut vec = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: the range lies in a live mapping (the slice's, page-aligned down); mincore only
+    // writes one byte per page into `vec`, which is long enough.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / vec.len() as f64
+}
+
+/// The advice flags (`rr` random, `sr` sequential; neither: normal) of the mapping holding
+/// `addr`, from `/proc/self/smaps`.
+fn advice_at(addr: *const u8) -> &'static str {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let addr = addr as usize;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((a, b)) = range.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            inside = (a..b).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            let flags: Vec<&str> = flags.split_whitespace().collect();
+            return if flags.contains(&"rr") {
+                "random"
+            } else if flags.contains(&"sr") {
+                "sequential"
+            } else {
+                "normal"
+            };
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+/// A heap on the project's disk (not a tmpfs, whose pages cannot be evicted) holding `entries`,
+/// its pages evicted; `None` where the page cache kept them (nothing could be shown).
+fn cold_heap(
+    dir: &tempfile::TempDir,
+    entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> Option<Heap> {
+    let path = dir.path().join("cold.pheap");
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for (k, v) in entries {
+        tx.insert(k, v).unwrap();
+    }
+    tx.commit().unwrap();
+    heap.checkpoint().unwrap();
+    let used = heap.stats().unwrap().used_size;
+    drop(heap);
+    evict(&path);
+    let left = resident(&path, used);
+    if left > 0.2 {
+        eprintln!("the page cache kept {left:.2} of the file after eviction: nothing to show");
+        return None;
+    }
+    Some(Heap::open(&path).unwrap())
+}
+
+/// Wait (up to 5 s) until `f` holds: the kernel's reads are asynchronous.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// The fraction of the first `len` bytes of the file that are in the page cache.
+fn resident(path: &Path, len: u64) -> f64 {
+    let f = File::open(path).unwrap();
+    let page = 4096usize;
+    let pages = (len as usize).div_ceil(page);
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked for
+    // failure, only passed to mincore (never read), and unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `addr` maps `len` bytes; `vec` holds one byte per page of them.
+    let rc = unsafe { libc::mincore(addr, len as usize, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(addr, len as usize) };
+    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+}
+
+#[test]
+fn prefetch_brings_a_cold_heap_into_the_page_cache() {
+    // On the project's disk, not a tmpfs (whose pages cannot be evicted).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("cold.pheap");
+    let heap = Heap::open(&path).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    for i in 0..48u32 {
+        tx.insert(i.to_le_bytes(), vec![i as u8; 1 << 20]).unwrap();
+    }
+    tx.commit().unwrap();
+    heap.checkpoint().unwrap();
+    let used = heap.stats().unwrap().used_size;
+    drop(heap);
+    evict(&path);
+    let before = resident(&path, used);
+    if before > 0.5 {
+        eprintln!("the page cache kept {before:.2} of the file after eviction: nothing to show");
+        return;
+    }
+    let heap = Heap::open(&path).unwrap();
+    let (mut calls, mut last) = (0, 0);
+    let n = heap
+        .prefetch_with(|done, total| {
+            assert!(done > last && done <= total);
+            (calls, last) = (calls + 1, done);
+        })
+        .unwrap();
+    assert_eq!(n, used);
+    assert_eq!(last, used);
+    assert!(calls >= 6, "48 MiB in 8 MiB requests: {calls} progress calls");
+    let after = resident(&path, used);
+    assert!(after > 0.95, "resident after prefetch: {after:.2} (before: {before:.2})");
+}
+
+#[test]
+fn prefetch_beside_a_writer_is_safe() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("busy.pheap");
+    let heap = Heap::open(&path).unwrap();
+    let writer = {
+        let heap = Heap::open(&path).unwrap(); // a second handle, as another process has
+        std::thread::spawn(move || {
+            for round in 0..40u32 {
+                let mut tx = heap.begin_write().unwrap();
+                tx.clear().unwrap(); // the file grows and is given back under the prefetch
+                for i in 0..64u32 {
+                    tx.insert(i.to_le_bytes(), vec![round as u8; 64 << 10]).unwrap();
+                }
+                tx.commit().unwrap();
+            }
+        })
+    };
+    while !writer.is_finished() {
+        heap.prefetch().unwrap();
+    }
+    writer.join().unwrap();
+    assert_eq!(heap.begin_read().unwrap().len().unwrap(), 64);
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_short_part_is_asked_for_whole_and_a_small_value_pulls_no_megabytes() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // 64 values of 1 MiB (each one request), and small ones between them.
+    let entries = (0..64u32).flat_map(|i| {
+        [
+            (format!("big{i}").into_bytes(), vec![i as u8; 1 << 20]),
+            (format!("small{i}").into_bytes(), vec![i as u8; 100]),
+        ]
+    });
+    let Some(heap) = cold_heap(&dir, entries) else { return };
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.get(b"small7").unwrap().unwrap(), &[7u8; 100][..]);
+    let big = rx.get(b"big9").unwrap().unwrap();
+    // Not a byte of the part read yet: the request made when it was handed out brings it in.
+    assert!(eventually(|| resident_slice(big) > 0.99), "part resident: {:.2}", resident_slice(big));
+    // Few lookups: the mapping stays random, and nothing around them was read.
+    assert_eq!(advice_at(big.as_ptr()), "random");
+    // One part of 1 MiB, the header and the pages the two lookups touched: a few percent of
+    // the 65 MiB file.
+    let file = dir.path().join("cold.pheap");
+    let all = resident(&file, heap.stats().unwrap().used_size);
+    assert!(all < 0.05, "file resident: {all:.3}");
+    assert_eq!(big, &vec![9u8; 1 << 20][..]);
+}
+
+#[test]
+fn a_long_part_is_read_through_the_kernels_readahead() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let entries = [(b"array".to_vec(), vec![7u8; 64 << 20]), (b"x".to_vec(), vec![1u8; 10])];
+    let Some(heap) = cold_heap(&dir, entries) else { return };
+    let rx = heap.begin_read().unwrap();
+    let part = rx.get(b"array").unwrap().unwrap();
+    // Its pages read around their faults; the rest of the mapping stays random.
+    assert_eq!(advice_at(part[part.len() / 2..].as_ptr()), "normal");
+    let x = rx.get(b"x").unwrap().unwrap();
+    assert_eq!(advice_at(x.as_ptr()), "random");
+    // One byte read: the kernel reads ahead of it (a random mapping would read its page alone).
+    assert_eq!(std::hint::black_box(part[0]), 7);
+    let head = &part[..4 << 20];
+    assert!(
+        eventually(|| resident_slice(head) > 0.2),
+        "resident after one byte: {:.3}",
+        resident_slice(head)
+    );
+    assert!(part.iter().all(|&b| b == 7));
+}
+
+#[test]
+fn many_lookups_switch_a_heap_that_fits_in_memory_to_read_around() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let entries = (0..20_000u32).map(|i| (i.to_le_bytes().to_vec(), vec![i as u8; 200]));
+    let Some(heap) = cold_heap(&dir, entries) else { return };
+    let rx = heap.begin_read().unwrap();
+    let first = rx.get(0u32.to_le_bytes()).unwrap().unwrap();
+    assert_eq!(
+        advice_at(first.as_ptr()),
+        "random",
+        "a cold open's first lookup reads no more than it touches"
+    );
+    for i in 0..200u32 {
+        assert_eq!(rx.get(i.to_le_bytes()).unwrap().unwrap(), &vec![i as u8; 200][..]);
+    }
+    assert_eq!(
+        advice_at(first.as_ptr()),
+        "normal",
+        "after 200 lookups, a heap far smaller than memory reads around"
+    );
+}
+
+#[test]
+fn prefetch_inside_a_memory_limit_smaller_than_the_heap() {
+    // In a child process, moved into a cgroup of its own with a 32 MiB limit (where this process
+    // may make one: cgroup v1 or v2 memory controller, writable).
+    if let Ok(cg) = std::env::var("PHEAP_TEST_CGROUP_CHILD") {
+        std::fs::write(format!("{cg}/cgroup.procs"), std::process::id().to_string()).unwrap();
+        let heap = Heap::open(std::env::var("PHEAP_TEST_HEAP").unwrap()).unwrap();
+        let n = heap.prefetch().unwrap();
+        assert!(n > 128 << 20);
+        let rx = heap.begin_read().unwrap();
+        assert_eq!(rx.len().unwrap(), 160);
+        let v = rx.get(77u32.to_le_bytes()).unwrap().unwrap();
+        assert!(v.iter().all(|&b| b == 77));
+        return;
+    }
+    let groups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let base = groups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, c, path) = (f.next()?, f.next()?, f.next()?);
+        if c.split(',').any(|c| c == "memory") {
+            Some((format!("/sys/fs/cgroup/memory{path}"), "memory.limit_in_bytes"))
+        } else if c.is_empty()
+            && std::path::Path::new(&format!("/sys/fs/cgroup{path}/memory.max")).exists()
+        {
+            Some((format!("/sys/fs/cgroup{path}"), "memory.max"))
+        } else {
+            None
+        }
+    });
+    let Some((base, limit)) = base else {
+        eprintln!("no memory cgroup to make: not shown");
+        return;
+    };
+    let cg = format!("{base}/pheap-test-{}", std::process::id());
+    if std::fs::create_dir(&cg).is_err()
+        || std::fs::write(format!("{cg}/{limit}"), (32u64 << 20).to_string()).is_err()
+    {
+        eprintln!("cannot make a memory cgroup under {base}: not shown");
+        let _ = std::fs::remove_dir(&cg);
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("big.pheap");
+    {
+        let heap = Heap::open(&path).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        for i in 0..160u32 {
+            tx.insert(i.to_le_bytes(), vec![i as u8; 1 << 20]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    evict(&path);
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "prefetch_inside_a_memory_limit_smaller_than_the_heap", "--nocapture"])
+        .env("PHEAP_TEST_CGROUP_CHILD", &cg)
+        .env("PHEAP_TEST_HEAP", &path)
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir(&cg);
+    assert!(status.success(), "the child prefetching 160 MiB under a 32 MiB limit: {status}");
+}
