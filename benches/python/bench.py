@@ -58,6 +58,25 @@ def timed(f):
     return time.perf_counter() - t, r
 
 
+def evict(path):
+    """Drop a store's files (a file or a directory's) from the page cache, as a reboot would:
+    `posix_fadvise(DONTNEED)` after a sync, so no root is needed."""
+    files = [os.path.join(path, f) for f in os.listdir(path)] if os.path.isdir(path) else [path]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def child_seconds(code):
+    """Run `code` in a fresh interpreter; it prints seconds."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 # ---- the stores -----------------------------------------------------------------------------
 # Each: write(path, d), opener code (a Python snippet that defines `get(k)` and `snap()`, a
 # context manager yielding a getter for a batch of reads), run in this process and in children.
@@ -357,7 +376,8 @@ def bench_a(args, out):
         )
     out.append("")
     if "pheap" in args.stores and "lmdb" in args.stores:
-        duel(args, out, scale)
+        cold_lookups(args, out, scale)
+        duel(args, out, scale)  # removes the py-lmdb store
     # The codec alone, on the same values, in a fresh process.
     code = f"HERE = {HERE!r}\nN = {n}\nLOOKUPS = {args.lookups}\nPATH = {os.path.join(args.scratch, 'a-pheap')!r}\n" + DECODE_CHILD
     r = ast.literal_eval(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
@@ -366,6 +386,46 @@ def bench_a(args, out):
         f"rounds): native {r['dec'] * scale:.3f} s, pickle.loads {r['pick'] * scale:.3f} s (median ratio "
         f"{r['ratio']:.2f}x); encoded {r['enc_b']:.0f} B per value, pickled {r['pick_b']:.0f} B.\n"
     )
+
+
+COLD_CHILD = """
+import sys, time
+sys.path.insert(0, HERE)
+import workload
+keys = workload.sample_keys(N, LOOKUPS)
+t = time.perf_counter()
+exec(OPENER)
+with snap() as g:
+    for k in keys:
+        g(k)
+print(time.perf_counter() - t)
+"""
+
+
+def cold_lookups(args, out, scale, rounds=5):
+    """After a reboot: each store's files evicted, a fresh process opens it and does the random
+    lookups from one snapshot (open included). pheap and py-lmdb alternate; medians and the
+    median of the per-round ratios."""
+    times = {"pheap": [], "lmdb": []}
+    for _ in range(rounds):
+        for name in times:
+            path = os.path.join(args.scratch, f"a-{name}")
+            evict(path)
+            code = (
+                f"HERE = {HERE!r}\nN = {args.n}\nLOOKUPS = {args.lookups}\nPATH = {path!r}\n"
+                f"OPENER = {OPENERS[name]!r}\n" + COLD_CHILD
+            )
+            times[name].append(child_seconds(code))
+    p, l = times["pheap"], times["lmdb"]
+    ratio = statistics.median(a / b for a, b in zip(p, l))
+    out.append(f"Cold page cache (the files evicted before each run; open included; {rounds} rounds, alternating), per 100k:\n")
+    out.append("| lookups, one snapshot | pheap (median, min) | py-lmdb + pickle (median, min) | median of the per-round ratios |")
+    out.append("|---|---:|---:|---:|")
+    out.append(
+        f"| cold | {statistics.median(p) * scale:.3f} s, {min(p) * scale:.3f} s | "
+        f"{statistics.median(l) * scale:.3f} s, {min(l) * scale:.3f} s | {ratio:.2f}x |"
+    )
+    out.append("")
 
 
 DECODE_CHILD = """
@@ -466,6 +526,10 @@ def bench_b(args, out):
     import joblib
 
     w_job, _ = timed(lambda: joblib.dump(obj, jpath))
+    npys = os.path.join(args.scratch, "b-npy")
+    os.makedirs(npys, exist_ok=True)
+    for i, a in enumerate(arrays):
+        np.save(os.path.join(npys, f"{i}.npy"), a)
     del arrays, obj
     gc.collect()
     probe = """
@@ -507,8 +571,46 @@ print(dt, rss() - r0, n)
     for name, t, r in rows:
         out.append(f"| {name} | {t * 1e3:.1f} ms | {r / 2**20:.1f} MiB |")
     out.append("")
+    cold_arrays(args, out, path, jpath, npys)
     rm(path)
     os.remove(jpath)
+    shutil.rmtree(npys)
+
+
+def cold_arrays(args, out, path, jpath, npys, rounds=5):
+    """After a reboot: the files evicted, a fresh process loads the arrays and sums every one
+    (load included), against the same bytes read by `cat` into /dev/null."""
+    npy_files = [os.path.join(npys, f) for f in sorted(os.listdir(npys))]
+    sum_all = "s = sum(float(l['w'].sum()) for l in obj['layers'])\n"
+    # (files to evict, imports (not timed), the load and the sums (timed))
+    ways = {
+        "pheap": (path, "import numpy, pheap", f"obj = pheap.open({path!r}, read_only=True)['model']\n" + sum_all),
+        "joblib (mmap_mode='r')": (jpath, "import numpy, joblib", f"obj = joblib.load({jpath!r}, mmap_mode='r')\n" + sum_all),
+        "np.load(mmap_mode='r'), one .npy per array": (
+            npys,
+            "import numpy as np",
+            f"s = sum(float(np.load(f, mmap_mode='r').sum()) for f in {npy_files!r})\n",
+        ),
+    }
+    times = {name: [] for name in ways}
+    times["cat of the .npy files > /dev/null"] = []
+    for _ in range(rounds):
+        for name, (what, imports, code) in ways.items():
+            evict(what)
+            timed_code = f"import time\n{imports}\nt = time.perf_counter()\n{code}print(time.perf_counter() - t)"
+            times[name].append(child_seconds(timed_code))
+        evict(npys)
+        t = time.perf_counter()
+        subprocess.run(["cat", *npy_files], stdout=subprocess.DEVNULL, check=True)
+        times["cat of the .npy files > /dev/null"].append(time.perf_counter() - t)
+    base = times["pheap"]
+    out.append(f"Cold page cache (files evicted before each run; {rounds} rounds, alternating): load and sum every array.\n")
+    out.append("| read | median | min | pheap / this (median of per-round ratios) |")
+    out.append("|---|---:|---:|---:|")
+    for name, ts in times.items():
+        ratio = statistics.median(a / b for a, b in zip(base, ts))
+        out.append(f"| {name} | {statistics.median(ts):.3f} s | {min(ts):.3f} s | {ratio:.2f}x |")
+    out.append("")
 
 
 def bench_e(args, out):

@@ -55,6 +55,10 @@ pub struct Results {
     /// Concurrent durable commits per second by `store/threads|processes/N`, one per sample.
     #[serde(default)]
     pub committers: BTreeMap<String, Vec<f64>>,
+    /// Seconds to read every key in random order in a fresh process, the store's files evicted
+    /// from the page cache first, by `store/size` (the first resume size), one per sample.
+    #[serde(default)]
+    pub cold_reads: BTreeMap<String, Vec<f64>>,
 }
 
 pub const MODES: [&str; 2] = ["durable", "no-sync"];
@@ -137,6 +141,7 @@ fn main() {
         Some("__run") => return child_run(&args[1..]),
         Some("__build") => return child_build(&args[1..]),
         Some("__resume") => return child_resume(&args[1..]),
+        Some("__cold_reads") => return child_cold_reads(&args[1..]),
         Some("__commit") => return child_commit(&args[1..]),
         Some("__commit_threads") => return child_commit_threads(&args[1..]),
         Some("__floor") => {
@@ -179,6 +184,7 @@ fn measure(o: &Options, args: &[String]) -> Results {
         builds: BTreeMap::new(),
         notes: Vec::new(),
         committers: BTreeMap::new(),
+        cold_reads: BTreeMap::new(),
     };
     if o.workload {
         for sample in 0..o.samples {
@@ -314,6 +320,25 @@ fn measure_resume(o: &Options, results: &mut Results) {
                 .collect();
             results.resume.insert(format!("{store}/{label}/warm"), warm_samples);
             results.resume.insert(format!("{store}/{label}/cold"), cold_samples);
+            if label == results.resume_sizes[0].0 {
+                // Every key in random order, from a cold page cache: the read a restarted
+                // server does when its whole working set is wanted back.
+                let runs = (0..cold.div_ceil(2))
+                    .map(|_| {
+                        resume::evict(&dir);
+                        let out = Command::new(std::env::current_exe().unwrap())
+                            .args(["__cold_reads", store])
+                            .arg(&dir)
+                            .args([n, key_len, value_len].map(|x| x.to_string()))
+                            .output()
+                            .unwrap();
+                        assert!(out.status.success(), "cold reads of {store} {label}");
+                        String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().unwrap()
+                    })
+                    .collect::<Vec<f64>>();
+                eprintln!("cold reads {store:6} {label:4} {runs:.2?} s");
+                results.cold_reads.insert(format!("{store}/{label}"), runs);
+            }
             eprintln!("resume {store:6} {label:4} built in {built:.1} s");
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -360,6 +385,16 @@ fn child_resume(args: &[String]) {
     };
     let p = |s: &String| s.parse::<usize>().unwrap();
     resume::child(store, Path::new(dir), p(index), p(key_len), p(value_len));
+}
+
+fn child_cold_reads(args: &[String]) {
+    let [store, dir, n, key_len, value_len] = args else {
+        panic!("__cold_reads STORE DIR N KEY_LEN VALUE_LEN")
+    };
+    let p = |s: &String| s.parse::<usize>().unwrap();
+    let (n, key_len, value_len) = (p(n), p(key_len), p(value_len));
+    let secs = with_store!(store.as_str(), S => resume::cold_reads::<S>(Path::new(dir), n, key_len, value_len));
+    println!("{secs}");
 }
 
 fn child_commit(args: &[String]) {

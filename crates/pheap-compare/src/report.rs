@@ -236,6 +236,28 @@ fn resume_table(r: &Results, out: &mut String) {
     }
 }
 
+fn cold_reads_table(r: &Results, out: &mut String) {
+    let stores = ["pheap", "LMDB", "redb", "sled"];
+    let _ = writeln!(out, "| size | {} |", stores.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(stores.len()));
+    let Some((label, n, k, v)) = r.resume_sizes.first() else { return };
+    let get = |store: &str| stat(r.cold_reads.get(&format!("{store}/{label}"))?.clone());
+    let _ = write!(out, "| {n} entries ({k}+{v} B) |");
+    let base = get("pheap");
+    for store in stores {
+        let Some(s) = get(store) else {
+            out.push_str(" - |");
+            continue;
+        };
+        let _ = write!(out, " {} ±{:.0}%", secs(s.median), s.spread());
+        if let (Some(b), false) = (&base, store == "pheap") {
+            let _ = write!(out, "<br>**{}**", ratio(s.median / b.median));
+        }
+        out.push_str(" |");
+    }
+    out.push('\n');
+}
+
 struct Target {
     what: &'static str,
     goal: f64,
@@ -266,6 +288,8 @@ fn targets(r: &Results) -> Vec<Target> {
     };
     let growth = |temp: &str| Some(resume(&large, temp, "pheap")? / resume(&small, temp, "pheap")?);
     let vs_lmdb = |temp: &str| Some(resume(&large, temp, "pheap")? / resume(&large, temp, "LMDB")?);
+    let cold = |store: &str| stat(r.cold_reads.get(&format!("{store}/{small}"))?.clone());
+    let cold_vs = |peer: &str| Some(cold("pheap")?.median / cold(peer)?.median);
     // pheap's time (or size) over a peer's, in a mode: (what, at most, mode, figure, peer).
     // Targets of the write-path issue (16); the earlier ones it raised.
     const RATIOS: [(&str, f64, usize, &str, &str); 13] = [
@@ -302,6 +326,7 @@ fn targets(r: &Results) -> Vec<Target> {
         t("resume cold, open + get: largest / smallest size", 1.1, growth("cold")),
         t("resume warm at the largest size / LMDB", 1.0, vs_lmdb("warm")),
         t("resume cold at the largest size / LMDB", 1.0, vs_lmdb("cold")),
+        t("cold random reads of every key, smallest size / LMDB", 0.8, cold_vs("LMDB")),
         floor("durable commits/s, 8 threads / pheap's 1 thread", 4.0, group_own),
         floor("durable commits/s, 8 threads / LMDB's 8 threads", 3.0, group_vs("LMDB")),
         floor("durable commits/s, 8 threads / redb's 8 threads", 3.0, group_vs("redb")),
@@ -384,6 +409,13 @@ pub fn write(r: &Results, docs: &Path) {
     if !r.resume_sizes.is_empty() {
         let _ = writeln!(out, "\n### Resume: a fresh process opens the store and gets one key\n");
         resume_table(r, &mut out);
+    }
+    if !r.cold_reads.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Cold random reads: a fresh process opens the store, its files evicted from the page cache, and reads every key in random order\n"
+        );
+        cold_reads_table(r, &mut out);
     }
     let _ = writeln!(out, "\n![pheap against its peers](compare.png)\n");
     let _ = write!(out, "{END}");

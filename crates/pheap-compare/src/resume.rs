@@ -35,6 +35,20 @@ pub fn build<S: Store>(dir: &Path, n: usize, key_len: usize, value_len: usize) {
     store.sync();
 }
 
+/// The cold-reads child: open the store built by [`build`], read every key in random order (the
+/// workload's order) and check each value; returns the seconds from before the open.
+pub fn cold_reads<S: Store>(dir: &Path, n: usize, key_len: usize, value_len: usize) -> f64 {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let data = Data::new(n, key_len, value_len);
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.shuffle(&mut rand::rngs::SmallRng::seed_from_u64(3));
+    let t = Instant::now();
+    let store = S::open(dir, false);
+    assert_eq!(store.read(&data, &order), n as u64);
+    t.elapsed().as_secs_f64()
+}
+
 /// The resume child: open, get key `index`, check it, report on one line.
 pub fn child(store: &str, dir: &Path, index: usize, key_len: usize, value_len: usize) {
     let mut key = vec![0u8; key_len];
