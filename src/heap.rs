@@ -366,8 +366,22 @@ impl Heap {
 
     /// Bring the whole heap (its latest commit's every byte) into the page cache, in 8 MiB
     /// requests, at the disk's sequential speed: what a server calls after a reboot, before
-    /// its first lookups (a cold heap otherwise reads a page at a time, DESIGN §4.6a). Returns the
-    /// bytes brought in. Safe beside writers of any process (the range read is pinned).
+    /// its first lookups (cold lookups otherwise wait on the disk, DESIGN §4.6a). Returns the
+    /// bytes brought in. Safe beside writers of any process (the range read is pinned). One
+    /// sub-map alone: [`crate::Readable::prefetch`]. In the background, on a clone of the handle:
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let warming = std::thread::spawn({
+    ///     let heap = heap.clone();
+    ///     move || heap.prefetch()
+    /// });
+    /// // ... serve requests meanwhile ...
+    /// let bytes = warming.join().expect("the prefetch thread")?;
+    /// # assert!(bytes > 0);
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

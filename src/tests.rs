@@ -494,6 +494,7 @@ fn forged_maps_that_share_or_cycle_and_parts_out_of_bounds_are_errors() {
     drop(tx);
     let dir = tempfile::tempdir().unwrap();
     corrupt("copy of a cycle", h.copy_to(dir.path().join("copy")).map(|_| ()));
+    corrupt("prefetch of a cycle", h.begin_read().unwrap().prefetch().map(|_| ()));
     drop(h);
 
     // A part past the end of the file, and a part over another record.

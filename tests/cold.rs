@@ -315,3 +315,55 @@ fn prefetch_inside_a_memory_limit_smaller_than_the_heap() {
     let _ = std::fs::remove_dir(&cg);
     assert!(status.success(), "the child prefetching 160 MiB under a 32 MiB limit: {status}");
 }
+
+#[test]
+fn prefetch_of_a_sub_map_brings_in_its_records_and_not_the_rest() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("cold.pheap");
+    // Values of 32 KiB: out of line, not hashed on read (over 16 KiB) and not advised (under
+    // 64 KiB), so a lookup touches the leaf alone and the value's pages show what was read.
+    let value = |m: &str, i: u32| vec![(i as u8) ^ m.len() as u8; 32 << 10];
+    {
+        let heap = Heap::open(&path).unwrap();
+        let mut tx = heap.begin_write().unwrap();
+        for (m, n) in [("users", 400u32), ("other", 800)] {
+            let mut map = tx.map_mut(m).unwrap();
+            for i in 0..n {
+                map.insert(i.to_le_bytes(), value(m, i)).unwrap();
+            }
+        }
+        // A sub-map of the sub-map comes in too.
+        tx.map_mut_path(&["users", "inner"]).unwrap().insert("x", vec![5u8; 32 << 10]).unwrap();
+        tx.commit().unwrap();
+        heap.checkpoint().unwrap();
+    }
+    evict(&path);
+    let heap = Heap::open(&path).unwrap();
+    let rx = heap.begin_read().unwrap();
+    let users = rx.map("users").unwrap().unwrap();
+    if resident(&path, heap.stats().unwrap().used_size) > 0.2 {
+        eprintln!("the page cache kept the file after eviction: nothing to show");
+        return;
+    }
+    let asked = users.prefetch().unwrap();
+    let want = 401 * (32 << 10) as u64;
+    assert!(asked >= want, "{asked} bytes asked for");
+    // Before any other read (many lookups would make the mapping read around its faults): the
+    // sub-map's values, and little else, are in memory.
+    let used = heap.stats().unwrap().used_size;
+    let in_memory = (resident(&path, used) * used as f64) as u64;
+    assert!(
+        in_memory >= want && in_memory < want + (4 << 20),
+        "{in_memory} bytes of {used} in memory after asking for {want}"
+    );
+    for (m, n) in [("users", 400u32), ("other", 800)] {
+        let map = rx.map(m).unwrap().unwrap();
+        for i in 0..n {
+            assert_eq!(map.get(i.to_le_bytes()).unwrap().unwrap(), &value(m, i)[..]);
+        }
+    }
+    assert_eq!(
+        users.map("inner").unwrap().unwrap().get("x").unwrap().unwrap(),
+        &[5u8; 32 << 10][..]
+    );
+}

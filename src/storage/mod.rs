@@ -118,6 +118,26 @@ impl View {
         }
     }
 
+    /// Bring the byte ranges `(offset, length)` into memory, waiting for them: in file order,
+    /// ranges less than 64 KiB apart asked for as one. Returns the bytes asked for (the ranges
+    /// as merged; nothing is done, and nothing counted, in memory).
+    pub(crate) fn load(&self, ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
+        let Some(a) = &self.advisor else { return 0 };
+        let mut ranges: Vec<(u64, u64)> = ranges
+            .filter_map(|(off, len)| Some((off, off.checked_add(len)?.min(self.mapped))))
+            .filter(|(s, e)| s < e)
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 + (64 << 10) => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        a.load(&merged)
+    }
+
     /// `[off, off + len)` is about to be read whole (a large part, §4.6a).
     pub(crate) fn will_read(&self, off: u64, len: u64) {
         if let Some(a) = &self.advisor

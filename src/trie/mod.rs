@@ -7,6 +7,7 @@
 //! transaction allocated itself, which are rewritten in place.
 
 mod cursor;
+mod prefetch;
 mod read;
 mod relocate;
 #[cfg(test)]

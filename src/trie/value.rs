@@ -47,7 +47,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Where a part's data lies, if its record lies inside the snapshot.
-    fn part_range(&self, p: &PartRef) -> Option<(u64, u64)> {
+    pub(super) fn part_range(&self, p: &PartRef) -> Option<(u64, u64)> {
         let (rec, len) = (p.rec.get(), p.len.get());
         if rec == 0 {
             return (len == 0).then_some((0, 0));

@@ -180,6 +180,20 @@ pub trait Readable<'a>: Sized {
         Ok(self.as_map()?.root().entries == 0)
     }
 
+    /// Bring this map's records into memory: its trie, its values and their parts, and its
+    /// sub-maps' (level by level, each level asked for at once in file order: DESIGN §4.6a), so
+    /// that the reads after it find them there. What a server calls for the part of a heap it
+    /// serves after a reboot; [`crate::Heap::prefetch`] reads a whole heap at the disk's
+    /// sequential speed. Returns the bytes asked for (0 for a heap in memory).
+    ///
+    /// # Errors
+    ///
+    /// As [`Readable::as_map`]; [`Error::Corrupt`] if a record of the map is damaged.
+    fn prefetch(self) -> Result<u64> {
+        let m = self.as_map()?;
+        m.reader().prefetch_map(m.root())
+    }
+
     /// Every entry, streamed in the map's order: the order of its keys' hashes (stable for a
     /// given heap file, unrelated to key order), the one order every iteration of pheap uses.
     /// Each item is checked as the walk reaches it: a damaged record ends the iteration with an
