@@ -155,11 +155,14 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         lock: Lock,
     },
-    /// Bring the whole heap into the page cache at the disk's sequential speed: what a server
-    /// runs after a reboot, before its first lookups.
+    /// Bring the whole heap into the page cache at the disk's sequential speed (or one sub-map's
+    /// records, with --map): what a server runs after a reboot, before its first lookups.
     Prefetch {
         /// The heap file.
         file: PathBuf,
+        /// Only this sub-map (and the maps inside it): one --map per level, from the top.
+        #[arg(short, long = "map", value_name = "NAME")]
+        map: Vec<String>,
     },
     /// Live read transactions of every process, and the space each holds back.
     Readers {

@@ -100,7 +100,7 @@ fn run(cli: Cli) -> Res {
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
         Cmd::Compact { file, lock } => compact(&file, &lock, quiet),
-        Cmd::Prefetch { file } => prefetch(&file, quiet),
+        Cmd::Prefetch { file, map } => prefetch(&file, &map, quiet),
         Cmd::Readers { file, json } => readers(&file, json),
     }
 }
@@ -217,20 +217,29 @@ fn count(file: &Path, map: &[String]) -> Res {
     }
 }
 
-/// `pheap prefetch`: the whole heap into the page cache, with progress.
-fn prefetch(file: &Path, quiet: bool) -> Res {
+/// `pheap prefetch`: the whole heap into the page cache, with progress; or one sub-map.
+fn prefetch(file: &Path, map: &[String], quiet: bool) -> Res {
     let heap = open_read(file)?;
-    let bar = counter(quiet, Some(heap.stats()?.used_size), "prefetching (bytes)");
     let t = std::time::Instant::now();
-    let n = heap.prefetch_with(|done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
-    bar.finish_and_clear();
+    let (n, what) = if map.is_empty() {
+        let bar = counter(quiet, Some(heap.stats()?.used_size), "prefetching (bytes)");
+        let n = heap.prefetch_with(|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
+        bar.finish_and_clear();
+        (n, file.display().to_string())
+    } else {
+        let rx = heap.begin_read()?;
+        let path: Vec<Vec<u8>> = map.iter().map(|m| m.as_bytes().to_vec()).collect();
+        let Some(m) = rx.map_path(&path)? else {
+            return Err(Fail::No(format!("no such map: {}", path_text(&path))));
+        };
+        (m.prefetch()?, format!("{} {}", file.display(), path_text(&path)))
+    };
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "{}: {} in the page cache in {secs:.2} s ({}/s)",
-        file.display(),
+        "{what}: {} in the page cache in {secs:.2} s ({}/s)",
         size(n),
         size((n as f64 / secs.max(1e-9)) as u64)
     );

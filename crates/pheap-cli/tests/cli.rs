@@ -774,3 +774,28 @@ fn os_errors_name_the_file() {
         .code(2)
         .stderr(predicate::str::contains(deep.display().to_string()));
 }
+
+#[test]
+fn prefetch_a_heap_or_one_sub_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.pheap");
+    pheap().arg("put").arg(&f).args(["--map", "users", "u1", "v1"]).assert().success();
+    pheap().arg("put").arg(&f).args(["top", "x"]).assert().success();
+    pheap()
+        .arg("-q")
+        .arg("prefetch")
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("in the page cache in"));
+    pheap().arg("prefetch").arg(&f).args(["--map", "users"]).assert().success().stdout(
+        predicate::str::contains("users: ").and(predicate::str::contains("in the page cache")),
+    );
+    pheap()
+        .arg("prefetch")
+        .arg(&f)
+        .args(["--map", "nope"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no such map: nope"));
+}

@@ -224,14 +224,6 @@ impl Heap {
         Py::new(py, PyClassInitializer::from(base).add_subclass(Snapshot { core }))
     }
 
-    /// Bring the whole heap into the page cache at the disk's sequential speed (GIL released):
-    /// what a server calls after a reboot, before its first lookups. Returns the bytes read.
-    /// For a background warm-up, run it in a thread.
-    fn prefetch(&self, py: Python<'_>) -> PyResult<u64> {
-        let heap = self.heap()?;
-        py.detach(|| heap.prefetch()).py_err()
-    }
-
     /// Make every commit so far durable (one sync), with the GIL released.
     fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
         let heap = self.heap()?;

@@ -514,3 +514,33 @@ def test_prefetch_reads_the_whole_heap(db):
     db.update({f"k{i}": "x" * 1000 for i in range(2000)})
     assert db.prefetch() == db.stats()["used_size"]
     assert db["k7"] == "x" * 1000
+
+
+def test_prefetch_of_a_sub_map_a_snapshot_and_in_the_background(db):
+    db.map("users").update({f"u{i}": b"v" * 5000 for i in range(200)})
+    db.map("other").update({f"o{i}": b"w" * 5000 for i in range(200)})
+    users = db.map("users")
+    # The sub-map's records: at least its 200 out-of-line values, less than the whole heap.
+    n = users.prefetch()
+    assert 200 * 5000 <= n < db.stats()["used_size"]
+    assert users["u7"] == b"v" * 5000
+    with db.snapshot() as s:
+        assert s.map("users").prefetch() == n
+        assert s.prefetch() > n  # a snapshot's top map holds both sub-maps
+        fut = s.map("users").prefetch(background=True)
+        assert fut.result(timeout=30) == n
+    fut = db.prefetch(background=True)
+    assert fut.result(timeout=30) == db.stats()["used_size"]
+    with db.transaction() as tx:
+        assert tx.map("users").prefetch() == n
+        with pytest.raises(TypeError, match="heap or a snapshot"):
+            tx.prefetch(background=True)
+
+
+def test_prefetch_of_a_closed_snapshots_map_is_refused_at_once(db):
+    db.map("m")["a"] = 1
+    s = db.snapshot()
+    m = s.map("m")
+    s.close()
+    with pytest.raises(pheap.ClosedError):
+        m.prefetch(background=True)
