@@ -185,6 +185,55 @@ fn prefetch_beside_a_writer_is_safe() {
 }
 
 #[test]
+fn prefetch_and_advised_reads_beside_a_writer_process_are_safe() {
+    // The writer: another process (this test binary again), growing the file and giving its
+    // tail back while the parent prefetches and reads parts it advises.
+    if let Ok(path) = std::env::var("PHEAP_TEST_WRITER") {
+        let heap = Heap::open(path).unwrap();
+        for round in 1..=40u32 {
+            let mut tx = heap.begin_write().unwrap();
+            tx.clear().unwrap();
+            for i in 0..32u32 {
+                let len = if i % 2 == 0 { 64 << 10 } else { 3 << 20 }; // advised either way
+                tx.insert(i.to_le_bytes(), vec![round as u8; len]).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("busy.pheap");
+    let heap = Heap::open(&path).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "prefetch_and_advised_reads_beside_a_writer_process_are_safe"])
+        .env("PHEAP_TEST_WRITER", &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let done = child.try_wait().unwrap();
+        heap.prefetch().unwrap();
+        let rx = heap.begin_read().unwrap();
+        rx.prefetch().unwrap();
+        // One snapshot: every value of one round, whole.
+        let round = rx.get(0u32.to_le_bytes()).unwrap().map(|v| v[0]);
+        for i in 0..32u32 {
+            let v = rx.get(i.to_le_bytes()).unwrap();
+            assert_eq!(v.map(|v| v.iter().all(|&b| Some(b) == round)), round.map(|_| true));
+        }
+        seen.insert(round);
+        if let Some(status) = done {
+            assert!(status.success(), "the writer process: {status}");
+            break;
+        }
+    }
+    assert!(seen.len() > 2, "rounds seen: {seen:?}");
+    assert_eq!(heap.begin_read().unwrap().get(5u32.to_le_bytes()).unwrap().unwrap()[0], 40);
+    heap.check().unwrap();
+}
+
+#[test]
 fn a_short_part_is_asked_for_whole_and_a_small_value_pulls_no_megabytes() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     // 64 values of 1 MiB (each one request), and small ones between them.
