@@ -4,11 +4,15 @@
 //! - The mapping starts `MADV_RANDOM`: a cold open and its first lookups fault only the pages
 //!   they touch (the default read-around, 8 MiB on the development disk, made a cold open read
 //!   megabytes for its four pages).
-//! - After [`READS_BEFORE_READ_AROUND`] node reads, a handle is doing more than a few lookups;
-//!   if the file fits in half the memory this process may use, the whole mapping is switched to
-//!   `MADV_NORMAL`, so that a cold fault reads around it (the heap is read at close to disk speed
-//!   while lookups run) and a warm one costs what it did. A heap bigger than that stays random:
-//!   read-around would evict what it reads before it is used.
+//! - After [`READS_BEFORE_WARM_UP`] node reads through one open file (about 60 lookups), the
+//!   process is doing more than a few lookups: if the file fits in half the memory this process
+//!   may use and is not already mostly in memory, a thread reads it all in (`MADV_WILLNEED` in
+//!   the largest requests the device takes) while the lookups go on, each faulting only what it
+//!   touches until the warm-up has brought it; the warm-up is paced and at idle I/O priority,
+//!   so a lookup's own reads wait behind a few megabytes at most. A heap bigger than that is
+//!   left alone: reading it all would evict what it reads before it is used. (Measured, and
+//!   rejected: switching the mapping to `MADV_NORMAL` instead made each cold fault wait for
+//!   8 MiB around it.)
 //! - A part (an array, a long value) is read whole: when one of 64 KiB or more is handed out and
 //!   its first page is not in memory, a short one is asked for in one request
 //!   (`MADV_WILLNEED`), and a long one's pages are advised `MADV_NORMAL`: the kernel's readahead
@@ -25,8 +29,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use memmap2::{Advice, MmapRaw};
 
-/// Node reads by one handle before its mapping is considered for read-around.
-pub(crate) const READS_BEFORE_READ_AROUND: u32 = 256;
+/// Node reads through one open file before it is considered for a warm-up.
+pub(crate) const READS_BEFORE_WARM_UP: u32 = 256;
 
 /// Parts at least this long are advised when read.
 pub(crate) const PART_ADVICE_MIN: u64 = 64 << 10;
@@ -40,6 +44,9 @@ const SEQUENTIAL_MIN: u64 = 2 << 20;
 /// oldest goes back to random when another comes.
 const SEQUENTIAL_RANGES: usize = 16;
 
+/// The warm-up's window: what it asks for ahead of what it waits for.
+const WARM_UP_WINDOW: u64 = 2 << 20;
+
 /// The largest `MADV_WILLNEED` request made.
 const MAX_STEP: u64 = 2 << 20;
 
@@ -48,10 +55,10 @@ const MAX_STEP: u64 = 2 << 20;
 pub(crate) struct AccessPolicy {
     /// Node reads so far, until [`AccessPolicy::settled`].
     reads: AtomicU32,
-    /// The lookup advice has been chosen (and is re-chosen when the file grows).
+    /// Enough reads were counted, and the warm-up decided.
     settled: AtomicBool,
-    /// The mapping reads around faults (`MADV_NORMAL`).
-    read_around: AtomicBool,
+    /// A warm-up was started.
+    warming: AtomicBool,
     /// The file's length, as the storage last knew it.
     len: AtomicU64,
     /// The file's device, and the largest request it reads whole (found when first needed).
@@ -64,17 +71,9 @@ impl AccessPolicy {
         AccessPolicy { len: AtomicU64::new(len), dev, ..AccessPolicy::default() }
     }
 
-    /// The advice a new mapping of the file gets.
-    pub(crate) fn advice(&self) -> Advice {
-        if self.read_around.load(Ordering::Relaxed) { Advice::Normal } else { Advice::Random }
-    }
-
-    /// The file is now `len` long: once settled, the lookup advice is chosen again for `map`.
-    pub(crate) fn set_len(&self, len: u64, map: &MmapRaw) {
+    /// The file is now `len` long.
+    pub(crate) fn set_len(&self, len: u64) {
         self.len.store(len, Ordering::Relaxed);
-        if self.settled.load(Ordering::Relaxed) {
-            self.choose(map);
-        }
     }
 
     /// `MADV_WILLNEED` on `[off, off + len)` of `map` (a mapping of this file), in requests the
@@ -90,18 +89,10 @@ impl AccessPolicy {
             at += n;
         }
     }
-
-    /// Read-around when the file fits in half the memory this process may use.
-    fn choose(&self, map: &MmapRaw) {
-        let fits = self.len.load(Ordering::Relaxed) <= memory_limit() / 2;
-        if fits != self.read_around.swap(fits, Ordering::Relaxed) {
-            let _ = map.advise(if fits { Advice::Normal } else { Advice::Random });
-        }
-    }
 }
 
-/// What a [`super::View`] of a file mapping advises through: the mapping (kept alive for the
-/// background thread) and the file's policy.
+/// What a [`super::View`] of a file mapping advises through: the mapping (kept alive for a
+/// warm-up) and the file's policy.
 #[derive(Debug)]
 pub(crate) struct Advisor {
     map: Arc<MmapRaw>,
@@ -115,8 +106,8 @@ impl Advisor {
         Arc::new(Advisor { map, policy, advised: Mutex::new(VecDeque::new()) })
     }
 
-    /// A node was read: the policy settles after [`READS_BEFORE_READ_AROUND`] of them. After
-    /// that, one relaxed load.
+    /// A node was read: the policy settles after [`READS_BEFORE_WARM_UP`] of them. After that,
+    /// one relaxed load.
     #[inline]
     pub(crate) fn note_read(&self) {
         if !self.policy.settled.load(Ordering::Relaxed) {
@@ -126,16 +117,49 @@ impl Advisor {
 
     #[cold]
     fn count_read(&self) {
-        if self.policy.reads.fetch_add(1, Ordering::Relaxed) + 1 == READS_BEFORE_READ_AROUND {
+        if self.policy.reads.fetch_add(1, Ordering::Relaxed) + 1 == READS_BEFORE_WARM_UP {
             self.policy.settled.store(true, Ordering::Relaxed);
-            self.policy.choose(&self.map);
+            self.warm_up();
         }
+    }
+
+    /// Read the whole file in, from a thread of its own, if it fits in half the memory this
+    /// process may use and is not already mostly in memory (64 pages sampled). Once per file.
+    fn warm_up(&self) {
+        let len = self.policy.len.load(Ordering::Relaxed);
+        if len > memory_limit() / 2 || self.policy.warming.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let samples = 64;
+        let within = len.min(self.map.len() as u64);
+        let resident = (0..samples).filter(|i| self.resident(within / samples * i)).count();
+        if resident * 10 >= samples as usize * 9 {
+            return;
+        }
+        let (map, policy) = (self.map.clone(), self.policy.clone());
+        // Paced: a window asked for ahead of the one waited for, so that no more than two
+        // windows of reads are queued before a lookup's own (a queue of the whole file made a
+        // lookup wait 0.1-0.3 s); at idle I/O priority, so that a lookup's reads go first where
+        // the scheduler honours it. The file may shrink meanwhile: populating past its end is
+        // an error returned (`EFAULT`), not a signal. If no thread can start, the lookups fault
+        // in what they touch, as before.
+        let _ = std::thread::Builder::new().name("pheap-warm-up".into()).spawn(move || {
+            // SAFETY: ioprio_set only reads its integer arguments (this thread, idle class).
+            unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13) };
+            let mut at = 0;
+            while at < len {
+                policy.will_need(&map, at, 2 * WARM_UP_WINDOW);
+                let n = WARM_UP_WINDOW.min(len - at);
+                let _ = map.advise_range(Advice::PopulateRead, at as usize, n as usize);
+                at += n;
+            }
+        });
     }
 
     /// `[off, off + len)` (inside the mapping, at least [`PART_ADVICE_MIN`] long) is about to
     /// be read whole.
     pub(crate) fn will_read(&self, off: u64, len: u64) {
-        if self.policy.read_around.load(Ordering::Relaxed) || self.resident(off) {
+        if self.resident(off) {
             return;
         }
         if len < SEQUENTIAL_MIN {
@@ -269,30 +293,25 @@ mod tests {
     }
 
     #[test]
-    fn read_around_only_for_a_file_that_fits_in_half_of_memory() {
+    fn settles_after_enough_node_reads_and_warms_up_once() {
         let (_f, map) = mapping();
-        let small = AccessPolicy::new(1 << 20, 0);
-        small.choose(&map);
-        assert_eq!(small.advice(), Advice::Normal);
-        let big = AccessPolicy::new(memory_limit() / 2 + 1, 0);
-        big.choose(&map);
-        assert_eq!(big.advice(), Advice::Random);
-        // Grown past it after settling: back to random.
-        small.settled.store(true, Ordering::Relaxed);
-        small.set_len(memory_limit(), &map);
-        assert_eq!(small.advice(), Advice::Random);
+        let a = Advisor::new(Arc::new(map), Arc::new(AccessPolicy::new(1 << 20, 0)));
+        for _ in 1..READS_BEFORE_WARM_UP {
+            a.note_read();
+        }
+        assert!(!a.policy.settled.load(Ordering::Relaxed));
+        a.note_read();
+        assert!(a.policy.settled.load(Ordering::Relaxed));
+        // The test file is not in memory (never written): the warm-up started.
+        assert!(a.policy.warming.load(Ordering::Relaxed));
     }
 
     #[test]
-    fn settles_after_enough_node_reads() {
+    fn no_warm_up_for_a_file_bigger_than_half_of_memory() {
         let (_f, map) = mapping();
-        let a = Advisor::new(Arc::new(map), Arc::new(AccessPolicy::new(1 << 20, 0)));
-        for _ in 1..READS_BEFORE_READ_AROUND {
-            a.note_read();
-        }
-        assert_eq!(a.policy.advice(), Advice::Random);
-        a.note_read();
-        assert_eq!(a.policy.advice(), Advice::Normal);
+        let a = Advisor::new(Arc::new(map), Arc::new(AccessPolicy::new(memory_limit(), 0)));
+        a.warm_up();
+        assert!(!a.policy.warming.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl FileStorage {
         let id = FileId::of(&meta);
         let len = meta.len();
         let policy = Arc::new(AccessPolicy::new(len, id.dev));
-        let map = Self::map(&file, read_only, reserve_for(len), &policy)?;
+        let map = Self::map(&file, read_only, reserve_for(len))?;
         // Open reads the header and the three meta slots, four pages: with the page cache cold
         // and MADV_RANDOM they would be four reads one after another; ask for them as one.
         let _ = map.advise_range(Advice::WillNeed, 0, len.min(DATA_START) as usize);
@@ -110,18 +110,13 @@ impl FileStorage {
         })
     }
 
-    fn map(
-        file: &File,
-        read_only: bool,
-        reserve: u64,
-        policy: &AccessPolicy,
-    ) -> Result<Arc<MmapRaw>> {
+    fn map(file: &File, read_only: bool, reserve: u64) -> Result<Arc<MmapRaw>> {
         let mut opts = MmapOptions::new();
         opts.len(reserve as usize);
         let map = if read_only { opts.map_raw_read_only(file)? } else { opts.map_raw(file)? };
-        // MADV_RANDOM until the policy has seen enough reads (§4.6a): a cold open's few lookups
-        // fault only the pages they touch, where the kernel would read megabytes around each.
-        map.advise(policy.advice())?;
+        // Point lookups fault only the pages they touch: the kernel's read-around would read
+        // megabytes for each (§4.6a; many cold lookups get a warm-up instead).
+        map.advise(Advice::Random)?;
         Ok(Arc::new(map))
     }
 }
@@ -187,10 +182,10 @@ impl Storage for FileStorage {
         }
         st.len = len;
         if len > st.map.len() as u64 {
-            st.map = Self::map(&self.file, false, reserve_for(len), &self.policy)?;
+            st.map = Self::map(&self.file, false, reserve_for(len))?;
             st.view = view_of(&st.map, &self.policy);
         }
-        self.policy.set_len(len, &st.map);
+        self.policy.set_len(len);
         // Bring the new pages into the page cache in one batch (their extents are unwritten, so
         // this reads nothing from the disk): a store to each then takes a fault that only maps
         // it, instead of one that also allocates and zeroes it, one 4 KiB page at a time
@@ -208,7 +203,7 @@ impl Storage for FileStorage {
         if len < st.len {
             self.file.set_len(len)?;
             st.len = len;
-            self.policy.set_len(len, &st.map);
+            self.policy.set_len(len);
         }
         Ok(())
     }
@@ -223,10 +218,10 @@ impl Storage for FileStorage {
         let len = self.file.metadata()?.len();
         st.len = len;
         if len > st.map.len() as u64 {
-            st.map = Self::map(&self.file, self.read_only, reserve_for(len), &self.policy)?;
+            st.map = Self::map(&self.file, self.read_only, reserve_for(len))?;
             st.view = view_of(&st.map, &self.policy);
         }
-        self.policy.set_len(len, &st.map);
+        self.policy.set_len(len);
         Ok(len)
     }
 
