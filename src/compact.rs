@@ -3,7 +3,7 @@
 //! give the tail back.
 
 use crate::alloc::Evacuation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::Heap;
 use crate::txn::Durability;
@@ -37,14 +37,12 @@ impl Heap {
     /// left as it is. See DESIGN.md §3.3.
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let stats = heap.compact()?;
     /// assert!(stats.file_size_after <= stats.file_size_before);
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -56,6 +54,9 @@ impl Heap {
 
     /// `compact`; with `always`, even a heap already small enough (tests use it on tiny heaps).
     pub(crate) fn compact_with(&self, always: bool) -> Result<CompactStats> {
+        if self.sealed() {
+            return Err(Error::Sealed { path: self.path().to_owned() });
+        }
         let before = self.stats()?;
         if !always && before.file_size <= before.live_bytes + before.live_bytes / 10 + (1 << 20) {
             // Already within what compaction aims for: nothing to win.

@@ -12,13 +12,17 @@ use crate::{Readable, Writable};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{Kind, MAX_NESTING};
+use crate::format::{HEADER_FLAG_SEALED, Kind, MAX_NESTING};
 use crate::heap::Heap;
+use crate::meta::{digest_of, read_header};
+use crate::storage::Storage;
 use crate::storage::file::FileId;
+use crate::storage::file::FileStorage;
 use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
 use crate::txn::{Durability, Map, Value};
+use zerocopy::IntoBytes;
 
 /// What [`Heap::copy_to`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub struct CopyStats {
     /// Temporary files of earlier copies or creations that were killed, found beside the
     /// destination and removed.
     pub stale_removed: u64,
+    /// The copy's digest, for a sealed copy ([`Heap::seal_to`]).
+    pub digest: Option<[u8; 16]>,
 }
 
 /// Copy the entry `key` -> `value` of `src` into `dst`: a sub-map with everything in it, a value
@@ -99,7 +105,6 @@ impl Heap {
     /// and durable: a crash during the copy leaves nothing there.
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let backup = dir.path().join("backup.pheap");
@@ -108,7 +113,6 @@ impl Heap {
     /// assert!(matches!(heap.copy_to(&backup), Err(pheap::Error::Exists { .. })));
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -116,7 +120,30 @@ impl Heap {
     /// file there; [`Error::Corrupt`] if the source's records are damaged (nothing is
     /// published); [`Error::Io`] (the destination is then left as it was).
     pub fn copy_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
-        copy_to(self, path.as_ref(), false)
+        copy_to(self, path.as_ref(), false, false)
+    }
+
+    /// A sealed copy (DESIGN §2.1a) of the latest commit at `path`, as [`Heap::copy_to`] makes
+    /// it: read-only for good, described by a digest of the whole file (in the header and in
+    /// the returned stats), opened without a lock file or any lock (read-only media, shared
+    /// file systems), every write refused with [`Error::Sealed`]; [`Heap::check`] verifies the
+    /// digest. What a publication ships.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
+    /// let stats = heap.seal_to(dir.path().join("v1.pheap"))?;
+    /// let sealed = pheap::Heap::open(dir.path().join("v1.pheap"))?;
+    /// assert_eq!(sealed.digest(), stats.digest);
+    /// assert!(matches!(sealed.begin_write(), Err(pheap::Error::Sealed { .. })));
+    /// # Ok::<(), pheap::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::copy_to`].
+    pub fn seal_to(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
+        copy_to(self, path.as_ref(), false, true)
     }
 
     /// As [`Heap::copy_to`], replacing whatever is at `path` (atomically, by rename).
@@ -126,11 +153,27 @@ impl Heap {
     /// As [`Heap::copy_to`], but an existing regular file is replaced; [`Error::Refused`] when
     /// `path` is the source itself or a heap some handle has open.
     pub fn copy_to_overwriting(&self, path: impl AsRef<Path>) -> Result<CopyStats> {
-        copy_to(self, path.as_ref(), true)
+        copy_to(self, path.as_ref(), true, false)
     }
 }
 
-fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
+/// Seal the heap file at `path` (a finished copy that no handle has open): its digest into the
+/// header, the flag set, the header's checksum renewed, synced. Returns the digest.
+fn seal_file(path: &Path) -> Result<[u8; 16]> {
+    let storage = FileStorage::open(path, false)?;
+    let mut h = read_header(&storage, path)?;
+    // The flag first: the digest covers it (and every header byte but 40..64).
+    h.flags = (h.flags.get() | HEADER_FLAG_SEALED).into();
+    storage.write(0, h.as_bytes())?;
+    let digest = digest_of(&storage)?;
+    h.digest = digest;
+    h.checksum = h.compute_checksum().into();
+    storage.write(0, h.as_bytes())?;
+    storage.sync()?;
+    Ok(digest)
+}
+
+fn copy_to(src: &Heap, dest: &Path, overwrite: bool, seal: bool) -> Result<CopyStats> {
     check_destination(src, dest, overwrite)?;
     let stale_removed = remove_stale_temps(dest);
     let rx = src.begin_read()?;
@@ -162,6 +205,8 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
             return Err(Error::CopyIncomplete { expected, copied });
         }
         drop(out); // gives back the growth slack
+        let digest = if seal { Some(seal_file(&tmp)?) } else { None };
+
         let file = std::fs::File::open(&tmp)?;
         file.sync_all()?;
         let file_size = file.metadata()?.len();
@@ -181,7 +226,7 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool) -> Result<CopyStats> {
             })?;
         }
         std::fs::File::open(&dir)?.sync_all()?;
-        Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed })
+        Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed, digest })
     })();
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(&tmp_lock);

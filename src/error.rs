@@ -140,6 +140,11 @@ pub enum Error {
     WriteOnThisThread,
     /// A write transaction was attempted on a heap opened read-only.
     ReadOnly,
+    /// A write was attempted on a sealed heap (DESIGN §2.1a): read-only for good.
+    Sealed {
+        /// The heap.
+        path: PathBuf,
+    },
     /// An earlier operation of this write transaction failed; it can only be dropped.
     TxnFailed,
     /// An earlier write or sync failed; this handle refuses all work until the heap is reopened.
@@ -236,6 +241,11 @@ impl fmt::Display for Error {
             Error::ReadOnly => {
                 write!(f, "the heap was opened read-only; reopen it writable to modify it")
             }
+            Error::Sealed { path } => write!(
+                f,
+                "{} is sealed (a published copy, fixed by its digest) and cannot be changed; copy_to makes a writable copy",
+                path.display()
+            ),
             Error::TxnFailed => write!(
                 f,
                 "an earlier operation of this write transaction failed; drop it and begin a new one"

@@ -72,10 +72,10 @@ pub struct FileHeader {
     pub page_size: U32,
     /// 16..32: SipHash-1-3 key for key hashing, random per file.
     pub hash_seed: [U64; 2],
-    /// 32..40: feature flags; none defined, must be zero.
+    /// 32..40: feature flags: [`HEADER_FLAG_SEALED`] or zero.
     pub flags: U64,
-    /// 40..56: reserved, zero.
-    pub reserved: [u8; 16],
+    /// 40..56: a sealed heap's digest ([`sealed_digest`]); zero otherwise.
+    pub digest: [u8; 16],
     /// 56..64: xxh3 of bytes 0..56.
     pub checksum: U64,
 }
@@ -85,6 +85,37 @@ impl FileHeader {
     pub fn compute_checksum(&self) -> u64 {
         checksum64(&self.as_bytes()[..56])
     }
+
+    /// Is this a sealed heap (DESIGN §2.1a)?
+    pub fn sealed(&self) -> bool {
+        self.flags.get() & HEADER_FLAG_SEALED != 0
+    }
+}
+
+/// Header flag: the file is sealed (DESIGN §2.1a): read-only for good, opened without a lock
+/// file or any lock, described by the digest in the header.
+pub const HEADER_FLAG_SEALED: u64 = 1;
+
+/// The digest of a sealed heap: xxh3-128 of the whole file, its header's bytes 40..64 (the
+/// digest and the header checksum) taken as zeros, as 16 little-endian bytes. `read_at(off,
+/// buf)` fills `buf` from the file at `off`; `len` is the file's length.
+pub fn sealed_digest(
+    len: u64,
+    mut read_at: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+) -> std::io::Result<[u8; 16]> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (buf.len() as u64).min(len - at) as usize;
+        read_at(at, &mut buf[..n])?;
+        if at < 64 {
+            buf[40..64.min(n)].fill(0);
+        }
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(h.digest128().to_le_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------

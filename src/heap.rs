@@ -43,7 +43,6 @@ use crate::txn::{Durability, ReadTxn, SharedRead, Wait, WriteTxn};
 /// assert_eq!(heap.begin_read()?.get(b"answer")?, Some(&b"42"[..]));
 /// # Ok::<(), pheap::Error>(())
 /// ```
-/// # use pheap::prelude::*;
 #[derive(Clone, Debug)]
 pub struct Heap {
     shared: Arc<Shared>,
@@ -67,7 +66,6 @@ impl Drop for Handles {
 /// How to open a heap; see [`Heap::options`].
 ///
 /// ```
-/// # use pheap::prelude::*;
 /// use pheap::{Durability, Heap};
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("data.pheap");
@@ -78,7 +76,6 @@ impl Drop for Handles {
 /// let reader = Heap::options().create(false).read_only(true).open(&path)?;
 /// # Ok::<(), pheap::Error>(())
 /// ```
-/// # use pheap::prelude::*;
 #[derive(Clone, Debug)]
 pub struct HeapOptions {
     create: bool,
@@ -205,6 +202,20 @@ impl HeapOptions {
             })?;
             // Before the lock file is made: a refused open leaves nothing behind.
             let header = read_header(&storage, path)?;
+            if header.sealed() {
+                // Read-only for good: no lock file, no registration, no lock (read-only media,
+                // shared file systems whose locks cannot be trusted); nothing can change it.
+                let storage = if self.read_only { storage } else { FileStorage::open(path, true)? };
+                let registry = Registry::sealed(path);
+                return Heap::from_parts(
+                    Arc::new(storage),
+                    header,
+                    registry,
+                    self,
+                    path,
+                    boot_id(),
+                );
+            }
             match Registry::open(path, &storage.id, self.read_only) {
                 Ok(registry) => {
                     return Heap::from_parts(
@@ -276,7 +287,9 @@ impl Heap {
             format_version: header.version.get(),
             storage,
             hasher: KeyHasher::new([header.hash_seed[0].get(), header.hash_seed[1].get()]),
-            read_only: opts.read_only,
+            read_only: opts.read_only || header.sealed(),
+            sealed: header.sealed(),
+            digest: header.sealed().then_some(header.digest),
             durability: opts.durability,
             boot,
             registry,
@@ -322,7 +335,6 @@ impl Heap {
     /// Begin a write transaction, or fail with [`Error::WriteInProgress`] at once.
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let tx = heap.begin_write()?;
@@ -342,7 +354,6 @@ impl Heap {
     /// thread's or process's transaction to end).
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// use std::time::Duration;
@@ -424,7 +435,6 @@ impl Heap {
     /// assert_eq!(heap.begin_read()?.get(b"k")?, Some(&b"new"[..]));
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -475,7 +485,6 @@ impl Heap {
     /// assert_eq!(heap.stats()?.durable_txn_id, heap.stats()?.txn_id);
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -492,7 +501,6 @@ impl Heap {
     /// Figures of the latest commit. Pins it for a moment, like a read transaction.
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let s = heap.stats()?;
@@ -500,7 +508,6 @@ impl Heap {
     /// assert!(s.skipped_commits.is_empty()); // no commit was lost to a crash
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -542,7 +549,6 @@ impl Heap {
     /// README).
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let rx = heap.begin_read()?;
@@ -551,7 +557,6 @@ impl Heap {
     /// assert_eq!(readers[0].pid, std::process::id());
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -611,22 +616,40 @@ impl Heap {
     /// writer.
     ///
     /// ```
-    /// # use pheap::prelude::*;
     /// # let dir = tempfile::tempdir()?;
     /// # let heap = pheap::Heap::open(dir.path().join("data.pheap"))?;
     /// let report = heap.check()?;
     /// assert_eq!(report.leaves, report.entries);
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] naming the first damage found (its offset and what failed); otherwise
-    /// as [`Heap::begin_read`].
+    /// [`Error::Corrupt`] naming the first damage found (its offset and what failed; for a
+    /// sealed heap, first a digest that does not match the file's bytes); otherwise as
+    /// [`Heap::begin_read`].
     pub fn check(&self) -> Result<CheckReport> {
         let rx = self.begin_read()?;
+        if let Some(want) = self.shared.digest
+            && crate::meta::digest_of(&*self.shared.storage)? != want
+        {
+            return Err(crate::error::corrupt(
+                40,
+                "the sealed heap's bytes do not match its digest",
+            ));
+        }
         check(&self.shared, rx.snapshot())
+    }
+
+    /// Is the heap sealed (a copy made by [`Heap::seal_to`]: read-only for good)?
+    pub fn sealed(&self) -> bool {
+        self.shared.sealed
+    }
+
+    /// A sealed heap's digest (DESIGN §2.1a): xxh3-128 of the whole file, its header's bytes
+    /// 40..64 taken as zeros; `None` for a heap that is not sealed. [`Heap::check`] verifies it.
+    pub fn digest(&self) -> Option<[u8; 16]> {
+        self.shared.digest
     }
 }
 

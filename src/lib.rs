@@ -47,7 +47,6 @@ pub use txn::{
 /// that a user needs no dependency of their own. Name it in the derive:
 ///
 /// ```
-/// # use pheap::prelude::*;
 /// use pheap::zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///
 /// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]

@@ -211,13 +211,28 @@ pub(crate) fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHead
     if h.page_size.get() as u64 != PAGE_SIZE {
         return Err(corrupt(12, "unsupported page size"));
     }
-    if h.flags.get() != 0 {
+    if h.flags.get() & !HEADER_FLAG_SEALED != 0 {
         return Err(corrupt(32, "unknown header flags"));
+    }
+    if !h.sealed() && h.digest != [0; 16] {
+        return Err(corrupt(40, "a digest in the header of a heap that is not sealed"));
     }
     if len < DATA_START {
         return Err(Error::Truncated { len, needed: DATA_START });
     }
     Ok(h)
+}
+
+/// The sealed digest of the file behind `storage`, read through its mapping.
+pub(crate) fn digest_of(storage: &dyn Storage) -> Result<[u8; 16]> {
+    let (len, view) = (storage.len(), storage.view());
+    Ok(crate::format::sealed_digest(len, |off, buf| {
+        let bytes = view.slice(off, buf.len() as u64, len).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank")
+        })?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    })?)
 }
 
 /// The bytes of a new, empty heap: the header, meta slot 0 (txn 0, durable, the empty map),

@@ -39,6 +39,10 @@ pub(crate) struct Shared {
     pub format_version: u32,
     pub hasher: KeyHasher,
     pub read_only: bool,
+    /// The file is sealed (DESIGN §2.1a): opened read-only and without a lock file.
+    pub sealed: bool,
+    /// A sealed file's digest, from its header.
+    pub digest: Option<[u8; 16]>,
     pub durability: Durability,
     pub boot: [u8; 16],
     /// Pins of live read transactions in every process, and the writer lock of all of them.

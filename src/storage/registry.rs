@@ -378,6 +378,12 @@ impl Registry {
         })
     }
 
+    /// The registry of a sealed heap (DESIGN §2.1a): no lock file, no lock; no writer can
+    /// exist, so readers pin nothing.
+    pub(crate) fn sealed(heap: &Path) -> Registry {
+        Registry::unlocked(lock_path(heap))
+    }
+
     fn unlocked(path: PathBuf) -> Registry {
         Registry {
             path,

@@ -42,7 +42,6 @@ thread_local! {
 /// }
 /// # Ok::<(), pheap::Error>(())
 /// ```
-/// # use pheap::prelude::*;
 pub struct ReadTxn {
     pub(super) ctx: Arc<ReaderCtx>,
     pub(super) snap: Snapshot,

@@ -102,7 +102,6 @@ pub trait Readable<'a>: Sized {
     /// assert!(matches!(rx.get_as::<u32>("xs"), Err(pheap::Error::TypeMismatch { .. })));
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     ///
     /// # Errors
     ///
@@ -225,7 +224,6 @@ pub trait Readable<'a>: Sized {
     /// assert_eq!(counts.iter().sum::<usize>(), 100);
     /// # Ok::<(), pheap::Error>(())
     /// ```
-    /// # use pheap::prelude::*;
     fn iter_partition(self, i: usize, n: usize) -> Iter<'a> {
         let (lo, hi) = partition_range(i, n);
         Iter::over(self.as_map(), lo, hi, None)

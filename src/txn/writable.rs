@@ -54,7 +54,6 @@ impl sealed::Target for MapMut<'_> {
 /// assert!(matches!(users.get("alice/prefs"), Err(pheap::Error::WrongKind { .. })));
 /// # Ok::<(), pheap::Error>(())
 /// ```
-/// # use pheap::prelude::*;
 pub trait Writable: sealed::Target {
     /// Insert or replace `key` -> `value` (plain bytes); returns whether it replaced a value.
     /// Values of 4 KiB or more are stored out of line, 64-byte aligned.

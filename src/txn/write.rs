@@ -38,7 +38,6 @@ use crate::trie::{MapRoot, Reader, TrieWriter};
 /// assert_eq!(heap.begin_read()?.len()?, 1);
 /// # Ok::<(), pheap::Error>(())
 /// ```
-/// # use pheap::prelude::*;
 pub struct WriteTxn {
     // Field order is drop order: the handle's writer mutex (`guard`) is released before the
     // transaction's reference to the shared state, which may be the last one: closing the heap
@@ -121,6 +120,9 @@ impl WriteTxn {
         wait: Wait,
     ) -> Result<(ArcMutexGuard<RawMutex, WriterState>, bool, Option<TxnId>)> {
         shared.check()?;
+        if shared.sealed {
+            return Err(Error::Sealed { path: shared.path.clone() });
+        }
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
