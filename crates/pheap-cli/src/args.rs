@@ -137,6 +137,15 @@ pub(crate) enum Cmd {
         /// The heap file.
         file: PathBuf,
     },
+    /// A sealed copy of the latest commit: read-only for good, opened without a lock file or any
+    /// lock, described by a digest (printed) that `pheap check` verifies; what a publication
+    /// ships.
+    Seal {
+        /// The heap file.
+        file: PathBuf,
+        /// Where the sealed copy goes (must not exist).
+        dest: PathBuf,
+    },
     /// A consistent, compacted copy of the latest commit, taken while the heap is in use. DEST
     /// `-` writes the copy to standard output.
     Copy {

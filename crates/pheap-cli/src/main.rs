@@ -99,6 +99,7 @@ fn run(cli: Cli) -> Res {
         }
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
+        Cmd::Seal { file, dest } => seal(&file, &dest, quiet),
         Cmd::Compact { file, lock } => compact(&file, &lock, quiet),
         Cmd::Prefetch { file, map } => prefetch(&file, &map, quiet),
         Cmd::Readers { file, json } => readers(&file, json),
@@ -337,6 +338,29 @@ fn copy(file: &Path, dest: &Path, force: bool, quiet: bool) -> Res {
     Ok(())
 }
 
+/// `pheap seal`: a sealed copy, and its digest.
+fn seal(file: &Path, dest: &Path, quiet: bool) -> Res {
+    let heap = open_read(file)?;
+    let bar = spinner(quiet, "sealing");
+    let s = heap.seal_to(dest);
+    bar.finish_and_clear();
+    let s = s?;
+    println!(
+        "sealed {} entries (transaction {}) to {}: {}, digest {}",
+        s.entries,
+        s.source_txn_id,
+        dest.display(),
+        size(s.file_size),
+        digest_hex(s.digest.unwrap_or_default())
+    );
+    Ok(())
+}
+
+/// A sealed heap's digest as 32 hexadecimal digits, its bytes in file order.
+fn digest_hex(d: [u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A line for each newer commit the heap passed over (empty in normal operation).
 fn skipped_lines(skipped: &[pheap::SkippedCommit]) -> Vec<String> {
     skipped
@@ -493,10 +517,14 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
         let mut v = serde_json::to_value(&s).map_err(|e| Fail::Err(e.to_string()))?;
         v["file"] = file.display().to_string().into();
         v["writer_pid"] = writer.into();
+        v["sealed_digest"] = heap.digest().map(digest_hex).into();
         println!("{v}");
         return Ok(());
     }
     println!("file              {}", file.display());
+    if let Some(d) = heap.digest() {
+        println!("sealed            digest {} (read-only for good)", digest_hex(d));
+    }
     if s.format_version == pheap::FORMAT_VERSION {
         println!("format version    {}", s.format_version);
     } else {

@@ -799,3 +799,44 @@ fn prefetch_a_heap_or_one_sub_map() {
         .code(1)
         .stderr(predicate::str::contains("no such map: nope"));
 }
+
+#[test]
+fn seal_prints_a_digest_that_stat_shows_and_check_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, sealed) = (dir.path().join("a.pheap"), dir.path().join("v1.pheap"));
+    pheap().arg("put").arg(&f).args(["k", "v"]).assert().success();
+    let out =
+        pheap().arg("seal").arg(&f).arg(&sealed).assert().success().get_output().stdout.clone();
+    let out = String::from_utf8(out).unwrap();
+    let digest = out.trim().rsplit("digest ").next().unwrap().to_string();
+    assert_eq!(digest.len(), 32, "{out}");
+    pheap()
+        .arg("stat")
+        .arg(&sealed)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!("sealed            digest {digest}")));
+    pheap().arg("check").arg(&sealed).assert().success();
+    pheap().arg("get").arg(&sealed).arg("k").assert().success().stdout("v");
+    assert!(!dir.path().join("v1.pheap-lock").exists());
+    pheap()
+        .arg("put")
+        .arg(&sealed)
+        .args(["k", "w"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is sealed"));
+    // A flipped byte past the header: the digest no longer matches.
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&sealed, &bytes).unwrap();
+    pheap().arg("check").arg(&sealed).assert().failure().stderr(predicate::str::contains("digest"));
+    pheap()
+        .arg("seal")
+        .arg(&f)
+        .arg(&sealed)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("exists"));
+}

@@ -131,7 +131,7 @@ pub fn to_py(e: Error) -> PyErr {
         Error::ReadersFull { .. } => "ReadersFullError",
         Error::Forked => "ForkedError",
         Error::WriteOnThisThread | Error::TxnFailed => "TransactionError",
-        Error::ReadOnly => "ReadOnlyError",
+        Error::ReadOnly | Error::Sealed { .. } => "ReadOnlyError",
         Error::Poisoned => "PoisonedError",
         _ => "Error",
     };

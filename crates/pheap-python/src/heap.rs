@@ -285,6 +285,26 @@ impl Heap {
         ))
     }
 
+    /// Write a sealed copy of the latest commit to `path` (GIL released): read-only for good,
+    /// opened without a lock file or any lock, described by its digest (32 hexadecimal digits,
+    /// in the returned dict), which `check()` verifies. The destination must not exist.
+    fn seal_to<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap()?;
+        let s = py.detach(|| heap.seal_to(&path)).py_err()?;
+        Ok(py_dict!(py,
+            "source_txn_id" => s.source_txn_id,
+            "entries" => s.entries,
+            "file_size" => s.file_size,
+            "digest" => digest_hex(s.digest.unwrap_or_default()),
+        ))
+    }
+
+    /// A sealed heap's digest (32 hexadecimal digits), or None for a heap that is not sealed.
+    #[getter]
+    fn digest(&self) -> PyResult<Option<String>> {
+        Ok(self.heap()?.digest().map(digest_hex))
+    }
+
     /// Walk and verify everything reachable from the latest commit (GIL released).
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let heap = self.heap()?;
@@ -328,7 +348,7 @@ impl Heap {
 
     #[getter]
     fn read_only(&self) -> bool {
-        self.core.opts.read_only
+        self.core.opts.read_only || self.heap().is_ok_and(|h| h.sealed())
     }
 
     #[getter]
@@ -365,4 +385,10 @@ impl Heap {
         let state = if self.closed() { "closed " } else { "" };
         format!("<pheap.Heap {state}{:?}>", self.filename())
     }
+}
+
+/// A sealed heap's digest as 32 hexadecimal digits, its bytes in file order (as `pheap seal`
+/// prints it).
+fn digest_hex(d: [u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }

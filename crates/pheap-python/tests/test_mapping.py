@@ -544,3 +544,23 @@ def test_prefetch_of_a_closed_snapshots_map_is_refused_at_once(db):
     s.close()
     with pytest.raises(pheap.ClosedError):
         m.prefetch(background=True)
+
+
+def test_a_sealed_copy_reads_and_refuses_writes(db, tmp_path):
+    db.update({f"k{i}": {"i": i} for i in range(100)})
+    db.map("users")["u1"] = [1, 2, 3]
+    dest = tmp_path / "v1.pheap"
+    s = db.seal_to(dest)
+    assert s["entries"] == 101 and len(s["digest"]) == 32
+    assert db.digest is None
+    sealed = pheap.open(dest)
+    assert sealed.digest == s["digest"] and sealed.read_only
+    assert not os.path.exists(str(dest) + "-lock")
+    assert sealed["k7"] == {"i": 7} and sealed.map("users")["u1"] == [1, 2, 3]
+    with pytest.raises(pheap.ReadOnlyError, match="sealed"):
+        sealed["k7"] = 0
+    with pytest.raises(pheap.ReadOnlyError, match="sealed"):
+        sealed.transaction()
+    assert sealed.check()["entries"] == 101
+    with pytest.raises(FileExistsError):
+        db.seal_to(dest)
