@@ -202,34 +202,19 @@ impl HeapOptions {
             })?;
             // Before the lock file is made: a refused open leaves nothing behind.
             let header = read_header(&storage, path)?;
-            if header.sealed() {
+            let (storage, registry) = if header.sealed() {
                 // Read-only for good: no lock file, no registration, no lock (read-only media,
                 // shared file systems whose locks cannot be trusted); nothing can change it.
                 let storage = if self.read_only { storage } else { FileStorage::open(path, true)? };
-                let registry = Registry::sealed(path);
-                return Heap::from_parts(
-                    Arc::new(storage),
-                    header,
-                    registry,
-                    self,
-                    path,
-                    boot_id(),
-                );
-            }
-            match Registry::open(path, &storage.id, self.read_only) {
-                Ok(registry) => {
-                    return Heap::from_parts(
-                        Arc::new(storage),
-                        header,
-                        registry,
-                        self,
-                        path,
-                        boot_id(),
-                    );
+                (storage, Registry::sealed(path))
+            } else {
+                match Registry::open(path, &storage.id, self.read_only) {
+                    Ok(registry) => (storage, registry),
+                    Err(JoinError::Replaced) => continue,
+                    Err(JoinError::Other(e)) => return Err(e),
                 }
-                Err(JoinError::Replaced) => continue,
-                Err(JoinError::Other(e)) => return Err(e),
-            }
+            };
+            return Heap::from_parts(Arc::new(storage), header, registry, self, path, boot_id());
         }
         Err(Error::Refused {
             path: path.to_owned(),
