@@ -53,10 +53,9 @@ const MAX_STEP: u64 = 2 << 20;
 /// The advice state of one open file, shared by all its mappings.
 #[derive(Debug, Default)]
 pub(crate) struct AccessPolicy {
-    /// Node reads so far, until [`AccessPolicy::settled`].
+    /// Node reads so far, counted up to [`READS_BEFORE_WARM_UP`] (the warm-up is decided by
+    /// the read that reaches it).
     reads: AtomicU32,
-    /// Enough reads were counted, and the warm-up decided.
-    settled: AtomicBool,
     /// A warm-up was started.
     warming: AtomicBool,
     /// The file's length, as the storage last knew it.
@@ -74,6 +73,18 @@ impl AccessPolicy {
     /// The file is now `len` long.
     pub(crate) fn set_len(&self, len: u64) {
         self.len.store(len, Ordering::Relaxed);
+    }
+
+    /// Bring `[off, off + len)` of `map` (below `file_len`) into memory and map it, waiting:
+    /// `MADV_WILLNEED` on it and as much again after it (queued, not waited for: the next call's
+    /// range is already on its way, and the random-advised mapping would otherwise fault a page
+    /// at a time), then `MADV_POPULATE_READ` on it.
+    pub(crate) fn read_in(&self, map: &MmapRaw, off: u64, len: u64, file_len: u64) {
+        let (ahead, end) = ((off + 2 * len).min(file_len), (off + len).min(file_len));
+        if off < end {
+            self.will_need(map, off, ahead - off);
+            populate(map, off, end - off);
+        }
     }
 
     /// `MADV_WILLNEED` on `[off, off + len)` of `map` (a mapping of this file), in requests the
@@ -110,7 +121,7 @@ impl Advisor {
     /// one relaxed load.
     #[inline]
     pub(crate) fn note_read(&self) {
-        if !self.policy.settled.load(Ordering::Relaxed) {
+        if self.policy.reads.load(Ordering::Relaxed) < READS_BEFORE_WARM_UP {
             self.count_read();
         }
     }
@@ -118,7 +129,6 @@ impl Advisor {
     #[cold]
     fn count_read(&self) {
         if self.policy.reads.fetch_add(1, Ordering::Relaxed) + 1 == READS_BEFORE_WARM_UP {
-            self.policy.settled.store(true, Ordering::Relaxed);
             self.warm_up();
         }
     }
@@ -146,12 +156,8 @@ impl Advisor {
         let _ = std::thread::Builder::new().name("pheap-warm-up".into()).spawn(move || {
             // SAFETY: ioprio_set only reads its integer arguments (this thread, idle class).
             unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, 3 << 13) };
-            let mut at = 0;
-            while at < len {
-                policy.will_need(&map, at, 2 * WARM_UP_WINDOW);
-                let n = WARM_UP_WINDOW.min(len - at);
-                let _ = map.advise_range(Advice::PopulateRead, at as usize, n as usize);
-                at += n;
+            for at in (0..len).step_by(WARM_UP_WINDOW as usize) {
+                policy.read_in(&map, at, WARM_UP_WINDOW, len);
             }
         });
     }
@@ -196,9 +202,7 @@ impl Advisor {
         }
         let mut bytes = 0;
         for &(s, e) in ranges {
-            let start = s & !(page_size() - 1);
-            let _ =
-                self.map.advise_range(Advice::PopulateRead, start as usize, (e - start) as usize);
+            populate(&self.map, s, e - s);
             bytes += e - s;
         }
         bytes
@@ -219,6 +223,14 @@ impl Advisor {
         };
         rc == 0 && vec & 1 == 1
     }
+}
+
+/// `MADV_POPULATE_READ` (Linux 5.14) on the pages holding `[off, off + len)` of `map`: waits
+/// for their reads and maps them. Where it is missing, the reads asked for run on unawaited;
+/// past the file's end it fails (`EFAULT`) without a signal.
+fn populate(map: &MmapRaw, off: u64, len: u64) {
+    let start = off & !(page_size() - 1);
+    let _ = map.advise_range(Advice::PopulateRead, start as usize, (off + len - start) as usize);
 }
 
 fn page_size() -> u64 {
@@ -299,9 +311,8 @@ mod tests {
         for _ in 1..READS_BEFORE_WARM_UP {
             a.note_read();
         }
-        assert!(!a.policy.settled.load(Ordering::Relaxed));
+        assert!(!a.policy.warming.load(Ordering::Relaxed));
         a.note_read();
-        assert!(a.policy.settled.load(Ordering::Relaxed));
         // The test file is not in memory (never written): the warm-up started.
         assert!(a.policy.warming.load(Ordering::Relaxed));
     }

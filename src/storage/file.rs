@@ -143,19 +143,11 @@ impl Storage for FileStorage {
         self.state.read().len
     }
 
-    /// `MADV_WILLNEED` on the range and as much again after it (the kernel reads it in large
-    /// requests, without waiting: the mapping's `MADV_RANDOM` would otherwise make every fault
-    /// its own 4 KiB read), then `MADV_POPULATE_READ` (Linux 5.14) on the range, which waits
-    /// for those reads and maps the pages. Where that is missing, the reads run on unawaited.
+    /// [`AccessPolicy::read_in`]: the range asked for with as much again after it, then waited
+    /// for and mapped.
     fn prefetch(&self, start: u64, len: u64) {
         let st = self.state.read();
-        let ahead = (start + 2 * len).min(st.len);
-        let end = (start + len).min(st.len);
-        if start >= end {
-            return;
-        }
-        self.policy.will_need(&st.map, start, ahead - start);
-        let _ = st.map.advise_range(Advice::PopulateRead, start as usize, (end - start) as usize);
+        self.policy.read_in(&st.map, start, len, st.len);
     }
 
     fn grow(&self, len: u64) -> Result<()> {
