@@ -25,11 +25,16 @@ fn evict(path: &Path) {
 /// without reading them.
 fn resident_slice(bytes: &[u8]) -> f64 {
     let start = bytes.as_ptr() as usize & !4095;
-    let len = bytes.as_ptr() as usize + bytes.len() - start;
+    mincore_fraction(start as *mut libc::c_void, bytes.as_ptr() as usize + bytes.len() - start)
+}
+
+/// The fraction of the pages of `[addr, addr + len)` (page-aligned `addr`, inside a live
+/// mapping) in the page cache.
+fn mincore_fraction(addr: *mut libc::c_void, len: usize) -> f64 {
     let mut vec = vec![0u8; len.div_ceil(4096)];
-    // SAFETY: the range lies in a live mapping (the slice's, page-aligned down); mincore only
-    // writes one byte per page into `vec`, which is long enough.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    // SAFETY: the caller's range lies in a live mapping; mincore only writes one byte per page
+    // into `vec`, which is long enough.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
     assert_eq!(rc, 0);
     vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / vec.len() as f64
 }
@@ -104,8 +109,6 @@ fn eventually_within(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 /// The fraction of the first `len` bytes of the file that are in the page cache.
 fn resident(path: &Path, len: u64) -> f64 {
     let f = File::open(path).unwrap();
-    let page = 4096usize;
-    let pages = (len as usize).div_ceil(page);
     // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked for
     // failure, only passed to mincore (never read), and unmapped below.
     let addr = unsafe {
@@ -119,36 +122,20 @@ fn resident(path: &Path, len: u64) -> f64 {
         )
     };
     assert_ne!(addr, libc::MAP_FAILED);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `addr` maps `len` bytes; `vec` holds one byte per page of them.
-    let rc = unsafe { libc::mincore(addr, len as usize, vec.as_mut_ptr()) };
-    assert_eq!(rc, 0);
+    let fraction = mincore_fraction(addr, len as usize);
     // SAFETY: unmaps exactly the mapping made above.
     unsafe { libc::munmap(addr, len as usize) };
-    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+    fraction
 }
 
 #[test]
 fn prefetch_brings_a_cold_heap_into_the_page_cache() {
-    // On the project's disk, not a tmpfs (whose pages cannot be evicted).
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let entries = (0..48u32).map(|i| (i.to_le_bytes().to_vec(), vec![i as u8; 1 << 20]));
+    let Some(heap) = cold_heap(&dir, entries) else { return };
     let path = dir.path().join("cold.pheap");
-    let heap = Heap::open(&path).unwrap();
-    let mut tx = heap.begin_write().unwrap();
-    for i in 0..48u32 {
-        tx.insert(i.to_le_bytes(), vec![i as u8; 1 << 20]).unwrap();
-    }
-    tx.commit().unwrap();
-    heap.checkpoint().unwrap();
     let used = heap.stats().unwrap().used_size;
-    drop(heap);
-    evict(&path);
     let before = resident(&path, used);
-    if before > 0.5 {
-        eprintln!("the page cache kept {before:.2} of the file after eviction: nothing to show");
-        return;
-    }
-    let heap = Heap::open(&path).unwrap();
     let (mut calls, mut last) = (0, 0);
     let n = heap
         .prefetch_with(|done, total| {
