@@ -104,6 +104,20 @@ fn a_changed_byte_fails_the_digest_and_a_changed_digest_fails_the_header() {
     std::fs::write(&path, &bad).unwrap();
     assert!(matches!(Heap::open(&path), Err(Error::Corrupt { .. })));
 
+    // A flag this build does not know (as the sealed flag is to an earlier build), the
+    // header's checksum made right: refused.
+    let mut bad = good.clone();
+    bad[32] |= 2;
+    let sum = xxhash_rust::xxh3::xxh3_64(&bad[..56]);
+    bad[56..64].copy_from_slice(&sum.to_le_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    match Heap::open(&path) {
+        Err(Error::Corrupt { what, .. }) => {
+            assert!(what.contains("unknown header flags"), "{what}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
     // The flag cleared (the header's checksum made right again), the digest left: refused,
     // not opened as an ordinary, writable heap.
     let mut bad = good;

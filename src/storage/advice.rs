@@ -326,6 +326,24 @@ mod tests {
     }
 
     #[test]
+    fn at_most_sixteen_ranges_carry_their_own_advice() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(64 << 20).unwrap(); // sparse: no page is in memory
+        let map = memmap2::MmapOptions::new().map_raw_read_only(f.as_file()).unwrap();
+        map.advise(Advice::Random).unwrap();
+        let a = Advisor::new(Arc::new(map), Arc::new(AccessPolicy::new(64 << 20, 0)));
+        let window = |i: u64| (i * SEQUENTIAL_MIN, (i + 1) * SEQUENTIAL_MIN);
+        for i in 0..=SEQUENTIAL_RANGES as u64 {
+            a.will_read(window(i).0, SEQUENTIAL_MIN);
+            a.will_read(window(i).0, SEQUENTIAL_MIN); // the same part again: no second entry
+        }
+        let advised = a.advised.lock().unwrap();
+        assert_eq!(advised.len(), SEQUENTIAL_RANGES);
+        assert_eq!(advised.front(), Some(&window(1)), "the oldest went back to random");
+        assert_eq!(advised.back(), Some(&window(SEQUENTIAL_RANGES as u64)));
+    }
+
+    #[test]
     fn memory_limit_is_known() {
         let m = memory_limit();
         assert!(m > 1 << 20 && m < u64::MAX, "{m}");
