@@ -14,7 +14,9 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::{HEADER_FLAG_SEALED, Kind, MAX_NESTING};
 use crate::heap::Heap;
-use crate::meta::{digest_of, read_header};
+use crate::error::corrupt;
+use crate::format::{META_OFFSETS, META_SIZE};
+use crate::meta::{digest_of, encode_meta, read_header, read_slots};
 use crate::storage::Storage;
 use crate::storage::file::FileId;
 use crate::storage::file::FileStorage;
@@ -157,11 +159,23 @@ impl Heap {
     }
 }
 
-/// Seal the heap file at `path` (a finished copy that no handle has open): its digest into the
+/// Seal the heap file at `path` (a finished, synced copy that no handle has open): its latest
+/// commit left alone in the meta slots, as a plain durable commit of no boot (the other slots
+/// zero), so that the same content sealed twice is the same file; then its digest into the
 /// header, the flag set, the header's checksum renewed, synced. Returns the digest.
 fn seal_file(path: &Path) -> Result<[u8; 16]> {
     let storage = FileStorage::open(path, false)?;
     let mut h = read_header(&storage, path)?;
+    let latest = read_slots(&storage.view(), &[0; 16]).into_iter().max_by_key(|s| s.txn);
+    let mut latest = latest.ok_or_else(|| corrupt(META_OFFSETS[0], "no meta slot in a copy"))?;
+    if !latest.durable {
+        return Err(corrupt(META_OFFSETS[latest.slot], "a copy's last commit is not durable"));
+    }
+    latest.alloc.one_phase = false;
+    for (i, &at) in META_OFFSETS.iter().enumerate() {
+        let slot = if i == latest.slot { encode_meta(&latest, &[0; 16]) } else { [0; META_SIZE] };
+        storage.write(at, &slot)?;
+    }
     // The flag first: the digest covers it (and every header byte but 40..64).
     h.flags = (h.flags.get() | HEADER_FLAG_SEALED).into();
     storage.write(0, h.as_bytes())?;
@@ -184,7 +198,8 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool, seal: bool) -> Result<CopyS
         tmp.with_file_name(name)
     };
     let result = (|| -> Result<CopyStats> {
-        let out = Heap::options().durability(Durability::None).open(&tmp)?;
+        let out =
+            Heap::options().durability(Durability::None).seeded(src.key_seed()?).open(&tmp)?;
         let mut tx = out.begin_write()?;
         let (mut n, mut batch) = (0u64, 0u64);
         for item in rx.iter() {

@@ -81,8 +81,8 @@ pub struct HeapOptions {
     create: bool,
     read_only: bool,
     durability: Durability,
-    /// The key-hash seed of a heap this open creates (fuzzing builds: runs must repeat).
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// The key-hash seed of a heap this open creates, instead of a random one (a copy keeps its
+    /// source's; fuzzing builds: runs must repeat).
     hash_seed: Option<[u8; 16]>,
 }
 
@@ -92,7 +92,6 @@ impl Default for HeapOptions {
             create: true,
             read_only: false,
             durability: Durability::Immediate,
-            #[cfg(any(test, feature = "fuzzing"))]
             hash_seed: None,
         }
     }
@@ -164,6 +163,11 @@ impl HeapOptions {
     #[cfg(any(test, feature = "fuzzing"))]
     #[doc(hidden)]
     pub fn hash_seed(&mut self, seed: [u8; 16]) -> &mut Self {
+        self.seeded(seed)
+    }
+
+    /// The key-hash seed of a heap created by this open (a copy keeps its source's).
+    pub(crate) fn seeded(&mut self, seed: [u8; 16]) -> &mut Self {
         self.hash_seed = Some(seed);
         self
     }
@@ -182,13 +186,10 @@ impl HeapOptions {
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Heap> {
         let path = path.as_ref();
         if self.create && !self.read_only && !path.exists() {
-            #[cfg(any(test, feature = "fuzzing"))]
             let image = match self.hash_seed {
                 Some(seed) => crate::meta::new_heap_image_seeded(&boot_id(), seed),
                 None => new_heap_image(&boot_id())?,
             };
-            #[cfg(not(any(test, feature = "fuzzing")))]
-            let image = new_heap_image(&boot_id())?;
             create_file(path, &image)?;
         }
         // A copy replacing the file between our open and our joining it (DESIGN §5.8) sends us
@@ -635,6 +636,15 @@ impl Heap {
     /// 40..64 taken as zeros; `None` for a heap that is not sealed. [`Heap::check`] verifies it.
     pub fn digest(&self) -> Option<[u8; 16]> {
         self.shared.digest
+    }
+
+    /// The key-hash seed in the file's header (a copy is created with it).
+    pub(crate) fn key_seed(&self) -> Result<[u8; 16]> {
+        let h = read_header(&*self.shared.storage, &self.shared.path)?;
+        let mut seed = [0u8; 16];
+        seed[..8].copy_from_slice(&h.hash_seed[0].get().to_le_bytes());
+        seed[8..].copy_from_slice(&h.hash_seed[1].get().to_le_bytes());
+        Ok(seed)
     }
 }
 

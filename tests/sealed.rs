@@ -130,3 +130,42 @@ fn a_changed_byte_fails_the_digest_and_a_changed_digest_fails_the_header() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[test]
+fn the_same_content_seals_to_the_same_file_whatever_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&dir);
+    let a = dir.path().join("a.pheap");
+    let da = src.seal_to(&a).unwrap().digest.unwrap();
+    // Later commits that leave the content as it was: an entry added and removed, one rewritten
+    // with its own value, and a compaction.
+    let mut tx = src.begin_write().unwrap();
+    tx.insert("extra", vec![1u8; 5000]).unwrap();
+    tx.commit().unwrap();
+    let mut tx = src.begin_write().unwrap();
+    tx.remove("extra").unwrap();
+    tx.insert(7u32.to_le_bytes(), vec![7u8; 7]).unwrap();
+    tx.commit().unwrap();
+    src.compact().unwrap();
+    let b = dir.path().join("b.pheap");
+    assert_eq!(src.seal_to(&b).unwrap().digest.unwrap(), da);
+    // A copy keeps its source's key-hash seed, so a copy seals to the same file too.
+    let copy = dir.path().join("copy.pheap");
+    src.copy_to(&copy).unwrap();
+    let c = dir.path().join("c.pheap");
+    assert_eq!(Heap::open(&copy).unwrap().seal_to(&c).unwrap().digest.unwrap(), da);
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(std::fs::read(&b).unwrap(), bytes);
+    assert_eq!(std::fs::read(&c).unwrap(), bytes);
+    // Nothing of this boot in it: one meta slot holds the commit, with no boot id (bytes 88..104
+    // of a slot), the others are zero; so a sealing after a reboot makes the same file.
+    let slots: Vec<&[u8]> = (1..4).map(|p| &bytes[p * 4096..p * 4096 + 256]).collect();
+    assert_eq!(slots.iter().filter(|s| s.iter().any(|&b| b != 0)).count(), 1);
+    assert!(slots.iter().all(|s| s[88..104].iter().all(|&b| b == 0)));
+    // Other content, another digest.
+    let mut tx = src.begin_write().unwrap();
+    tx.insert("extra", b"x".to_vec()).unwrap();
+    tx.commit().unwrap();
+    let d = dir.path().join("d.pheap");
+    assert_ne!(src.seal_to(&d).unwrap().digest.unwrap(), da);
+}
