@@ -11,11 +11,11 @@
 use crate::{Readable, Writable};
 use std::path::Path;
 
+use crate::error::corrupt;
 use crate::error::{Error, Result};
 use crate::format::{HEADER_FLAG_SEALED, Kind, MAX_NESTING};
-use crate::heap::Heap;
-use crate::error::corrupt;
 use crate::format::{META_OFFSETS, META_SIZE};
+use crate::heap::Heap;
 use crate::meta::{digest_of, encode_meta, read_header, read_slots};
 use crate::storage::Storage;
 use crate::storage::file::FileId;
@@ -189,6 +189,36 @@ fn seal_file(path: &Path) -> Result<[u8; 16]> {
 
 fn copy_to(src: &Heap, dest: &Path, overwrite: bool, seal: bool) -> Result<CopyStats> {
     check_destination(src, dest, overwrite)?;
+    build_copy(src, dest, seal, |tmp, _| {
+        if overwrite {
+            // Checked again, now for good: a heap in use is not replaced, and none joins the old
+            // file while the guard holds its join lock.
+            check_destination(src, dest, overwrite)?;
+            let _guard = match hold_for_replacing(dest) {
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+                r => Some(r?),
+            };
+            std::fs::rename(tmp, dest)?;
+        } else {
+            rename_noreplace(tmp, dest).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::Exists { path: dest.to_owned() },
+                _ => e.into(),
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// Build a copy (sealed with `seal`) of `src`'s latest commit in a temporary file beside `dest`
+/// (named after it: `.NAME.PID-RANDOM.copy`, removed whatever happens; those of killed copies
+/// are removed first), make it durable, then let `place` move it to its name (the directory is
+/// synced after).
+pub(crate) fn build_copy(
+    src: &Heap,
+    dest: &Path,
+    seal: bool,
+    place: impl FnOnce(&Path, &CopyStats) -> Result<()>,
+) -> Result<CopyStats> {
     let stale_removed = remove_stale_temps(dest);
     let rx = src.begin_read()?;
     let (dir, tmp) = temp_beside(dest, "copy")?;
@@ -225,23 +255,11 @@ fn copy_to(src: &Heap, dest: &Path, overwrite: bool, seal: bool) -> Result<CopyS
         let file = std::fs::File::open(&tmp)?;
         file.sync_all()?;
         let file_size = file.metadata()?.len();
-        if overwrite {
-            // Checked again, now for good: a heap in use is not replaced, and none joins the old
-            // file while the guard holds its join lock.
-            check_destination(src, dest, overwrite)?;
-            let _guard = match hold_for_replacing(dest) {
-                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-                r => Some(r?),
-            };
-            std::fs::rename(&tmp, dest)?;
-        } else {
-            rename_noreplace(&tmp, dest).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::Exists { path: dest.to_owned() },
-                _ => e.into(),
-            })?;
-        }
+        let stats =
+            CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed, digest };
+        place(&tmp, &stats)?;
         std::fs::File::open(&dir)?.sync_all()?;
-        Ok(CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed, digest })
+        Ok(stats)
     })();
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(&tmp_lock);

@@ -118,6 +118,12 @@ pub fn sealed_digest(
     Ok(h.digest128().to_le_bytes())
 }
 
+/// A sealed heap's digest as 32 lowercase hexadecimal digits, its bytes in file order (as `pheap
+/// seal` prints it and a publication's manifest records it).
+pub fn digest_hex(d: &[u8; 16]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Meta slots (pages 1, 2 and 3)
 

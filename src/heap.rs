@@ -616,15 +616,33 @@ impl Heap {
     /// [`Heap::begin_read`].
     pub fn check(&self) -> Result<CheckReport> {
         let rx = self.begin_read()?;
-        if let Some(want) = self.shared.digest
-            && crate::meta::digest_of(&*self.shared.storage)? != want
-        {
+        if self.shared.sealed {
+            self.verify_digest()?;
+        }
+        check(&self.shared, rx.snapshot())
+    }
+
+    /// Verify a sealed heap's digest against its bytes (reads the whole file, nothing else: a
+    /// download is checked with it before it is trusted). Returns the digest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] (offset 40) when the bytes do not match the digest;
+    /// [`Error::Refused`] for a heap that is not sealed; [`Error::Io`] from reading.
+    pub fn verify_digest(&self) -> Result<[u8; 16]> {
+        let Some(want) = self.shared.digest else {
+            return Err(Error::Refused {
+                path: self.shared.path.clone(),
+                reason: "the heap is not sealed: it has no digest to verify".into(),
+            });
+        };
+        if crate::meta::digest_of(&*self.shared.storage)? != want {
             return Err(crate::error::corrupt(
                 40,
                 "the sealed heap's bytes do not match its digest",
             ));
         }
-        check(&self.shared, rx.snapshot())
+        Ok(want)
     }
 
     /// Is the heap sealed (a copy made by [`Heap::seal_to`]: read-only for good)?

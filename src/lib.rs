@@ -16,6 +16,7 @@ mod format;
 mod heap;
 mod kind;
 mod meta;
+pub mod publish;
 mod shared;
 mod storage;
 mod trie;
@@ -34,9 +35,11 @@ pub use check::CheckReport;
 pub use compact::CompactStats;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
+pub use format::digest_hex;
 pub use heap::{Heap, HeapOptions, Stats};
 pub use kind::Kind;
 pub use meta::SkippedCommit;
+pub use publish::PublishStats;
 pub use storage::registry::ReaderInfo;
 pub use txn::{
     Durability, Iter, IterPosition, Map, MapMut, OwnedBytes, OwnedIter, OwnedMap, OwnedValue,

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 /// The layers, lowest first (DESIGN.md §1).
-const LAYERS: [&str; 14] = [
+const LAYERS: [&str; 15] = [
     "kind", "error", "format", "storage", "alloc", "trie", "meta", "shared", "txn", "typed",
-    "check", "heap", "compact", "copy",
+    "check", "heap", "compact", "copy", "publish",
 ];
 
 /// The module defining each item the crate root re-exports.
@@ -15,7 +15,7 @@ fn defined_in(item: &str) -> Option<&'static str> {
         "Error" | "Result" => "error",
         "Kind" => "kind",
         "MAX_KEY_LEN" | "MAX_NESTING" | "MAX_VALUE_LEN" | "OUT_OF_LINE_MIN" | "FILE_MAGIC"
-        | "FORMAT_VERSION" | "MAX_READERS" => "format",
+        | "FORMAT_VERSION" | "MAX_READERS" | "digest_hex" => "format",
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "shared",
@@ -26,6 +26,7 @@ fn defined_in(item: &str) -> Option<&'static str> {
         "Heap" | "HeapOptions" | "Stats" => "heap",
         "CompactStats" => "compact",
         "CopyStats" => "copy",
+        "PublishStats" => "publish",
         m if LAYERS.contains(&m) || m == "testkit" => {
             return LAYERS.iter().copied().find(|l| *l == m);
         }

@@ -146,6 +146,16 @@ pub(crate) enum Cmd {
         /// Where the sealed copy goes (must not exist).
         dest: PathBuf,
     },
+    /// Publish a sealed copy of the latest commit into a directory, for many processes and
+    /// machines to open (`pheap.Published` in Python): the copy as DIGEST.pheap, then
+    /// manifest.json naming it, replaced atomically. Unchanged content writes nothing. Object
+    /// stores (s3://, gs://, ...) are published from Python (`pheap.publish`).
+    Publish {
+        /// The heap file.
+        file: PathBuf,
+        /// The publication's directory: a path or a file:// URL (created if missing).
+        dest: String,
+    },
     /// A consistent, compacted copy of the latest commit, taken while the heap is in use. DEST
     /// `-` writes the copy to standard output.
     Copy {

@@ -100,6 +100,7 @@ fn run(cli: Cli) -> Res {
         Cmd::Check { file } => check(&file, quiet),
         Cmd::Copy { file, dest, force } => copy(&file, &dest, force, quiet),
         Cmd::Seal { file, dest } => seal(&file, &dest, quiet),
+        Cmd::Publish { file, dest } => publish(&file, &dest, quiet),
         Cmd::Compact { file, lock } => compact(&file, &lock, quiet),
         Cmd::Prefetch { file, map } => prefetch(&file, &map, quiet),
         Cmd::Readers { file, json } => readers(&file, json),
@@ -351,14 +352,47 @@ fn seal(file: &Path, dest: &Path, quiet: bool) -> Res {
         s.source_txn_id,
         dest.display(),
         size(s.file_size),
-        digest_hex(s.digest.unwrap_or_default())
+        pheap::digest_hex(&s.digest.unwrap_or_default())
     );
     Ok(())
 }
 
-/// A sealed heap's digest as 32 hexadecimal digits, its bytes in file order.
-fn digest_hex(d: [u8; 16]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+/// `pheap publish`: a sealed copy and its manifest in a directory.
+fn publish(file: &Path, dest: &str, quiet: bool) -> Res {
+    let dir = match dest.split_once("://") {
+        None => PathBuf::from(dest),
+        Some(("file", path)) if path.starts_with('/') => PathBuf::from(path),
+        Some(("file", _)) => {
+            return Err(Fail::Err(format!(
+                "DEST {dest}: a file:// URL takes an absolute path (file:///data/v1)"
+            )));
+        }
+        Some((scheme, _)) => {
+            return Err(Fail::Err(format!(
+                "DEST {dest}: the CLI publishes to a directory (a path or file:// URL); publish \
+                 to {scheme}:// from Python: pheap.publish(db, \"{dest}\")"
+            )));
+        }
+    };
+    let heap = open_read(file)?;
+    let bar = spinner(quiet, "publishing");
+    let p = heap.publish_to(&dir);
+    bar.finish_and_clear();
+    let p = p?;
+    let what = match (p.file_written, p.manifest_written) {
+        (false, false) => "already published there: nothing written",
+        (false, true) => "its file was there already: manifest written",
+        _ => "file and manifest written",
+    };
+    println!(
+        "published {} entries to {}: {} ({}), digest {}; {what}",
+        p.entries,
+        dir.display(),
+        p.file,
+        size(p.size),
+        pheap::digest_hex(&p.digest)
+    );
+    Ok(())
 }
 
 /// A line for each newer commit the heap passed over (empty in normal operation).
@@ -517,13 +551,13 @@ fn stat(file: &Path, path: &[Vec<u8>], json: bool) -> Res {
         let mut v = serde_json::to_value(&s).map_err(|e| Fail::Err(e.to_string()))?;
         v["file"] = file.display().to_string().into();
         v["writer_pid"] = writer.into();
-        v["sealed_digest"] = heap.digest().map(digest_hex).into();
+        v["sealed_digest"] = heap.digest().map(|d| pheap::digest_hex(&d)).into();
         println!("{v}");
         return Ok(());
     }
     println!("file              {}", file.display());
     if let Some(d) = heap.digest() {
-        println!("sealed            digest {} (read-only for good)", digest_hex(d));
+        println!("sealed            digest {} (read-only for good)", pheap::digest_hex(&d));
     }
     if s.format_version == pheap::FORMAT_VERSION {
         println!("format version    {}", s.format_version);

@@ -840,3 +840,42 @@ fn seal_prints_a_digest_that_stat_shows_and_check_verifies() {
         .failure()
         .stderr(predicate::str::contains("exists"));
 }
+
+#[test]
+fn publish_writes_the_sealed_file_and_its_manifest_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("a.pheap");
+    let out = dir.path().join("pub");
+    pheap().arg("put").arg(&f).args(["k", "v"]).assert().success();
+    let url = format!("file://{}", out.display());
+    let first = pheap().arg("publish").arg(&f).arg(&url).assert().success();
+    let text = String::from_utf8(first.get_output().stdout.clone()).unwrap();
+    assert!(text.contains("file and manifest written"), "{text}");
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    let digest = text.rsplit("digest ").next().unwrap().split(';').next().unwrap();
+    assert!(manifest.contains(&format!("\"file\": \"{digest}.pheap\"")), "{manifest}");
+    pheap().arg("get").arg(out.join(format!("{digest}.pheap"))).arg("k").assert().stdout("v");
+    // Unchanged: nothing written; a plain path names the same directory.
+    pheap()
+        .arg("publish")
+        .arg(&f)
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing written"));
+    // Object stores are Python's; a relative file:// URL is refused, naming the argument.
+    pheap()
+        .arg("publish")
+        .arg(&f)
+        .arg("s3://bucket/v1")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pheap.publish"));
+    pheap()
+        .arg("publish")
+        .arg(&f)
+        .arg("file://rel/dir")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("DEST"));
+}
