@@ -47,8 +47,56 @@ pub const MAX_DEPTH: usize = 200;
 fn pickle_fn<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let cell = if name == "dumps" { &DUMPS } else { &LOADS };
-    Ok(cell.import(py, "pickle", name)?.clone())
+    static SAFE_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    Ok(match name {
+        "dumps" => DUMPS.import(py, "pickle", name)?,
+        "safe_loads" => SAFE_LOADS.import(py, "pheap._trust", "loads")?,
+        _ => LOADS.import(py, "pickle", name)?,
+    }
+    .clone())
+}
+
+/// What a heap lets pickle fragments do (Python `trusted=`): `True` reads and writes them,
+/// `"safe"` writes them and reads only those whose globals are on an allowlist
+/// (`pheap._trust`), `False` neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    All,
+    Safe,
+    Off,
+}
+
+impl Trust {
+    /// Are pickle fragments written?
+    pub fn writes(self) -> bool {
+        self != Trust::Off
+    }
+
+    /// As Python's `trusted=` gives it back.
+    pub fn to_object<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            Trust::All => PyBool::new(py, true).to_owned().into_any(),
+            Trust::Off => PyBool::new(py, false).to_owned().into_any(),
+            Trust::Safe => PyString::new(py, "safe").into_any(),
+        })
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Trust {
+    type Error = PyErr;
+
+    fn extract(ob: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = ob.cast::<PyBool>() {
+            return Ok(if b.is_true() { Trust::All } else { Trust::Off });
+        }
+        if ob.extract::<&str>().is_ok_and(|s| s == "safe") {
+            return Ok(Trust::Safe);
+        }
+        Err(PyTypeError::new_err(format!(
+            "trusted must be True, False or \"safe\", not {}",
+            ob.repr()?
+        )))
+    }
 }
 
 fn int_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
@@ -267,9 +315,9 @@ pub fn decode<'py>(
     py: Python<'py>,
     bytes: &[u8],
     buffers: &mut dyn Buffers<'py>,
-    trusted: bool,
+    trust: Trust,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut d = Decoder { py, buf: bytes, pos: 0, next_buffer: 0, buffers, trusted };
+    let mut d = Decoder { py, buf: bytes, pos: 0, next_buffer: 0, buffers, trust };
     let v = d.item(0)?;
     if d.pos != bytes.len() {
         return Err(d.corrupt("bytes after the value's item"));
@@ -278,6 +326,34 @@ pub fn decode<'py>(
         return Err(d.corrupt("out-of-line parts no pickle fragment uses"));
     }
     Ok(v)
+}
+
+/// The pickle fragments of a value's item bytes, in order, without building anything: what a
+/// publication lists (the globals its pickles need), decoded by nobody.
+pub fn pickle_fragments<'a>(py: Python<'_>, bytes: &'a [u8]) -> PyResult<Vec<&'a [u8]>> {
+    struct NoBuffers;
+    impl<'py> Buffers<'py> for NoBuffers {
+        fn count(&self) -> usize {
+            0
+        }
+        fn buffer(&mut self, _: Python<'py>, _: usize) -> PyResult<Bound<'py, PyAny>> {
+            Err(PyValueError::new_err("no buffers"))
+        }
+    }
+    let mut d = Decoder {
+        py,
+        buf: bytes,
+        pos: 0,
+        next_buffer: 0,
+        buffers: &mut NoBuffers,
+        trust: Trust::Off,
+    };
+    let mut out = Vec::new();
+    d.skip(0, &mut out)?;
+    if d.pos != bytes.len() {
+        return Err(d.corrupt("bytes after the value's item"));
+    }
+    Ok(out)
 }
 
 /// Strings of up to this many bytes are cached as dict keys.
@@ -307,7 +383,7 @@ struct Decoder<'a, 'b, 'py> {
     pos: usize,
     next_buffer: usize,
     buffers: &'b mut dyn Buffers<'py>,
-    trusted: bool,
+    trust: Trust,
 }
 
 impl<'a, 'py> Decoder<'a, '_, 'py> {
@@ -398,6 +474,37 @@ impl<'a, 'py> Decoder<'a, '_, 'py> {
         Ok(v)
     }
 
+    /// Step over one item, collecting the pickle fragments in it.
+    fn skip(&mut self, depth: usize, out: &mut Vec<&'a [u8]>) -> PyResult<()> {
+        if depth > MAX_DEPTH {
+            return Err(self.corrupt("items nested too deep"));
+        }
+        let t = self.byte()?;
+        match t {
+            SHORT_STR..=0x7F => drop(self.take(usize::from(t - SHORT_STR))?),
+            SMALL_INT..=0xBF | NONE | FALSE | TRUE => {}
+            INT => drop(self.uvarint()?),
+            FLOAT => drop(self.take(8)?),
+            BIGINT | STR | BYTES => {
+                let n = self.count()?;
+                self.take(n)?;
+            }
+            TUPLE | LIST | SET | FROZENSET | DICT => {
+                let n = self.count()? * if t == DICT { 2 } else { 1 };
+                for _ in 0..n {
+                    self.skip(depth + 1, out)?;
+                }
+            }
+            PICKLE => {
+                let n = self.count()?;
+                out.push(self.take(n)?);
+                self.uvarint()?;
+            }
+            _ => return Err(self.corrupt("unknown type byte")),
+        }
+        Ok(())
+    }
+
     fn item(&mut self, depth: usize) -> PyResult<Bound<'py, PyAny>> {
         if depth > MAX_DEPTH {
             return Err(self.corrupt("items nested too deep"));
@@ -451,7 +558,7 @@ impl<'a, 'py> Decoder<'a, '_, 'py> {
                 let start = self.pos;
                 self.take(n)?;
                 let nbuf = self.uvarint()?;
-                if !self.trusted {
+                if self.trust == Trust::Off {
                     return Err(errors::untrusted(
                         "the value holds a pickle fragment and this heap does not trust pickle \
                          (opened with trusted=False): no code runs on load"
@@ -470,7 +577,8 @@ impl<'a, 'py> Decoder<'a, '_, 'py> {
                 let kw = PyDict::new(py);
                 kw.set_item("buffers", bufs)?;
                 let data = PyBytes::new(py, &self.buf[start..start + n]);
-                pickle_fn(py, "loads")?.call((data,), Some(&kw))?
+                let loads = if self.trust == Trust::Safe { "safe_loads" } else { "loads" };
+                pickle_fn(py, loads)?.call((data,), Some(&kw))?
             }
             _ => return Err(self.corrupt("unknown type byte")),
         })

@@ -33,7 +33,7 @@ pub(crate) struct Options {
     pub(crate) create: bool,
     pub(crate) read_only: bool,
     pub(crate) durability: Durability,
-    pub(crate) trusted: bool,
+    pub(crate) trusted: crate::codec::Trust,
     pub(crate) raw: bool,
 }
 

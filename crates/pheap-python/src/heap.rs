@@ -11,6 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use crate::codec::Trust;
 use crate::errors::{self, OrPy};
 use crate::handles::*;
 use crate::map::*;
@@ -108,14 +109,14 @@ fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py
 #[pymethods]
 impl Heap {
     #[new]
-    #[pyo3(signature = (path, *, create=true, read_only=false, durability="immediate", trusted=true, codec="native"))]
+    #[pyo3(signature = (path, *, create=true, read_only=false, durability="immediate", trusted=Trust::All, codec="native"))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         create: bool,
         read_only: bool,
         durability: &str,
-        trusted: bool,
+        trusted: Trust,
         codec: &str,
     ) -> PyResult<PyClassInitializer<Self>> {
         let raw = match codec {
@@ -295,14 +296,59 @@ impl Heap {
             "source_txn_id" => s.source_txn_id,
             "entries" => s.entries,
             "file_size" => s.file_size,
-            "digest" => digest_hex(s.digest.unwrap_or_default()),
+            "digest" => pheap::digest_hex(&s.digest.unwrap_or_default()),
+        ))
+    }
+
+    /// Publish a sealed copy into the directory `path` (`pheap.publish` for a local URL; GIL
+    /// released but while `survey(sealed_path)` runs, which returns the manifest's `pickles`
+    /// object as JSON text, or None).
+    fn _publish_to<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        survey: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let heap = self.heap()?;
+        let survey = survey.unbind();
+        let mut failed: Option<PyErr> = None;
+        let r = py.detach(|| {
+            pheap::publish::publish_with(&heap, &path, |sealed| {
+                Python::attach(|py| {
+                    survey.call1(py, (sealed.to_path_buf(),))?.extract::<Option<String>>(py)
+                })
+                .map_err(|e| {
+                    failed = Some(e);
+                    pheap::Error::Io(std::io::Error::other("the pickle survey failed"))
+                })
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let p = r.py_err()?;
+        Ok(py_dict!(py,
+            "digest" => pheap::digest_hex(&p.digest),
+            "file" => p.file,
+            "size" => p.size,
+            "entries" => p.entries,
+            "file_written" => p.file_written,
+            "manifest_written" => p.manifest_written,
         ))
     }
 
     /// A sealed heap's digest (32 hexadecimal digits), or None for a heap that is not sealed.
     #[getter]
     fn digest(&self) -> PyResult<Option<String>> {
-        Ok(self.heap()?.digest().map(digest_hex))
+        Ok(self.heap()?.digest().map(|d| pheap::digest_hex(&d)))
+    }
+
+    /// Verify a sealed heap's digest against its bytes (reads the whole file, GIL released);
+    /// returns the digest. CorruptError when they differ; RefusedError for a heap not sealed.
+    fn verify_digest(&self, py: Python<'_>) -> PyResult<String> {
+        let heap = self.heap()?;
+        let d = py.detach(|| heap.verify_digest()).py_err()?;
+        Ok(pheap::digest_hex(&d))
     }
 
     /// Walk and verify everything reachable from the latest commit (GIL released).
@@ -342,8 +388,8 @@ impl Heap {
     }
 
     #[getter]
-    fn trusted(&self) -> bool {
-        self.core.opts.trusted
+    fn trusted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.core.opts.trusted.to_object(py)
     }
 
     #[getter]
@@ -374,7 +420,7 @@ impl Heap {
             o.path.display().to_string(),
             o.read_only,
             o.durability_name(),
-            o.trusted,
+            o.trusted.to_object(py)?,
             if o.raw { "raw" } else { "native" },
         )
             .into_pyobject(py)?;
@@ -385,10 +431,4 @@ impl Heap {
         let state = if self.closed() { "closed " } else { "" };
         format!("<pheap.Heap {state}{:?}>", self.filename())
     }
-}
-
-/// A sealed heap's digest as 32 hexadecimal digits, its bytes in file order (as `pheap seal`
-/// prints it).
-fn digest_hex(d: [u8; 16]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }

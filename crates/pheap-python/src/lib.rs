@@ -50,6 +50,8 @@ fn _pheap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tools::_decode_value, m)?)?;
     m.add_function(wrap_pyfunction!(tools::_encode_key, m)?)?;
     m.add_function(wrap_pyfunction!(tools::_decode_key, m)?)?;
+    m.add_function(wrap_pyfunction!(tools::_pickle_fragments, m)?)?;
+    m.add_function(wrap_pyfunction!(tools::_manifest_json, m)?)?;
     m.add("FORMAT_VERSION", pheap::FORMAT_VERSION)?;
     m.add("MAX_KEY_LEN", pheap::MAX_KEY_LEN)?;
     m.add("MAX_VALUE_LEN", pheap::MAX_VALUE_LEN)?;

@@ -139,7 +139,7 @@ impl Map {
             })?;
             return Ok(codec::Encoded { inline: b.to_vec(value.py())?, buffers: Vec::new() });
         }
-        codec::encode(value, self.opts().trusted)
+        codec::encode(value, self.opts().trusted.writes())
     }
 
     pub(crate) fn put(

@@ -37,9 +37,14 @@ from ._pheap import (
     Transaction,
     _after_fork_in_child,
 )
+from ._publish import Published, cache_clear, cache_info, publish
 
 __all__ = [
     "open",
+    "publish",
+    "Published",
+    "cache_info",
+    "cache_clear",
     "Heap",
     "Map",
     "Snapshot",
@@ -69,7 +74,7 @@ def open(
     create: bool = True,
     read_only: bool = False,
     durability: str = "immediate",
-    trusted: bool = True,
+    trusted=True,
     codec: str = "native",
 ) -> Heap:
     """Open (or create) the heap at ``path``: O(1), whatever its size.
@@ -77,7 +82,10 @@ def open(
     - ``durability``: ``"immediate"`` (each commit synced before it returns) or ``"none"``
       (commits survive a process crash; ``checkpoint()`` makes them durable).
     - ``read_only``: no writes (the file may be read-only).
-    - ``trusted=False``: refuse pickle fragments, reading and writing (no code runs on load).
+    - ``trusted=False``: refuse pickle fragments, reading and writing (no code runs on load);
+      ``trusted="safe"``: write them, and read only those whose globals are on an allowlist of
+      data types (numpy, pandas, datetime, decimal, uuid, ...: ``pheap._trust.ALLOWED``), the
+      default of published heaps (``pheap.Published.open``).
     - ``codec="raw"``: keys and values are bytes, exactly what the CLI and Rust see.
     """
     return Heap(

@@ -22,7 +22,7 @@ def open(
     create: bool = ...,
     read_only: bool = ...,
     durability: Literal["immediate", "none"] = ...,
-    trusted: bool = ...,
+    trusted: bool | Literal["safe"] = ...,
     codec: Literal["native", "raw"] = ...,
 ) -> Heap: ...
 
@@ -73,7 +73,7 @@ class Heap(Map):
         create: bool = ...,
         read_only: bool = ...,
         durability: Literal["immediate", "none"] = ...,
-        trusted: bool = ...,
+        trusted: bool | Literal["safe"] = ...,
         codec: Literal["native", "raw"] = ...,
     ) -> None: ...
     def update_key(self, key: Key, func: Callable[[Any], Any], default: Any = None) -> Any:
@@ -93,6 +93,8 @@ class Heap(Map):
         """A sealed copy: read-only for good, opened without a lock file, described by its
         ``digest`` (in the returned dict), which ``check()`` verifies."""
     def check(self) -> dict[str, int]: ...
+    def verify_digest(self) -> str:
+        """Verify a sealed heap's digest against its bytes; returns it (CorruptError if not)."""
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
@@ -101,7 +103,7 @@ class Heap(Map):
     @property
     def durability(self) -> Literal["immediate", "none"]: ...
     @property
-    def trusted(self) -> bool: ...
+    def trusted(self) -> bool | Literal["safe"]: ...
     @property
     def read_only(self) -> bool: ...
     @property
@@ -142,3 +144,37 @@ class PartView:
 
 class MapIterator(Iterator[Any]):
     def __next__(self) -> Any: ...
+
+
+class Published:
+    """One version of a sealed heap at a URL, pinned by its digest; pickles small."""
+
+    url: str
+    digest: str
+    size: int
+    entries: int
+    pickles_safe: bool | None
+    manifest: dict[str, Any]
+    storage_options: dict[str, Any] | None
+    cache_dir: str | None
+    publish_stats: dict[str, Any] | None
+    def __init__(
+        self,
+        url: str | PathLike[str],
+        *,
+        storage_options: dict[str, Any] | None = ...,
+        cache_dir: str | PathLike[str] | None = ...,
+    ) -> None: ...
+    def fetch(self) -> PathLike[str]: ...
+    def open(self, *, in_place: bool = ..., trusted: bool | Literal["safe"] = ...) -> Heap: ...
+
+def publish(
+    source: Heap | str | PathLike[str],
+    url: str | PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = ...,
+) -> Published: ...
+def cache_info(cache_dir: str | PathLike[str] | None = ...) -> list[dict[str, Any]]: ...
+def cache_clear(
+    digest: str | None = ..., *, cache_dir: str | PathLike[str] | None = ...
+) -> dict[str, int]: ...

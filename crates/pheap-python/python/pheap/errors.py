@@ -27,6 +27,8 @@ __all__ = [
     "KeyTooLarge",
     "ValueTooLarge",
     "NestingTooDeep",
+    "PublicationError",
+    "CacheFullError",
 ]
 
 
@@ -94,7 +96,8 @@ class CopyError(Error):
 
 
 class UntrustedError(Error):
-    """A pickle fragment on a heap opened with ``trusted=False``."""
+    """A pickle fragment on a heap opened with ``trusted=False``, or one that loads a global off
+    the allowlist on a heap opened with ``trusted="safe"``."""
 
 
 class UnsupportedValueError(Error):
@@ -116,3 +119,12 @@ class ValueTooLarge(Error, ValueError):
 
 class NestingTooDeep(Error, ValueError):
     """Maps nested deeper than ``pheap.MAX_NESTING``."""
+
+
+class PublicationError(Error):
+    """A publication that cannot be used as it is: no manifest or a damaged one, a file it names
+    missing, a download that does not match its size or digest (nothing is cached)."""
+
+
+class CacheFullError(PublicationError, OSError):
+    """The node cache has no room for a publication's file (``errno`` ENOSPC or EDQUOT)."""
