@@ -10,7 +10,7 @@ fn source(dir: &tempfile::TempDir) -> Heap {
     for i in 0..3_000u32 {
         tx.insert(i.to_le_bytes(), vec![i as u8; (i % 200) as usize]).unwrap();
     }
-    tx.map_mut("m").unwrap().insert("k", b"v".to_vec()).unwrap();
+    tx.map_mut("m").unwrap().insert("k", b"v").unwrap();
     tx.commit().unwrap();
     heap
 }
@@ -73,7 +73,7 @@ fn publishing_again_writes_nothing_and_new_content_replaces_the_manifest_last() 
     assert_eq!((mtime(&out.join("manifest.json")), mtime(&out.join(&first.file))), (m0, d0));
 
     let mut tx = src.begin_write().unwrap();
-    tx.insert("new", b"entry".to_vec()).unwrap();
+    tx.insert("new", b"entry").unwrap();
     tx.commit().unwrap();
     let second = src.publish_to(&out).unwrap();
     assert!(second.file_written && second.manifest_written);

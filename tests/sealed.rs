@@ -164,7 +164,7 @@ fn the_same_content_seals_to_the_same_file_whatever_its_history() {
     assert!(slots.iter().all(|s| s[88..104].iter().all(|&b| b == 0)));
     // Other content, another digest.
     let mut tx = src.begin_write().unwrap();
-    tx.insert("extra", b"x".to_vec()).unwrap();
+    tx.insert("extra", b"x").unwrap();
     tx.commit().unwrap();
     let d = dir.path().join("d.pheap");
     assert_ne!(src.seal_to(&d).unwrap().digest.unwrap(), da);
