@@ -24,9 +24,12 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_readme_example_runs(i, tmp_path):
-    if "numpy" in BLOCKS[i]:
-        pytest.importorskip("numpy")
+    for module in ("numpy", "distributed", "ray", "pyspark", "joblib"):
+        if f"import {module}" in BLOCKS[i] or f"from {module}" in BLOCKS[i]:
+            pytest.importorskip(module)
     script = tmp_path / f"example{i}.py"
     script.write_text(BLOCKS[i])
+    # The node cache of published heaps in the scratch directory, not the user's.
+    env = dict(os.environ, PHEAP_CACHE_DIR=str(tmp_path / "cache"))
     for _ in range(2):
-        subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=300)
+        subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=300, env=env)
