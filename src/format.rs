@@ -97,23 +97,24 @@ impl FileHeader {
 pub const HEADER_FLAG_SEALED: u64 = 1;
 
 /// The digest of a sealed heap: xxh3-128 of the whole file, its header's bytes 40..64 (the
-/// digest and the header checksum) taken as zeros, as 16 little-endian bytes. `read_at(off,
-/// buf)` fills `buf` from the file at `off`; `len` is the file's length.
-pub fn sealed_digest(
+/// digest and the header checksum) taken as zeros, as 16 little-endian bytes. `chunk(off, n)`
+/// gives the file's `n` bytes at `off` (hashed where they lie: no copy but the header's);
+/// `len` is the file's length.
+pub fn sealed_digest<'a>(
     len: u64,
-    mut read_at: impl FnMut(u64, &mut [u8]) -> std::io::Result<()>,
+    mut chunk: impl FnMut(u64, u64) -> std::io::Result<&'a [u8]>,
 ) -> std::io::Result<[u8; 16]> {
+    const CHUNK: u64 = 4 << 20;
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
+    let mut head = chunk(0, len.min(64))?.to_vec();
+    let n = head.len();
+    head[40.min(n)..].fill(0);
+    h.update(&head);
+    let mut at = n as u64;
     while at < len {
-        let n = (buf.len() as u64).min(len - at) as usize;
-        read_at(at, &mut buf[..n])?;
-        if at < 64 {
-            buf[40..64.min(n)].fill(0);
-        }
-        h.update(&buf[..n]);
-        at += n as u64;
+        let n = CHUNK.min(len - at);
+        h.update(chunk(at, n)?);
+        at += n;
     }
     Ok(h.digest128().to_le_bytes())
 }

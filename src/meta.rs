@@ -223,15 +223,15 @@ pub(crate) fn read_header(storage: &dyn Storage, path: &Path) -> Result<FileHead
     Ok(h)
 }
 
-/// The sealed digest of the file behind `storage`, read through its mapping.
+/// The sealed digest of the file behind `storage`, hashed in its mapping: each chunk asked for
+/// (read ahead, its pages mapped in one call) before it is hashed, not faulted in page by page.
 pub(crate) fn digest_of(storage: &dyn Storage) -> Result<[u8; 16]> {
     let (len, view) = (storage.len(), storage.view());
-    Ok(crate::format::sealed_digest(len, |off, buf| {
-        let bytes = view.slice(off, buf.len() as u64, len).ok_or_else(|| {
+    Ok(crate::format::sealed_digest(len, |off, n| {
+        storage.prefetch(off, n);
+        view.slice(off, n, len).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank")
-        })?;
-        buf.copy_from_slice(bytes);
-        Ok(())
+        })
     })?)
 }
 

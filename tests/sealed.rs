@@ -169,3 +169,19 @@ fn the_same_content_seals_to_the_same_file_whatever_its_history() {
     let d = dir.path().join("d.pheap");
     assert_ne!(src.seal_to(&d).unwrap().digest.unwrap(), da);
 }
+
+#[test]
+fn the_digest_is_xxh3_128_of_the_file_with_header_bytes_40_to_64_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&dir);
+    let mut tx = src.begin_write().unwrap();
+    tx.insert("big", vec![3u8; 6 << 20]).unwrap();
+    tx.commit().unwrap();
+    let path = dir.path().join("v1.pheap");
+    let digest = src.seal_to(&path).unwrap().digest.unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[40..56], &digest); // stored in the header, bytes in file order
+    bytes[40..64].fill(0);
+    assert_eq!(xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes(), digest);
+    assert!(bytes.len() > 4 << 20, "more than one chunk of the hashing");
+}

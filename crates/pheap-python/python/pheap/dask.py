@@ -8,7 +8,10 @@ task waits for it::
     client.map(task, chunks, pub=pub)
 """
 
-from distributed import WorkerPlugin
+try:
+    from distributed import WorkerPlugin
+except ImportError:
+    raise ImportError('pheap.dask needs Dask\'s distributed scheduler: pip install "pheap[dask]"') from None
 
 __all__ = ["Fetch"]
 
