@@ -195,11 +195,16 @@ impl HeapOptions {
         // A copy replacing the file between our open and our joining it (DESIGN §5.8) sends us
         // round again, to the new file.
         for _ in 0..8 {
-            let storage = FileStorage::open(path, self.read_only).map_err(|e| match e {
+            let storage = FileStorage::open(path, self.read_only).or_else(|e| match e {
                 Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Error::NotFound { path: path.to_owned() }
+                    Err(Error::NotFound { path: path.to_owned() })
                 }
-                e => e,
+                // Read-only media or a file without write permission: a sealed file opens
+                // read-only anyway; any other heap gets the error of its writable open.
+                Error::Io(e) if !self.read_only && opens_sealed_read_only(&e, path) => {
+                    FileStorage::open(path, true)
+                }
+                e => Err(e),
             })?;
             // Before the lock file is made: a refused open leaves nothing behind.
             let header = read_header(&storage, path)?;
@@ -664,6 +669,17 @@ impl Heap {
         seed[8..].copy_from_slice(&h.hash_seed[1].get().to_le_bytes());
         Ok(seed)
     }
+}
+
+/// After a writable open of `path` failed with `e`: is it a file that cannot be opened for
+/// writing (read-only media, no write permission) and opens read-only as a sealed heap?
+fn opens_sealed_read_only(e: &std::io::Error, path: &Path) -> bool {
+    let denied = e.kind() == std::io::ErrorKind::PermissionDenied
+        || e.raw_os_error() == Some(libc::EROFS);
+    denied
+        && FileStorage::open(path, true)
+            .and_then(|s| read_header(&s, path))
+            .is_ok_and(|h| h.sealed())
 }
 
 /// Create a heap file atomically: write a temporary file, sync it, move it into place (failing

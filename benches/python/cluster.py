@@ -35,6 +35,9 @@ from bench import evict, pss_of  # noqa: E402
 import pheap  # noqa: E402
 
 T_TASKS = 32
+# Dask's broadcast of a big dict can take very long (workers paused over their memory budget);
+# it is given this long, then reported as failed.
+SCATTER_TIMEOUT = 300
 LOOKUPS = 10
 
 
@@ -214,11 +217,13 @@ def engine_dask(d, pub, pickle_path, keys, workers, memory_limit="auto"):
 
         res["pheap"] = measure(run, pub, task_pub, touch_pub, keys, workers)
         t = time.perf_counter()
-        [fut] = client.scatter([d], broadcast=True)  # a list: scatter(dict) scatters each value
-        scatter = time.perf_counter() - t
         try:
+            # A list: scatter(dict) would scatter each value.
+            [fut] = client.scatter([d], broadcast=True, timeout=SCATTER_TIMEOUT)
+            scatter = time.perf_counter() - t
             r = measure(run, fut, task_obj, touch_obj, keys, workers)
         except Exception as e:  # a worker over its memory budget is restarted: the data is lost
+            scatter = time.perf_counter() - t
             r = {"failed": f"{type(e).__name__}: {e}"[:300]}
         r["scatter_s"] = scatter
         r["memory_limit"] = memory_limit

@@ -343,3 +343,31 @@ def test_clearing_the_cache_never_breaks_an_open_heap(src, tmp_path, cache):
         assert pool.apply(_open_and_read, (url, cache, 3)) == [0, 1, 2]
     assert len(downloads(cache)) == 1  # the log was cleared with the cache, then one more
     assert pheap.cache_clear("0" * 32) == {"files": 0, "bytes": 0}
+
+
+def test_a_sealed_heap_on_read_only_media_opens_without_asking_for_read_only(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a read-only directory")
+    db = pheap.open(str(tmp_path / "a.pheap"))
+    db["k"] = {"v": 1}
+    db.seal_to(str(tmp_path / "s.pheap"))
+    db.close()
+    code = textwrap.dedent(
+        f"""
+        import pheap
+        assert pheap.open({str(tmp_path / "s.pheap")!r})["k"] == {{"v": 1}}
+        try:
+            pheap.open({str(tmp_path / "a.pheap")!r})   # not sealed: its writable open fails
+        except OSError as e:
+            print("refused", e.errno)
+        """
+    )
+    d = str(tmp_path)
+    r = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", f'mount --bind "{d}" "{d}" && mount -o remount,bind,ro "{d}" && exec "{sys.executable}" -c "$0"', code],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0 and "mount" in r.stderr:
+        pytest.skip(f"cannot mount a read-only directory here: {r.stderr.strip()}")
+    assert r.stdout.strip() == "refused 30", r.stderr

@@ -11,6 +11,7 @@ Paths and ``file://`` URLs need nothing more; other URLs (``s3://``, ``gs://``, 
 fsspec (``pip install "pheap[cloud]"``).
 """
 
+import concurrent.futures
 import errno
 import fcntl
 import json
@@ -309,11 +310,14 @@ class Published:
                         f"the download of {self.url}/{self.digest}.pheap is not sealed with that "
                         f"digest (it has {h.digest}): not trusted, nothing cached"
                     )
-                h.verify_digest()
+                # The bytes are hashed (from the page cache) while the sync writes them out.
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    verified = pool.submit(h.verify_digest)
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                    verified.result()
             finally:
                 h.close()
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
             os.rename(tmp, final)
             dfd = os.open(d, os.O_RDONLY)
             try:
