@@ -674,8 +674,8 @@ impl Heap {
 /// After a writable open of `path` failed with `e`: is it a file that cannot be opened for
 /// writing (read-only media, no write permission) and opens read-only as a sealed heap?
 fn opens_sealed_read_only(e: &std::io::Error, path: &Path) -> bool {
-    let denied = e.kind() == std::io::ErrorKind::PermissionDenied
-        || e.raw_os_error() == Some(libc::EROFS);
+    let denied =
+        e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS);
     denied
         && FileStorage::open(path, true)
             .and_then(|s| read_header(&s, path))
