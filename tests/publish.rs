@@ -109,3 +109,35 @@ fn verify_digest_refuses_a_heap_that_is_not_sealed() {
     let src = source(&dir);
     assert!(matches!(src.verify_digest(), Err(pheap::Error::Refused { .. })));
 }
+
+#[test]
+fn two_publishers_at_once_each_leave_a_whole_publication_and_the_manifest_names_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v");
+    let heaps: Vec<Heap> = (0..2)
+        .map(|i| {
+            let heap = Heap::open(dir.path().join(format!("h{i}.pheap"))).unwrap();
+            let mut tx = heap.begin_write().unwrap();
+            for k in 0..2_000u32 {
+                tx.insert(k.to_le_bytes(), vec![i as u8; 100]).unwrap();
+            }
+            tx.commit().unwrap();
+            heap
+        })
+        .collect();
+    let stats: Vec<_> = std::thread::scope(|s| {
+        let runs: Vec<_> = heaps.iter().map(|h| s.spawn(|| h.publish_to(&out).unwrap())).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_ne!(stats[0].digest, stats[1].digest);
+    for p in &stats {
+        assert_eq!(Heap::open(out.join(&p.file)).unwrap().verify_digest().unwrap(), p.digest);
+    }
+    let text = manifest(&out);
+    let named: Vec<_> = stats.iter().filter(|p| text.contains(&p.file)).collect();
+    assert_eq!(named.len(), 1, "{text}");
+    assert_eq!(
+        text,
+        publish::manifest_json(&named[0].digest, named[0].size, named[0].entries, None)
+    );
+}
