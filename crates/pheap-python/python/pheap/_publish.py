@@ -152,11 +152,16 @@ def publish(source, url, *, storage_options=None):
     try:
         d = _local_dir(url)
         if d is not None:
-            stats = heap._publish_to(d, lambda p: json.dumps(_survey(p)))
-            manifest = _read_manifest(url, None)
-            pub = Published._from(os.fspath(url), manifest, None)
-            pub.publish_stats = stats
-            return pub
+            surveyed = []
+
+            def survey(sealed_path):
+                surveyed.append(json.dumps(_survey(sealed_path)))
+                return surveyed[0]
+
+            stats = heap._publish_to(d, survey)
+            # The manifest as this call wrote it (another publisher may have replaced it since).
+            text = _pheap._manifest_json(stats["digest"], stats["size"], stats["entries"], surveyed[0])
+            return _handle(os.fspath(url), text, None, stats)
         return _publish_remote(heap, os.fspath(url), storage_options)
     finally:
         if own:
@@ -184,8 +189,7 @@ def _publish_remote(heap, url, storage_options):
         if old != text:
             fs.pipe_file(f"{root}/{MANIFEST}", text.encode())
     fs.invalidate_cache()
-    pub = Published._from(url, _parse_manifest(url, text), storage_options)
-    pub.publish_stats = {
+    stats = {
         "digest": digest,
         "file": f"{digest}.pheap",
         "size": size,
@@ -193,6 +197,12 @@ def _publish_remote(heap, url, storage_options):
         "file_written": not present,
         "manifest_written": old != text,
     }
+    return _handle(url, text, storage_options, stats)
+
+
+def _handle(url, manifest_text, storage_options, stats):
+    pub = Published._from(url, _parse_manifest(url, manifest_text), storage_options)
+    pub.publish_stats = stats
     return pub
 
 
