@@ -173,7 +173,7 @@ impl Heap {
     ///
     /// # Errors
     ///
-    /// As [`Heap::copy_to`]; [`Error::Io`] when the directory cannot be written (what was
+    /// As [`Heap::copy_to`]; [`crate::Error::Io`] when the directory cannot be written (what was
     /// published there before stays whole).
     pub fn publish_to(&self, dir: impl AsRef<Path>) -> Result<PublishStats> {
         publish_with(self, dir.as_ref(), |_| Ok(None))
