@@ -125,6 +125,14 @@ pub fn digest_hex(d: &[u8; 16]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The shard of `key` (its stored bytes) in a set of `n` shards (DESIGN §2.11): the high 64 bits
+/// of xxh3-64 (seed 0) of the bytes times `n`, so shards are even and doubling `n` splits shard
+/// `i` into `2i` and `2i + 1`. Seedless, and independent of every heap's own key-hash seed, so
+/// any language computes it.
+pub fn shard_of(key: &[u8], n: std::num::NonZeroU32) -> u32 {
+    ((u128::from(xxhash_rust::xxh3::xxh3_64(key)) * u128::from(n.get())) >> 64) as u32
+}
+
 // ---------------------------------------------------------------------------------------------
 // Meta slots (pages 1, 2 and 3)
 

@@ -35,7 +35,7 @@ pub use check::CheckReport;
 pub use compact::CompactStats;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
-pub use format::digest_hex;
+pub use format::{digest_hex, shard_of};
 pub use heap::{Heap, HeapOptions, Stats};
 pub use kind::Kind;
 pub use meta::SkippedCommit;

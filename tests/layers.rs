@@ -15,7 +15,7 @@ fn defined_in(item: &str) -> Option<&'static str> {
         "Error" | "Result" => "error",
         "Kind" => "kind",
         "MAX_KEY_LEN" | "MAX_NESTING" | "MAX_VALUE_LEN" | "OUT_OF_LINE_MIN" | "FILE_MAGIC"
-        | "FORMAT_VERSION" | "MAX_READERS" | "digest_hex" => "format",
+        | "FORMAT_VERSION" | "MAX_READERS" | "digest_hex" | "shard_of" => "format",
         "ReaderInfo" => "storage",
         "SkippedCommit" => "meta",
         "Durability" => "shared",

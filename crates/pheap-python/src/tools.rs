@@ -114,3 +114,17 @@ pub(crate) fn _manifest_json(
     let d: [u8; 16] = bytes.try_into().expect("16 bytes");
     Ok(pheap::publish::manifest_json(&d, size, entries, pickles))
 }
+
+/// The shard of `key` in a set of `n` shards (DESIGN §2.11): a seedless hash of the key's
+/// canonical bytes, the same in every process and language; doubling `n` splits shard `i` into
+/// `2i` and `2i + 1`.
+#[pyfunction]
+pub(crate) fn shard_of(key: &Bound<'_, PyAny>, n: i64) -> PyResult<u32> {
+    let n = u32::try_from(n).ok().and_then(std::num::NonZeroU32::new).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "n (the number of shards) must be 1 to {}, not {n}",
+            u32::MAX
+        ))
+    })?;
+    Ok(pheap::shard_of(&codec::encode_key(key)?, n))
+}

@@ -371,3 +371,4 @@ def test_a_sealed_heap_on_read_only_media_opens_without_asking_for_read_only(tmp
     if r.returncode != 0 and "mount" in r.stderr:
         pytest.skip(f"cannot mount a read-only directory here: {r.stderr.strip()}")
     assert r.stdout.strip() == "refused 30", r.stderr
+

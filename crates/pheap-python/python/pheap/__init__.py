@@ -36,6 +36,7 @@ from ._pheap import (
     Snapshot,
     Transaction,
     _after_fork_in_child,
+    shard_of,
 )
 from ._publish import Published, cache_clear, cache_info, publish
 
@@ -45,6 +46,7 @@ __all__ = [
     "Published",
     "cache_info",
     "cache_clear",
+    "shard_of",
     "Heap",
     "Map",
     "Snapshot",

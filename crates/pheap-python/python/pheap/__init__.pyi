@@ -178,3 +178,6 @@ def cache_info(cache_dir: str | PathLike[str] | None = ...) -> list[dict[str, An
 def cache_clear(
     digest: str | None = ..., *, cache_dir: str | PathLike[str] | None = ...
 ) -> dict[str, int]: ...
+def shard_of(key: Key, n: int) -> int:
+    """The shard of ``key`` in a set of ``n`` shards (DESIGN.md §2.11): seedless, the same
+    everywhere; doubling ``n`` splits shard ``i`` into ``2i`` and ``2i + 1``."""
