@@ -39,6 +39,7 @@ from ._pheap import (
     shard_of,
 )
 from ._publish import Published, cache_clear, cache_info, publish
+from ._sets import ShardSet, open_set
 
 __all__ = [
     "open",
@@ -47,6 +48,8 @@ __all__ = [
     "cache_info",
     "cache_clear",
     "shard_of",
+    "open_set",
+    "ShardSet",
     "Heap",
     "Map",
     "Snapshot",
