@@ -300,6 +300,36 @@ impl Heap {
         ))
     }
 
+    /// Copy every top-level entry of `src` into this heap as stored (kind and parts: nothing
+    /// decoded, no pickle loaded), in one transaction; an entry already here is replaced. What
+    /// a shard set's commit does with the pieces of one shard. Returns the entries copied.
+    fn _merge_from(&self, py: Python<'_>, src: PyRef<'_, Heap>) -> PyResult<usize> {
+        use pheap::prelude::*;
+        let dst = self.heap()?;
+        let src = src.heap()?;
+        py.detach(|| -> pheap::Result<usize> {
+            let rx = src.begin_read()?;
+            let mut tx = dst.begin_write()?;
+            let mut n = 0;
+            for item in (&rx).iter() {
+                let (k, v) = item?;
+                if v.kind() == pheap::Kind::Map {
+                    return Err(pheap::Error::WrongKind {
+                        key: k.to_vec(),
+                        expected: pheap::Kind::Bytes,
+                        found: pheap::Kind::Map,
+                    });
+                }
+                let parts = v.parts().collect::<pheap::Result<Vec<_>>>()?;
+                tx.insert_parts(k, v.kind(), v.inline(), &parts)?;
+                n += 1;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .py_err()
+    }
+
     /// Publish a sealed copy into the directory `path` (`pheap.publish` for a local URL; GIL
     /// released but while `survey(sealed_path)` runs, which returns the manifest's `pickles`
     /// object as JSON text, or None).

@@ -38,9 +38,22 @@ pub(crate) enum Source {
 
 impl MapIter {
     pub(crate) fn new(map: &Map, what: Yield) -> PyResult<MapIter> {
+        MapIter::with_partition(map, what, None)
+    }
+
+    /// An iteration of part `i` of `k` of the map's order (`None`: all of it). A part is read
+    /// from one snapshot; a transaction's map is iterated whole only.
+    pub(crate) fn with_partition(
+        map: &Map,
+        what: Yield,
+        part: Option<(usize, usize)>,
+    ) -> PyResult<MapIter> {
         let owned = |rx: SharedRead| -> PyResult<Source> {
             let it = match rx.map_owned(&map.path).py_err()? {
-                Some(m) => Some(Box::new(m.iter().py_err()?)),
+                Some(m) => Some(Box::new(match part {
+                    Some((i, k)) => m.iter_partition(i, k).py_err()?,
+                    None => m.iter().py_err()?,
+                })),
                 None => None, // no such map: nothing to iterate
             };
             Ok(Source::Snapshot(it))
@@ -48,6 +61,11 @@ impl MapIter {
         let src = match &map.target {
             Target::Heap(h) => owned(h.heap()?.begin_read_shared().py_err()?)?,
             Target::Snap(s) => owned(s.rx()?)?,
+            Target::Txn(_) if part.is_some() => {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "part= iterates a heap or a snapshot, not a transaction",
+                ));
+            }
             Target::Txn(_) => Source::Txn { after: None, done: false },
         };
         Ok(MapIter {

@@ -593,6 +593,51 @@ impl Map {
         MapIter::new(self, Yield::Items)
     }
 
+    /// The map's entries as `pyarrow.RecordBatch`es of at most `size` rows (a `key` column, then
+    /// the values' fields, or one `value` column), of part `part=(i, k)` only when given.
+    #[pyo3(signature = (size=None, part=None, schema=None))]
+    fn batches<'py>(
+        slf: &Bound<'py, Self>,
+        size: Option<&Bound<'py, PyAny>>,
+        part: Option<&Bound<'py, PyAny>>,
+        schema: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let arrow = slf.py().import("pheap._arrow")?;
+        let size = match size {
+            Some(s) => s.clone(),
+            None => arrow.getattr("DEFAULT_SIZE")?,
+        };
+        arrow.getattr("batches")?.call1((slf, size, part, schema))
+    }
+
+    /// Insert one entry per row of `data` (a `pyarrow` RecordBatch or Table, a pandas
+    /// DataFrame, or an iterable of them): the `key` column's value is the key, the other
+    /// columns the value. Returns the number of rows.
+    #[pyo3(signature = (data, key="key", trusted=None))]
+    fn insert_batches<'py>(
+        slf: &Bound<'py, Self>,
+        data: &Bound<'py, PyAny>,
+        key: &str,
+        trusted: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let f = slf.py().import("pheap._arrow")?.getattr("insert_batches")?;
+        match trusted {
+            Some(t) => f.call1((slf, data, key, t)),
+            None => f.call1((slf, data, key)),
+        }
+    }
+
+    /// The items of part `i` of `k` of this map (its order cut into `k` ranges of hash space:
+    /// every key in exactly one part), from one snapshot.
+    fn _iter_part(&self, i: usize, k: usize) -> PyResult<MapIter> {
+        if k == 0 || i >= k {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "part=(i, k) needs 0 <= i < k, not ({i}, {k})"
+            )));
+        }
+        MapIter::with_partition(self, Yield::Items, Some((i, k)))
+    }
+
     /// Equal to any mapping with the same keys and equal values (as `dict` compares).
     fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();

@@ -40,6 +40,7 @@ from ._pheap import (
 )
 from ._publish import Published, cache_clear, cache_info, publish
 from ._sets import ShardSet, open_set
+from ._setpub import PublishedSet
 
 __all__ = [
     "open",
@@ -50,6 +51,7 @@ __all__ = [
     "shard_of",
     "open_set",
     "ShardSet",
+    "PublishedSet",
     "Heap",
     "Map",
     "Snapshot",

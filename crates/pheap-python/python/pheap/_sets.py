@@ -74,12 +74,46 @@ def _write_manifest_once(path, n):
     return _read_manifest(path)
 
 
-def open_set(path, *, shards=None, create=True, read_only=False, durability="immediate", trusted=True):
-    """Open the shard set at the directory ``path``, or create it with ``shards`` shards.
+def _is_published(path):
+    """A URL other than file://, or a directory holding a published set's manifest."""
+    from ._publish import _local_dir
+
+    d = _local_dir(path)
+    if d is None:
+        return True
+    try:
+        return '"pheap-set-publication"' in (d / MANIFEST).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def open_set(
+    path,
+    *,
+    shards=None,
+    create=True,
+    read_only=False,
+    durability="immediate",
+    trusted=None,
+    storage_options=None,
+):
+    """Open the shard set at the directory ``path``, or create it with ``shards`` shards; or, where
+    ``path`` is a published set (a URL, or a directory a publication or a write job made), its
+    newest version, read-only (a :class:`pheap.PublishedSet`).
 
     ``shards`` must match an existing set's count (resharding is a copy into a new set).
-    ``read_only``, ``durability`` and ``trusted`` apply to every shard, as in :func:`pheap.open`.
+    ``read_only``, ``durability`` and ``trusted`` apply to every shard, as in :func:`pheap.open`
+    (``trusted`` defaults to True for a local set, ``"safe"`` for a published one).
     """
+    if _is_published(path):
+        from ._setpub import PublishedSet
+
+        ps = PublishedSet(path, storage_options=storage_options, trusted="safe" if trusted is None else trusted)
+        if shards is not None and ps.n != shards:
+            raise ValueError(f"the set at {path} has {ps.n} shards, not {shards} (shards=None opens it as it is)")
+        return ps
+    if trusted is None:
+        trusted = True
     path = Path(os.fspath(path))
     if shards is not None and (not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards < 2**32):
         raise ValueError(f"shards must be an int from 1 to {2**32 - 1}, not {shards!r}")
@@ -99,6 +133,20 @@ def open_set(path, *, shards=None, create=True, read_only=False, durability="imm
             f"the set at {path} has {m['shards']} shards, not {shards} (shards=None opens it as it is)"
         )
     return ShardSet(path, m, read_only=read_only, durability=durability, trusted=trusted)
+
+
+def get_many(ss, keys, default):
+    """``ss``'s values of ``keys`` in their order, each shard read once from one snapshot."""
+    keys = list(keys)
+    by_shard = {}
+    for j, k in enumerate(keys):
+        by_shard.setdefault(shard_of(k, ss.n), []).append(j)
+    out = [default] * len(keys)
+    for i, js in by_shard.items():
+        with ss.shard(i).snapshot() as s:
+            for j in js:
+                out[j] = s.get(keys[j], default)
+    return out
 
 
 class ShardSet(MutableMapping):
@@ -149,16 +197,7 @@ class ShardSet(MutableMapping):
     def get_many(self, keys, default=None):
         """The values of ``keys`` in their order (``default`` for a missing one), each shard read
         once from one snapshot."""
-        keys = list(keys)
-        by_shard = {}
-        for j, k in enumerate(keys):
-            by_shard.setdefault(shard_of(k, self.n), []).append(j)
-        out = [default] * len(keys)
-        for i, js in by_shard.items():
-            with self.shard(i).snapshot() as s:
-                for j in js:
-                    out[j] = s.get(keys[j], default)
-        return out
+        return get_many(self, keys, default)
 
     def __len__(self):
         return sum(len(self.shard(i)) for i in range(self.n))
@@ -166,6 +205,46 @@ class ShardSet(MutableMapping):
     def __iter__(self):
         for i in range(self.n):
             yield from self.shard(i)
+
+    def batches(self, i, *, size=65_536, part=None):
+        """Shard ``i``'s entries (its part ``part=(j, k)``) as ``pyarrow.RecordBatch``es, from
+        one snapshot."""
+        with self.shard(i).snapshot() as s:
+            yield from s.batches(size, part)
+
+    def publish(self, url, *, storage_options=None):
+        """Seal every shard and commit them as the next version of the published set at ``url``
+        (a directory, ``file://`` or fsspec URL), the manifest last; returns its
+        :class:`pheap.PublishedSet`. Refused if another writer commits that version first."""
+        from ._setpub import publish_set
+
+        return publish_set(self, url, storage_options=storage_options)
+
+    def reshard(self, shards, dest, *, durability="immediate"):
+        """Copy this set into a new set of ``shards`` shards at the directory ``dest``, in one
+        pass over each shard (from one snapshot of it); returns the new set. With ``shards`` a
+        multiple of this set's count, shard ``i``'s entries land in its ``shards / n`` children
+        ``i * shards / n ...``: each source shard is read once and writes only its own
+        children."""
+        dest = Path(os.fspath(dest))
+        if dest.exists() and any(dest.iterdir()):
+            raise FileExistsError(f"reshard writes a new set: {dest} is not empty")
+        out = open_set(dest, shards=shards, durability=durability)
+        try:
+            for i in range(self.n):
+                groups = {}
+                with self.shard(i).snapshot() as s:
+                    for k, v in s.items():
+                        groups.setdefault(shard_of(k, shards), []).append((k, v))
+                        if len(groups[shard_of(k, shards)]) >= 65_536:
+                            j = shard_of(k, shards)
+                            out.shard(j).update(groups.pop(j))
+                for j, pairs in groups.items():
+                    out.shard(j).update(pairs)
+        except BaseException:
+            out.close()
+            raise
+        return out
 
     def close(self):
         for h in self._heaps:
