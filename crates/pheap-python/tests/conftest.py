@@ -1,3 +1,9 @@
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
 import pytest
 
 import pheap
@@ -13,3 +19,42 @@ def db(path):
     h = pheap.open(path)
     yield h
     h.close()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    pytest.importorskip("s3fs", reason="s3fs not installed")
+    pytest.importorskip("moto", reason="moto[server] not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    opts = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="pheap-test")
+    yield opts
+    proc.terminate()
+    proc.wait()

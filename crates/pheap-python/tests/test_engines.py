@@ -8,11 +8,9 @@ installed (`pip install "pheap[test]"` installs them all)."""
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -201,45 +199,6 @@ def test_pyspark_udf_and_map_partitions(published):
 
 
 # ---- s3:// through s3fs, against moto's server on 127.0.0.1 ---------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    pytest.importorskip("s3fs", reason="s3fs not installed")
-    pytest.importorskip("moto", reason="moto[server] not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    opts = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="pheap-test")
-    yield opts
-    proc.terminate()
-    proc.wait()
 
 
 def test_s3_publish_open_and_republish(tmp_path, s3):
