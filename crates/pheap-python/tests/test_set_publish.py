@@ -89,7 +89,11 @@ def test_two_writers_from_one_base_one_commits_the_other_is_refused(tmp_path):
     got = pheap.PublishedSet(url)
     assert dict(got.items()) == {"a": {"v": 1}, "b": {"v": 2}}
     assert sorted(os.listdir(tmp_path / "pub" / "versions")) == ["00000001.json"]
+    # The refused job's uploads are removed (no version names them); the winner's stay.
+    files = {f["file"] for f in got.manifest["files"]}
+    assert sorted(p for p in os.listdir(tmp_path / "pub") if p.endswith(".pheap")) == sorted(files)
     # A rerun from the version it reads now commits.
+    b = _setpub.write_pieces(url, 2, pa.table({"key": ["c"], "v": [3]}))
     _setpub.commit(url, 2, b, _setpub.current_generation(url))
     assert dict(pheap.PublishedSet(url).items()) == {"c": {"v": 3}}
 
@@ -122,6 +126,10 @@ def test_pieces_of_one_shard_from_several_tasks_are_merged_at_commit(tmp_path):
     _setpub.commit(url, n, pieces, 0)
     got = pheap.PublishedSet(url)
     assert len(got) == 300 and dict(got.items()) == dict(rows)
+    # the merged pieces are gone: the directory holds the version's shards only
+    assert sorted(p for p in os.listdir(tmp_path / "pub") if p.endswith(".pheap")) == sorted(
+        f["file"] for f in got.manifest["files"]
+    )
     # a shard without rows still exists, empty
     url2 = str(tmp_path / "pub2")
     _setpub.commit(url2, 4, _setpub.write_pieces(url2, 4, pa.table({"key": ["only"], "x": [1]})), 0)

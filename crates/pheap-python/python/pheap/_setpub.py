@@ -120,6 +120,17 @@ class Store:
         self.fs.invalidate_cache()
         return True
 
+    def remove(self, name):
+        """Remove ``name`` if it exists (best effort: an unreferenced piece left behind costs
+        only space)."""
+        try:
+            if self.dir is not None:
+                (self.dir / name).unlink(missing_ok=True)
+            else:
+                self.fs.rm_file(f"{self.root}/{name}")
+        except OSError:
+            pass
+
     def write_text(self, name, text):
         """Replace ``name`` with ``text`` atomically (a rename; one PUT)."""
         if self.dir is not None:
@@ -390,6 +401,7 @@ def commit(url, n, pieces, base, *, storage_options=None, key=None, schema=None)
     g = base + 1
     text = manifest_text(g, n, shards, schema=schema, key=key)
     if not store.create_text(version_name(g), text):
+        _remove_unreferenced(store, pieces + shards, store.read_text(version_name(g)))
         raise PublicationError(
             f"another job committed version {g} of the set at {url} first (this job started "
             f"from version {base}): this job's shards were uploaded but are not part of any "
@@ -400,7 +412,20 @@ def commit(url, n, pieces, base, *, storage_options=None, key=None, schema=None)
     cur = latest_hint_generation(store)
     if cur is None or cur < g:
         store.write_text(MANIFEST, text)
+    _remove_unreferenced(store, pieces, text)
     return parse_manifest(f"{url}/{version_name(g)}", text)
+
+
+def _remove_unreferenced(store, pieces, manifest_text):
+    """Remove this job's pieces that the committed version does not name (those merged, or all
+    of a refused job's): no version names them, so no reader can need them."""
+    try:
+        named = {f["file"] for f in json.loads(manifest_text or "{}").get("files", [])}
+    except ValueError:
+        return
+    for p in pieces:
+        if p["file"] not in named:
+            store.remove(p["file"])
 
 
 def latest_hint_generation(store):
