@@ -24,7 +24,7 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_readme_example_runs(i, tmp_path):
-    for module in ("numpy", "distributed", "ray", "pyspark", "joblib"):
+    for module in ("numpy", "pandas", "pyarrow", "distributed", "ray", "pyspark", "joblib"):
         if f"import {module}" in BLOCKS[i] or f"from {module}" in BLOCKS[i]:
             pytest.importorskip(module)
     script = tmp_path / f"example{i}.py"

@@ -230,7 +230,8 @@ def test_batches_values_column_and_insert_batches_round_trip(tmp_path):
     db = pheap.open(str(tmp_path / "v.pheap"))
     db.update({1: "a", 2: "b"})
     (b,) = db.batches()
-    assert b.schema.names == ["key", "value"] and b.to_pydict() == {"key": [1, 2], "value": ["a", "b"]}
+    d = b.to_pydict()
+    assert b.schema.names == ["key", "value"] and dict(zip(d["key"], d["value"])) == {1: "a", 2: "b"}
     mixed = pheap.open(str(tmp_path / "m.pheap"))
     mixed.update({"x": 1, "y": "s", "z": (1, 2)})
     (b,) = mixed.batches()
@@ -247,3 +248,48 @@ def test_batches_values_column_and_insert_batches_round_trip(tmp_path):
         again.insert_batches(df, key="nope")
     with pytest.raises(TypeError, match="not int"):
         again.insert_batches(5)
+
+
+def test_arrow_columns_of_every_shape_round_trip_including_sliced_and_null(tmp_path):
+    t = pa.table(
+        {
+            "k": pa.array([1, 2, 3, 4, 5], pa.int64()),
+            "i": [1, None, 3, 4, 5],
+            "f": [0.5, 1.5, 2.5, 3.5, 4.5],
+            "b": [True, False, True, False, None],
+            "s": ["a", "b", None, "d", "é"],
+            "tags": [["x"], [], None, ["y", "z"], ["w"]],
+            "pos": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0], [9.0, 10.0]],
+        }
+    )
+    expect = {r.pop("k"): r for r in t.to_pylist()}
+    for data in (t, t.slice(1, 3), t.to_batches()[0].slice(2)):
+        db = pheap.open(str(tmp_path / f"a{data.num_rows}-{id(data)}.pheap"))
+        assert db.insert_batches(data, key="k") == data.num_rows
+        want = {r.pop("k"): r for r in data.to_pylist()}
+        assert dict(db.items()) == want and all(expect[k] == v for k, v in want.items())
+        back = pa.Table.from_batches(list(db.batches(size=5)))
+        assert {r.pop("key"): r for r in back.to_pylist()} == want
+        # with the types given, batches of any size
+        schema = pa.schema([("key", pa.int64())] + [f for f in t.schema if f.name != "k"])
+        back = pa.Table.from_batches(list(db.batches(size=1, schema=schema)))
+        assert {r.pop("key"): r for r in back.to_pylist()} == want
+    # a first batch whose column is all null: a later value is an error naming the field
+    nulls = pheap.open(str(tmp_path / "n.pheap"))
+    nulls.update({0: {"x": None}, 1: {"x": 1}})
+    first = next(iter(nulls.batches(size=1))).column("x")[0].as_py()
+    if first is None:
+        with pytest.raises(TypeError, match="the field 'x' do not fit"):
+            list(nulls.batches(size=1))
+    only = pheap.open(str(tmp_path / "only.pheap"))
+    only.insert_batches(pa.table({"key": ["a", "b"]}))
+    assert dict(only.items()) == {"a": {}, "b": {}}
+
+
+def test_a_scan_never_drops_a_field_the_first_batch_lacks(tmp_path):
+    db = pheap.open(str(tmp_path / "r.pheap"))
+    db.update({f"k{i}": {"a": i} for i in range(10)})
+    db["k5"] = {"a": 5, "extra": "kept?"}
+    with pytest.raises(TypeError, match="is not a record with the fields"):
+        for _ in db.batches(size=2):
+            pass

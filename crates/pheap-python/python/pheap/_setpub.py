@@ -332,14 +332,16 @@ def write_pieces(url, n, data, *, key="key", shard=None, storage_options=None, t
         for b in _arrow._as_batches(data):
             if schema is None:
                 schema = _read_schema(b.schema, key)
-            groups = {}
-            for k, v in _arrow.entries(b, key, trusted):
-                i = shard_of(k, n)
-                if shard is not None and i != shard:
-                    raise ValueError(f"the key {k!r} belongs to shard {i} of {n}, not to shard {shard}")
-                groups.setdefault(i, []).append((k, v))
-            for i, pairs in groups.items():
-                heap(i).update(pairs)
+            with _arrow._gc_paused():
+                groups = {}
+                for k, v in _arrow.entries(b, key, trusted):
+                    i = shard_of(k, n)
+                    if shard is not None and i != shard:
+                        raise ValueError(f"the key {k!r} belongs to shard {i} of {n}, not to shard {shard}")
+                    groups.setdefault(i, []).append((k, v))
+                for i, pairs in groups.items():
+                    heap(i).update(pairs)
+                del groups
         out = []
         for i, h in sorted(heaps.items()):
             piece = _seal_upload(store, h, i, tmp)

@@ -75,14 +75,22 @@ def read_set(url, *, parts=1, storage_options=None, cache_dir=None, trusted="saf
 
 class SetSink(Datasink):
     """Write a Dataset as the next version of the published set at ``url``: ``shards`` shards,
-    the column ``key`` as keys, the other columns as each value's fields."""
+    the column ``key`` as keys, the other columns as each value's fields. Each write task gets
+    at least ``rows_per_write`` rows (Ray's ``min_rows_per_write``)."""
 
-    def __init__(self, url, *, shards, key, storage_options=None):
+    def __init__(self, url, *, shards, key, storage_options=None, rows_per_write=250_000):
         if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards < 2**32:
             raise ValueError(f"shards must be an int from 1 to {2**32 - 1}, not {shards!r}")
         self.url, self.n, self.key, self.storage_options = url, shards, key, storage_options
+        self.rows_per_write = rows_per_write
         self.base = None
         self.result = None
+
+    @property
+    def min_rows_per_write(self):
+        """Rows Ray gathers for each write task: each task writes a piece per shard, and the
+        pieces of a shard are merged at commit, so fewer, bigger tasks merge less."""
+        return self.rows_per_write
 
     def on_write_start(self, schema=None):
         if schema is not None and self.key not in schema.names:
