@@ -108,6 +108,10 @@ def run_dask(df, scratch, n, cache):
         set_url, pq = fresh(f"{scratch}/dask.set"), fresh(f"{scratch}/dask.parquet")
         out["set_write_s"], _ = timed(lambda: pheap.dask.write_set(ddf, set_url, shards=n, key="key"))
         out["parquet_write_s"], _ = timed(lambda: ddf.to_parquet(pq, write_index=False))
+        merged = fresh(f"{scratch}/dask-merged.set")
+        out["set_write_unshuffled_s"], _ = timed(
+            lambda: pheap.dask.write_set(ddf, merged, shards=n, key="key", shuffle=False)
+        )
         out["set_bytes"], out["parquet_bytes"] = du(set_url), du(pq)
         # every column materialised to Arrow/pandas on the workers, rows counted
         out["set_scan"] = scan_phases(
@@ -352,6 +356,8 @@ def report(r):
             f"{x['set_scan'][0]:.2f} / {x['set_scan'][1]:.2f} s | {x['parquet_scan'][0]:.2f} / {x['parquet_scan'][1]:.2f} s | "
             f"{ws:,.0f} ({ws / w_target:.2f}x of {w_target:,.0f}) | {ss:,.0f} ({ss / s_target:.2f}x of {s_target:,.0f}) |"
         )
+    if "dask" in r and "set_write_unshuffled_s" in r["dask"]:
+        print(f"dask write_set(shuffle=False): {r['dask']['set_write_unshuffled_s']:.1f} s")
     lk = r["lookups"]
     print("\n| 100k random lookups | cold | warm |\n|---|---:|---:|")
     for name, k in (("set get_many", "set_get_many"), ("Parquet filtered read", "parquet_filter"), ("pandas index after a full read", "pandas_index")):

@@ -1,3 +1,4 @@
+import os
 import socket
 import subprocess
 import sys
@@ -58,3 +59,18 @@ def s3(tmp_path_factory):
     yield opts
     proc.terminate()
     proc.wait()
+
+
+def ray_env(module):
+    """Prepare this process for a local Ray: no auth token or usage stats, the test module's
+    functions shipped by value (Ray's workers cannot import it), a short temporary directory
+    (Ray's socket paths must be short). Returns that directory; the caller removes it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(module)
+    d = f"/tmp/pheap-ray-{module.__name__.rsplit('.', 1)[-1][:12]}-{os.getpid()}"
+    os.makedirs(f"{d}/ray", exist_ok=True)
+    os.environ["RAY_TMPDIR"] = d
+    return d

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from conftest import ray_env
 
 import pheap
 
@@ -103,16 +104,7 @@ def test_dask_local_cluster_processes(published):
 @pytest.fixture(scope="module")
 def ray_tmp(tmp_path_factory):
     pytest.importorskip("ray", reason="ray not installed")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray.cloudpickle
-
-    # Ray's workers cannot import this test module: its functions travel by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    # Ray's socket paths must be short.
-    d = f"/tmp/pheap-ray-{os.getpid()}"
-    os.makedirs(f"{d}/ray", exist_ok=True)
-    os.environ["RAY_TMPDIR"] = d
+    d = ray_env(sys.modules[__name__])
     yield f"{d}/ray"
     subprocess.run(["rm", "-rf", d])
 

@@ -13,6 +13,7 @@ import sys
 import threading
 
 import pytest
+from conftest import ray_env
 
 import pheap
 from pheap import _setpub
@@ -125,6 +126,9 @@ def test_dask_writes_and_reads_a_set(tmp_path, dask_client, n):
     ps = pheap.dask.write_set(dd.from_pandas(df, npartitions=5), url, shards=n, key="id")
     assert ps.generation == 1
     check_set(url, n, df)
+    # without Dask's shuffle: pieces from every partition, merged at commit
+    assert pheap.dask.write_set(dd.from_pandas(df, npartitions=3), url, shards=n, key="id", shuffle=False).generation == 2
+    check_set(url, n, df)
     for parts in (1, 3):
         back = pheap.dask.read_set(url, parts=parts)
         assert back.npartitions == n * parts
@@ -210,15 +214,9 @@ def test_dask_a_damaged_shard_is_an_error_naming_it(tmp_path, dask_client):
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
     pytest.importorskip("ray.data", reason="ray[data] not installed")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-    import ray.cloudpickle
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    d = f"/tmp/pheap-ray-sets-{os.getpid()}"
-    os.makedirs(f"{d}/ray", exist_ok=True)
-    os.environ["RAY_TMPDIR"] = d
+    d = ray_env(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=f"{d}/ray", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
@@ -233,7 +231,8 @@ def test_ray_writes_and_reads_a_set(tmp_path, ray_local, n):
     ray = ray_local
     url = str(tmp_path / "set")
     df = rows()
-    sink = pheap.ray.SetSink(url, shards=n, key="id")
+    # several write tasks, each with rows of every shard: pieces merged at commit
+    sink = pheap.ray.SetSink(url, shards=n, key="id", rows_per_write=700)
     ray.data.from_pandas(df).repartition(5).write_datasink(sink)
     assert sink.result["generation"] == 1
     check_set(url, n, df)
@@ -261,7 +260,7 @@ def test_ray_a_worker_killed_mid_write_leaves_the_previous_version(tmp_path, ray
 
     with pytest.raises(Exception) as failed:
         ray.data.from_pandas(rows(tag=" v2")).repartition(3).write_datasink(
-            KillingSink(url, shards=4, key="id"), ray_remote_args={"max_retries": 0}
+            KillingSink(url, shards=4, key="id", rows_per_write=500), ray_remote_args={"max_retries": 0}
         )
     assert "WorkerCrashed" in type(failed.value).__name__, repr(failed.value)
     assert os.listdir(os.path.join(url, "versions")) == ["00000001.json"]

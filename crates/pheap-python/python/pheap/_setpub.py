@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import _arrow, _pheap
 from ._publish import MANIFEST, Published, _fs, _local_dir, _survey
+from ._sets import Routed
 from .errors import Error as PheapError
 from .errors import PublicationError
 
@@ -282,13 +283,26 @@ def schema_of(text):
 
 
 def _seal_upload(store, heap, shard, tmp):
-    sealed = os.path.join(tmp, f"sealed-{shard}-{secrets.token_hex(4)}.pheap")
-    s = heap.seal_to(sealed)
-    safe = _survey(sealed)["safe"]
-    name = f"{s['digest']}.pheap"
-    if store.size(name) != s["file_size"]:
-        store.put_file(sealed, name)
-    os.unlink(sealed)
+    """Seal ``heap`` and put it in the store under its digest's name. On a file system it is
+    sealed straight into the set's directory under a temporary name (one write of the bytes,
+    not a copy after), synced, then renamed."""
+    where = store.dir if store.dir is not None else Path(tmp)
+    if store.dir is not None:
+        store.dir.mkdir(parents=True, exist_ok=True)
+    sealed = where / f".sealed-{shard}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        s = heap.seal_to(sealed)
+        safe = _survey(sealed)["safe"]
+        name = f"{s['digest']}.pheap"
+        if store.size(name) != s["file_size"]:
+            if store.dir is not None:
+                _fsync_file(sealed)
+                os.rename(sealed, store.dir / name)
+                _fsync_dir(store.dir)
+            else:
+                store.put_file(sealed, name)
+    finally:
+        sealed.unlink(missing_ok=True)
     return {
         "shard": shard,
         "file": name,
@@ -366,8 +380,11 @@ def _merge(store, shard, pieces, tmp):
     dest = _pheap.Heap(os.path.join(tmp, f"merge-{shard}.pheap"), durability="none")
     try:
         for p in pieces:
-            src = _shard_handle(store.url, p, store.storage_options, os.path.join(tmp, "cache"))
-            h = _pheap.Heap(src.fetch(), create=False, read_only=True, trusted=False)
+            if store.dir is not None:  # this job's own upload, opened where it lies
+                path = store.dir / p["file"]
+            else:
+                path = _shard_handle(store.url, p, store.storage_options, os.path.join(tmp, "cache")).fetch()
+            h = _pheap.Heap(path, create=False, read_only=True, trusted=False)
             try:
                 dest._merge_from(h)
             finally:
@@ -484,7 +501,7 @@ def _shard_handle(url, f, storage_options, cache_dir=None):
     return Published._from(url, m, storage_options, cache_dir)
 
 
-class PublishedSet(Mapping):
+class PublishedSet(Routed, Mapping):
     """One version of a published shard set, read-only: routed lookups, ``get_many``, scans,
     ``len`` from the manifest. Each shard is fetched into the node cache (checked against its
     digest) when first touched. Pickles as its URL and manifest (no data), so it can go to every
@@ -545,29 +562,6 @@ class PublishedSet(Mapping):
                 ) from e
             self._heaps[i] = h
         return h
-
-    def shard_of(self, key):
-        from . import shard_of
-
-        return shard_of(key, self.n)
-
-    def _for(self, key):
-        return self.shard(self.shard_of(key))
-
-    def __getitem__(self, key):
-        return self._for(key)[key]
-
-    def __contains__(self, key):
-        return key in self._for(key)
-
-    def get(self, key, default=None):
-        return self._for(key).get(key, default)
-
-    def get_many(self, keys, default=None):
-        """The values of ``keys`` in their order (``default`` for a missing one)."""
-        from ._sets import get_many
-
-        return get_many(self, keys, default)
 
     def __len__(self):
         return self.manifest["entries"]

@@ -135,21 +135,41 @@ def open_set(
     return ShardSet(path, m, read_only=read_only, durability=durability, trusted=trusted)
 
 
-def get_many(ss, keys, default):
-    """``ss``'s values of ``keys`` in their order, each shard read once from one snapshot."""
-    keys = list(keys)
-    by_shard = {}
-    for j, k in enumerate(keys):
-        by_shard.setdefault(shard_of(k, ss.n), []).append(j)
-    out = [default] * len(keys)
-    for i, js in by_shard.items():
-        with ss.shard(i).snapshot() as s:
-            for j in js:
-                out[j] = s.get(keys[j], default)
-    return out
+class Routed:
+    """Reads routed by key, for a set with ``n`` and ``shard(i)`` (local or published)."""
+
+    def shard_of(self, key):
+        """The shard ``key`` belongs to: ``pheap.shard_of(key, self.n)``."""
+        return shard_of(key, self.n)
+
+    def _for(self, key):
+        return self.shard(shard_of(key, self.n))
+
+    def __getitem__(self, key):
+        return self._for(key)[key]
+
+    def __contains__(self, key):
+        return key in self._for(key)
+
+    def get(self, key, default=None):
+        return self._for(key).get(key, default)
+
+    def get_many(self, keys, default=None):
+        """The values of ``keys`` in their order (``default`` for a missing one), each shard read
+        once from one snapshot."""
+        keys = list(keys)
+        by_shard = {}
+        for j, k in enumerate(keys):
+            by_shard.setdefault(shard_of(k, self.n), []).append(j)
+        out = [default] * len(keys)
+        for i, js in by_shard.items():
+            with self.shard(i).snapshot() as s:
+                for j in js:
+                    out[j] = s.get(keys[j], default)
+        return out
 
 
-class ShardSet(MutableMapping):
+class ShardSet(Routed, MutableMapping):
     """A dict split by key over ``n`` heaps (DESIGN §10). Each shard is opened when first used;
     a write commits in its shard alone (a multi-key change across shards is not atomic)."""
 
@@ -172,32 +192,11 @@ class ShardSet(MutableMapping):
             h = self._heaps[i] = Heap(p, create=False, **self._opts)
         return h
 
-    def shard_of(self, key):
-        """The shard ``key`` belongs to: ``pheap.shard_of(key, self.n)``."""
-        return shard_of(key, self.n)
-
-    def _for(self, key):
-        return self.shard(shard_of(key, self.n))
-
-    def __getitem__(self, key):
-        return self._for(key)[key]
-
     def __setitem__(self, key, value):
         self._for(key)[key] = value
 
     def __delitem__(self, key):
         del self._for(key)[key]
-
-    def __contains__(self, key):
-        return key in self._for(key)
-
-    def get(self, key, default=None):
-        return self._for(key).get(key, default)
-
-    def get_many(self, keys, default=None):
-        """The values of ``keys`` in their order (``default`` for a missing one), each shard read
-        once from one snapshot."""
-        return get_many(self, keys, default)
 
     def __len__(self):
         return sum(len(self.shard(i)) for i in range(self.n))

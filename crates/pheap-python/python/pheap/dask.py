@@ -102,12 +102,23 @@ def _write_shard(df, url, n, key, storage_options, partition_info=None):
     return pd.DataFrame({"piece": [piece]})
 
 
-def write_set(ddf, url, *, shards, key, storage_options=None):
+def _write_pieces(df, url, n, key, storage_options):
+    import pandas as pd
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pieces = _setpub.write_pieces(url, n, table, key=key, storage_options=storage_options)
+    return pd.DataFrame({"piece": pd.Series(pieces, dtype=object)})
+
+
+def write_set(ddf, url, *, shards, key, storage_options=None, shuffle=True):
     """Write the rows of the Dask DataFrame ``ddf`` as the next version of the published set at
     ``url`` with ``shards`` shards, the column ``key`` as keys and the other columns as each
     value's fields. Dask's own shuffle routes every row to its shard's partition, so one task
-    writes one shard; the manifest is committed last, here, and refused if another job committed
-    first. Returns the new :class:`pheap.PublishedSet`."""
+    writes one shard; with ``shuffle=False`` each partition writes a piece of every shard its
+    rows reach, merged per shard at commit, here (no shuffle; the merge runs in this process).
+    The manifest is committed last, here, and refused if another job committed first. Returns
+    the new :class:`pheap.PublishedSet`."""
     import pandas as pd
 
     n = shards
@@ -116,11 +127,14 @@ def write_set(ddf, url, *, shards, key, storage_options=None):
     if key not in ddf.columns:
         raise KeyError(f"no key column {key!r} among the columns {list(ddf.columns)}")
     base = _setpub.current_generation(url, storage_options)
+    out_meta = pd.DataFrame({"piece": pd.Series([], dtype=object)})
+    if not shuffle:
+        pieces = ddf.map_partitions(_write_pieces, url, n, key, storage_options, meta=out_meta)
+        m = _setpub.commit(url, n, pieces.compute()["piece"].tolist(), base, storage_options=storage_options)
+        return _setpub.PublishedSet(url, storage_options=storage_options, generation=m["generation"])
     meta = ddf._meta.assign(**{_SHARD: pd.Series([], dtype="int64")})
     routed = ddf.map_partitions(_route, key, n, meta=meta)
     routed = routed.set_index(_SHARD, divisions=list(range(n + 1)))
-    pieces = routed.map_partitions(
-        _write_shard, url, n, key, storage_options, meta=pd.DataFrame({"piece": pd.Series([], dtype=object)})
-    ).compute()["piece"].tolist()
+    pieces = routed.map_partitions(_write_shard, url, n, key, storage_options, meta=out_meta).compute()["piece"].tolist()
     m = _setpub.commit(url, n, pieces, base, storage_options=storage_options)
     return _setpub.PublishedSet(url, storage_options=storage_options, generation=m["generation"])
