@@ -98,6 +98,16 @@ def one_refused(outcomes, url):
     assert sorted(os.listdir(os.path.join(url, "versions")))[-1].endswith(".json")
 
 
+def damage(url, name):
+    """Flip one bit in the middle of a shard file."""
+    p = os.path.join(url, name)
+    with open(p, "r+b") as fh:
+        fh.seek(os.path.getsize(p) // 2)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0x10]))
+
+
 # ---- Dask ---------------------------------------------------------------------------------------
 
 
@@ -198,12 +208,7 @@ def test_dask_a_damaged_shard_is_an_error_naming_it(tmp_path, dask_client):
     url = str(tmp_path / "set")
     ps = pheap.dask.write_set(dd.from_pandas(rows(), npartitions=2), url, shards=7, key="id")
     f = ps.manifest["files"][5]
-    p = os.path.join(url, f["file"])
-    with open(p, "r+b") as fh:
-        fh.seek(os.path.getsize(p) // 2)
-        b = fh.read(1)
-        fh.seek(-1, 1)
-        fh.write(bytes([b[0] ^ 0x10]))
+    damage(url, f["file"])
     with pytest.raises(Exception, match=f"shard 5 of 7 \\({f['file']}\\)"):
         pheap.dask.read_set(url).compute()
 
@@ -268,6 +273,25 @@ def test_ray_a_worker_killed_mid_write_leaves_the_previous_version(tmp_path, ray
     v2 = rows(tag=" v2")
     ray.data.from_pandas(v2).repartition(3).write_datasink(pheap.ray.SetSink(url, shards=4, key="id"))
     check_set(url, 4, v2)
+
+
+def test_ray_two_jobs_on_one_url_one_commits_and_a_damaged_shard_is_named(tmp_path, ray_local, monkeypatch):
+    import pheap.ray
+
+    ray = ray_local
+    url = str(tmp_path / "set")
+    _Barrier(monkeypatch)
+    a, b = rows(tag=" a"), rows(tag=" b")
+
+    def job(df):
+        return lambda: ray.data.from_pandas(df).write_datasink(pheap.ray.SetSink(url, shards=3, key="id"))
+
+    out = race([job(a), job(b)])
+    one_refused(out, url)
+    ps = check_set(url, 3, a if isinstance(out[1], Exception) else b)
+    damage(url, ps.manifest["files"][1]["file"])
+    with pytest.raises(Exception, match="shard 1 of 3"):
+        pheap.ray.read_set(url).to_pandas()
 
 
 # ---- PySpark ------------------------------------------------------------------------------------
@@ -340,20 +364,57 @@ def test_spark_a_failed_job_commits_nothing_and_a_rerun_does(tmp_path, spark):
     check_set(url, 3, rows(tag=" v2"))
 
 
-def test_spark_two_jobs_on_one_url_one_commits(tmp_path, spark, monkeypatch):
+def test_spark_two_jobs_on_one_url_one_commits(tmp_path, spark):
+    """Job A's task waits (a file it polls) while job B, planned from the same version, runs
+    and commits; then A finishes and is refused. Spark runs a data source's writer() and
+    commit() in Python processes of its own, so the race is held inside A's task."""
+    from pyspark.sql.functions import udf
+    from pyspark.sql.types import LongType
+
     url = str(tmp_path / "set")
-    _Barrier(monkeypatch)
+    started, go = str(tmp_path / "a-started"), str(tmp_path / "a-go")
+
+    @udf(LongType())
+    def wait_for_go(i):
+        import time as t
+
+        if i == 0:
+            open(started, "w").close()
+            deadline = t.monotonic() + 120
+            while not os.path.exists(go) and t.monotonic() < deadline:
+                t.sleep(0.05)
+        return i
+
     a, b = rows(tag=" a"), rows(tag=" b")
+    out = [None]
 
-    def job(df):
-        return lambda: spark.createDataFrame(df).write.format("pheap").option("shards", 2).option(
-            "key", "id"
-        ).mode("overwrite").save(url)
+    def run_a():
+        try:
+            job_a = spark.createDataFrame(a).coalesce(1).withColumn("id", wait_for_go("id"))
+            job_a.write.format("pheap").option("shards", 2).option("key", "id").mode("overwrite").save(url)
+        except Exception as e:  # noqa: BLE001 - the outcome is checked
+            out[0] = e
 
-    out = race([job(a), job(b)])
-    errors = [o for o in out if isinstance(o, Exception)]
-    assert len(errors) == 1 and "another job committed version 1" in str(errors[0])
-    check_set(url, 2, a if isinstance(out[1], Exception) else b)
+    t = threading.Thread(target=run_a)
+    t.start()
+    try:
+        for _ in range(1200):
+            if os.path.exists(started):
+                break
+            t.join(0.1)
+        assert os.path.exists(started), f"job A's task did not start: {out[0]}"[:3000]
+        spark.createDataFrame(b).write.format("pheap").option("shards", 2).option("key", "id").mode(
+            "overwrite"
+        ).save(url)
+    finally:
+        open(go, "w").close()
+        t.join(300)
+    assert out[0] is not None and "another job committed version 1" in str(out[0])
+    assert os.listdir(os.path.join(url, "versions")) == ["00000001.json"]
+    ps = check_set(url, 2, b)
+    damage(url, ps.manifest["files"][0]["file"])
+    with pytest.raises(Exception, match="shard 0 of 2"):
+        spark.read.format("pheap").load(url).collect()
 
 
 # ---- s3:// ------------------------------------------------------------------------------------------
