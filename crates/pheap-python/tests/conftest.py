@@ -74,3 +74,18 @@ def ray_env(module):
     os.makedirs(f"{d}/ray", exist_ok=True)
     os.environ["RAY_TMPDIR"] = d
     return d
+
+
+def local_spark(name):
+    """A SparkSession on local[2] whose Python workers run this environment's Python."""
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    return (
+        SparkSession.builder.master("local[2]")
+        .appName(name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import ray_env
+from conftest import local_spark, ray_env
 
 import pheap
 
@@ -158,20 +158,11 @@ def test_ray_two_nodes_each_download_once(published, ray_tmp, tmp_path):
 
 def test_pyspark_udf_and_map_partitions(published):
     pytest.importorskip("pyspark", reason="pyspark not installed")
-    from pyspark.sql import SparkSession
     from pyspark.sql.functions import udf
     from pyspark.sql.types import StringType
 
     pub, cache = handle(published, "spark")
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # the workers run this environment's Python
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("pheap-test")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.python.worker.reuse", "true")
-        .getOrCreate()
-    )
+    spark = local_spark("pheap-test")
     try:
         df = spark.createDataFrame([(i,) for i in range(N)], ["id"]).repartition(4)
         name = udf(lambda i: pub.open()[f"user/{i}"]["name"], StringType())

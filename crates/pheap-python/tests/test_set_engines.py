@@ -13,7 +13,7 @@ import sys
 import threading
 
 import pytest
-from conftest import ray_env
+from conftest import local_spark, ray_env
 
 import pheap
 from pheap import _setpub
@@ -300,19 +300,9 @@ def test_ray_two_jobs_on_one_url_one_commits_and_a_damaged_shard_is_named(tmp_pa
 @pytest.fixture(scope="module")
 def spark():
     pytest.importorskip("pyspark", reason="pyspark not installed")
-    from pyspark.sql import SparkSession
-
     import pheap.spark
 
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    s = (
-        SparkSession.builder.master("local[2]")
-        .appName("pheap-sets")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.python.worker.reuse", "true")
-        .getOrCreate()
-    )
+    s = local_spark("pheap-sets")
     s.dataSource.register(pheap.spark.DataSource)
     yield s
     s.stop()

@@ -72,6 +72,23 @@ def default_cache_dir():
 # ---- the manifest -----------------------------------------------------------------------------
 
 
+def load_manifest(text, bad, fmt, what, newest):
+    """A manifest's JSON object, its format and version checked: ``bad(why)`` makes the error
+    (naming where it is), ``fmt`` is its format's name, ``what`` says what it should be."""
+    try:
+        m = json.loads(text)
+    except ValueError as e:
+        raise bad(f"is not JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != fmt:
+        raise bad(f"is not {what}")
+    version = m.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise bad("has no version")
+    if version > newest:
+        raise bad(f"is version {version}, newer than this pheap reads ({newest}): upgrade pheap")
+    return m
+
+
 def _parse_manifest(url, text):
     """A manifest's fields, every one checked (DESIGN §9.1): a damaged or foreign manifest is a
     PublicationError naming the URL, never a wrong file."""
@@ -79,19 +96,7 @@ def _parse_manifest(url, text):
     def bad(why):
         return PublicationError(f"the manifest at {url} {why}")
 
-    try:
-        m = json.loads(text)
-    except ValueError as e:
-        raise bad(f"is not JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != "pheap-publication":
-        raise bad("is not a pheap publication's manifest")
-    version = m.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise bad("has no version")
-    if version > MANIFEST_VERSION:
-        raise bad(
-            f"is version {version}, newer than this pheap reads ({MANIFEST_VERSION}): upgrade pheap"
-        )
+    m = load_manifest(text, bad, "pheap-publication", "a pheap publication's manifest", MANIFEST_VERSION)
     digest = m.get("digest")
     if not (isinstance(digest, str) and len(digest) == 32 and all(c in "0123456789abcdef" for c in digest)):
         raise bad("has no valid digest (32 hexadecimal digits)")

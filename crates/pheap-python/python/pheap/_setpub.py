@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import _arrow, _pheap
-from ._publish import MANIFEST, Published, _fs, _local_dir, _survey
+from ._publish import MANIFEST, Published, _fs, _local_dir, _survey, load_manifest
 from ._sets import Routed
 from .errors import Error as PheapError
 from .errors import PublicationError
@@ -200,17 +200,7 @@ def parse_manifest(where, text):
     def bad(why):
         return PublicationError(f"the set manifest {where} {why}")
 
-    try:
-        m = json.loads(text)
-    except ValueError as e:
-        raise bad(f"is not JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != SET_FORMAT:
-        raise bad("is not a published pheap set's manifest")
-    v = m.get("version")
-    if not _uint(v):
-        raise bad("has no version")
-    if v > SET_VERSION:
-        raise bad(f"is version {v}, newer than this pheap reads ({SET_VERSION}): upgrade pheap")
+    m = load_manifest(text, bad, SET_FORMAT, "a published pheap set's manifest", SET_VERSION)
     if m.get("routing") != ROUTING:
         raise bad(f"routes by {m.get('routing')!r}; this pheap routes by {ROUTING!r}")
     n = m.get("shards")
