@@ -11,19 +11,26 @@
 use crate::{Readable, Writable};
 use std::path::Path;
 
+use crate::alloc::{AllocSummary, Allocator, Pager};
 use crate::error::corrupt;
 use crate::error::{Error, Result};
+use crate::format::CLASS_SIZES;
+use crate::format::{
+    DATA_START, FORMAT_VERSION, NUM_CLASSES, PAGE_SIZE, RUN_HEADER_SIZE, RUN_SLAB,
+};
 use crate::format::{HEADER_FLAG_SEALED, Kind, MAX_NESTING};
 use crate::format::{META_OFFSETS, META_SIZE};
 use crate::heap::Heap;
-use crate::meta::{digest_of, encode_meta, read_header, read_slots};
+use crate::meta::{Snapshot, digest_of, encode_meta, read_header, read_slots};
+use crate::shared::load_snapshot_alloc;
 use crate::storage::Storage;
 use crate::storage::file::FileId;
 use crate::storage::file::FileStorage;
 use crate::storage::paths::{remove_stale_temps, temp_beside};
 use crate::storage::registry::hold_for_replacing;
 use crate::storage::rename_noreplace;
-use crate::txn::{Durability, Map, Value};
+use crate::txn::{Durability, Map, ReadTxn, Value};
+use std::sync::Arc;
 use zerocopy::IntoBytes;
 
 /// What [`Heap::copy_to`] wrote.
@@ -41,6 +48,9 @@ pub struct CopyStats {
     pub stale_removed: u64,
     /// The copy's digest, for a sealed copy ([`Heap::seal_to`]).
     pub digest: Option<[u8; 16]>,
+    /// The copy was made by pages (the snapshot's records copied where they lie, its free space
+    /// zero), not rebuilt entry by entry (DESIGN §3.4).
+    pub by_pages: bool,
 }
 
 /// Copy the entry `key` -> `value` of `src` into `dst`: a sub-map with everything in it, a value
@@ -228,35 +238,24 @@ pub(crate) fn build_copy(
         tmp.with_file_name(name)
     };
     let result = (|| -> Result<CopyStats> {
-        let out =
-            Heap::options().durability(Durability::None).seeded(src.key_seed()?).open(&tmp)?;
-        let mut tx = out.begin_write()?;
-        let (mut n, mut batch) = (0u64, 0u64);
-        for item in rx.iter() {
-            let (k, v) = item?;
-            batch += copy_entry(rx.as_map()?, k, v, &mut tx, 0)?;
-            n += 1;
-            if batch >= BATCH {
-                tx.commit()?;
-                tx = out.begin_write()?;
-                batch = 0;
-            }
-        }
-        tx.commit()?;
-        out.checkpoint()?;
-        let copied = out.stats()?.entries;
-        let expected = rx.len()? as u64;
-        if n != expected || copied != n {
-            return Err(Error::CopyIncomplete { expected, copied });
-        }
-        drop(out); // gives back the growth slack
+        let by_pages = if seal { None } else { copy_pages(&rx, &tmp)? };
+        let n = match by_pages {
+            Some(n) => n,
+            None => rebuild(src, &rx, &tmp)?,
+        };
         let digest = if seal { Some(seal_file(&tmp)?) } else { None };
 
         let file = std::fs::File::open(&tmp)?;
         file.sync_all()?;
         let file_size = file.metadata()?.len();
-        let stats =
-            CopyStats { source_txn_id: rx.txn_id(), entries: n, file_size, stale_removed, digest };
+        let stats = CopyStats {
+            source_txn_id: rx.txn_id(),
+            entries: n,
+            file_size,
+            stale_removed,
+            digest,
+            by_pages: by_pages.is_some(),
+        };
         place(&tmp, &stats)?;
         std::fs::File::open(&dir)?.sync_all()?;
         Ok(stats)
@@ -264,4 +263,128 @@ pub(crate) fn build_copy(
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_file(&tmp_lock);
     result
+}
+
+/// The snapshot's entries inserted, in hash order, into a new heap at `tmp` (with the source's
+/// key-hash seed: the same trie shape), checkpointed and closed. Returns the entries copied.
+fn rebuild(src: &Heap, rx: &ReadTxn, tmp: &Path) -> Result<u64> {
+    let out = Heap::options().durability(Durability::None).seeded(src.key_seed()?).open(tmp)?;
+    let mut tx = out.begin_write()?;
+    let (mut n, mut batch) = (0u64, 0u64);
+    for item in rx.iter() {
+        let (k, v) = item?;
+        batch += copy_entry(rx.as_map()?, k, v, &mut tx, 0)?;
+        n += 1;
+        if batch >= BATCH {
+            tx.commit()?;
+            tx = out.begin_write()?;
+            batch = 0;
+        }
+    }
+    tx.commit()?;
+    out.checkpoint()?;
+    let copied = out.stats()?.entries;
+    let expected = rx.len()? as u64;
+    if n != expected || copied != n {
+        return Err(Error::CopyIncomplete { expected, copied });
+    }
+    drop(out); // gives back the growth slack
+    Ok(n)
+}
+
+/// A copy by pages is made when at most this fraction (1/FREE_LIMIT) of the source's data pages
+/// is free space; a sparser heap is rebuilt, so that a copy is never mostly zeros.
+const FREE_LIMIT: u64 = 4;
+
+/// Copy by pages (DESIGN §3.4): the pinned snapshot's header, its commit as the only meta slot,
+/// and every byte of `[DATA_START, end)` that the snapshot's allocator does not count free,
+/// copied where it lies into a new file at `tmp` (allocated whole, so free space reads as
+/// zeros). Free space is never read: the writer may be reusing it (I6). `None`, with nothing
+/// created, when the source is of an older format version or more than a quarter free.
+/// Returns the entries copied (the snapshot's).
+fn copy_pages(rx: &ReadTxn, tmp: &Path) -> Result<Option<u64>> {
+    let shared = rx.shared();
+    let snap = *rx.snapshot();
+    let end = snap.alloc.end;
+    let mut header = read_header(&*shared.storage, &shared.path)?;
+    if header.version.get() != FORMAT_VERSION
+        || snap.alloc.free_bytes > end.saturating_sub(DATA_START) / FREE_LIMIT
+    {
+        return Ok(None);
+    }
+    // The allocator of the pinned snapshot: its chunks and run headers stay intact while the
+    // snapshot is pinned (I4, I5); its blob too, but for a staged commit's, which the next
+    // commit may reuse at once (§4.3): read then (a checksum fails), the copy is rebuilt.
+    let Ok((alloc, inv)) = load_snapshot_alloc(shared, &snap).and_then(|a| {
+        let inv = a.inventory()?;
+        Ok((a, inv))
+    }) else {
+        return Ok(None);
+    };
+    if inv.end != end {
+        return Err(corrupt(META_OFFSETS[snap.slot], "allocator end differs from the commit's"));
+    }
+    let mut free: Vec<(u64, u64)> = Vec::with_capacity(inv.free.len() + inv.free_runs.len());
+    free.extend(inv.free.iter().map(|&(o, s)| (o, o.saturating_add(s))));
+    for &(o, p) in inv.free_runs.iter().chain(&inv.pending_runs) {
+        free.push((o, o.saturating_add(p.saturating_mul(PAGE_SIZE))));
+    }
+    // The slots of each span being carved that no commit has used yet.
+    for (&span, &next) in &inv.cursors {
+        let h = alloc.run_header(span)?;
+        let c = h.class.get() as usize;
+        if h.kind.get() != RUN_SLAB || c >= NUM_CLASSES {
+            return Err(corrupt(span, "slab cursor on a run that is not a slab"));
+        }
+        let first = span + RUN_HEADER_SIZE + u64::from(next) * CLASS_SIZES[c] as u64;
+        free.push((first, span + h.pages.get() as u64 * PAGE_SIZE));
+    }
+    free.sort_unstable();
+
+    std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    let out = FileStorage::open(tmp, false)?;
+    out.grow(end)?;
+    // A writable heap of no history: not sealed, its one commit durable and two-phase, of no
+    // boot (as a sealed copy's, §2.1a).
+    header.flags = 0.into();
+    header.digest = [0; 16];
+    header.checksum = header.compute_checksum().into();
+    out.write(0, header.as_bytes())?;
+    let meta = Snapshot {
+        slot: 0,
+        durable: true,
+        alloc: AllocSummary { one_phase: false, ..snap.alloc },
+        ..snap
+    };
+    out.write(META_OFFSETS[0], &encode_meta(&meta, &[0; 16]))?;
+
+    // The ranges between free extents, file to file.
+    let mut at = DATA_START;
+    let mut extents = free.into_iter().peekable();
+    while at < end {
+        while let Some(&(_, e)) = extents.peek()
+            && e <= at
+        {
+            extents.next();
+        }
+        match extents.peek() {
+            Some(&(s, e)) if s <= at => at = e.min(end),
+            next => {
+                let to = next.map_or(end, |&(s, _)| s.min(end));
+                shared.storage.copy_range(at, to - at, &out)?;
+                at = to;
+            }
+        }
+    }
+    // The blob as copied is the one listed above (a staged commit's may have been reused
+    // meanwhile); else the copy, whose writer could not load its allocator, is rebuilt.
+    let out: Arc<dyn Storage> = Arc::new(out);
+    let copied = Allocator::load(Pager::new(out.clone()), &snap.alloc).and_then(|a| a.inventory());
+    if !copied.is_ok_and(|c| c.free_runs == inv.free_runs && c.free.len() == inv.free.len()) {
+        drop(out);
+        std::fs::remove_file(tmp)?;
+        return Ok(None);
+    }
+    out.sync()?;
+    Ok(Some(snap.map.entries))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use pheap::{Durability, Error, Heap};
 
 mod common;
-use common::contents;
+use common::{Model, contents};
 
 /// Commit `i` sets `seq` to `i` and slot `i % 50` to a value made from `i`.
 fn value(i: u64) -> Vec<u8> {
@@ -39,10 +39,38 @@ fn state(s: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
     m
 }
 
+/// `filler` entries `fill{i}` -> a value of `i % 500` bytes (the bulk of a mostly live heap).
+fn fill(heap: &Heap, filler: u64) -> Model {
+    let mut tx = heap.begin_write().unwrap();
+    let mut m = Model::new();
+    for i in 0..filler {
+        let (k, v) = (format!("fill{i}").into_bytes(), vec![i as u8; (i % 500) as usize]);
+        tx.insert(&k, &v).unwrap();
+        m.insert(k, v);
+    }
+    tx.commit().unwrap();
+    m
+}
+
 #[test]
 fn a_copy_taken_while_the_writer_commits_is_exactly_one_commit() {
+    copies_while_the_writer_commits(0);
+}
+
+/// As above with most of the heap live: every copy is made by pages, while the writer reuses
+/// the space the copied snapshot counts free.
+#[test]
+fn a_copy_by_pages_taken_while_the_writer_commits_is_exactly_one_commit() {
+    let by_pages = copies_while_the_writer_commits(30_000);
+    assert!(by_pages.iter().all(|&b| b), "{by_pages:?}");
+}
+
+/// Copies taken while a writer commits (after `filler` entries): each is exactly one commit.
+/// Returns whether each was made by pages.
+fn copies_while_the_writer_commits(filler: u64) -> Vec<bool> {
     let dir = tempfile::tempdir().unwrap();
     let heap = Heap::open(dir.path().join("src.pheap")).unwrap();
+    let filled = fill(&heap, filler);
     commit(&heap, 1);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -56,15 +84,19 @@ fn a_copy_taken_while_the_writer_commits_is_exactly_one_commit() {
             i
         })
     };
-    let mut seen = Vec::new();
+    let (mut seen, mut by_pages) = (Vec::new(), Vec::new());
     for round in 0..8 {
         let dest = dir.path().join(format!("copy{round}.pheap"));
         let stats = heap.copy_to(&dest).unwrap();
+        by_pages.push(stats.by_pages);
         let copy = Heap::open(&dest).unwrap();
-        let got = contents(&copy);
+        let mut got = contents(&copy);
+        for (k, v) in &filled {
+            assert_eq!(got.remove(k).as_ref(), Some(v), "round {round}: {k:?}");
+        }
         let s = u64::from_le_bytes(got[&b"seq"[..]].clone().try_into().unwrap());
         assert_eq!(got, state(s), "round {round}: the copy is not the state of commit {s}");
-        assert_eq!(stats.entries, got.len() as u64);
+        assert_eq!(stats.entries, (got.len() + filled.len()) as u64);
         assert_eq!(stats.file_size, std::fs::metadata(&dest).unwrap().len());
         copy.check().unwrap();
         seen.push(s);
@@ -74,6 +106,100 @@ fn a_copy_taken_while_the_writer_commits_is_exactly_one_commit() {
     assert!(seen.windows(2).all(|w| w[0] <= w[1]) && *seen.last().unwrap() <= last);
     assert!(seen.first() < seen.last(), "the writer made no progress during the copies");
     heap.check().unwrap();
+    by_pages
+}
+
+fn holds(path: &Path, needle: &[u8]) -> bool {
+    std::fs::read(path).unwrap().windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_copy_by_pages_is_its_snapshot_writable_and_holds_no_freed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.pheap");
+    let heap = Heap::open(&src).unwrap();
+    fill(&heap, 20_000);
+    // A sub-map, a large record (a run of pages) and small ones.
+    let mut tx = heap.begin_write().unwrap();
+    {
+        let mut sub = tx.map_mut(b"sub").unwrap();
+        for i in 0..300u32 {
+            sub.insert(i.to_be_bytes(), vec![7u8; i as usize]).unwrap();
+        }
+    }
+    tx.insert(b"large", vec![3u8; 200_000]).unwrap();
+    tx.commit().unwrap();
+    // Bytes that were live, then freed (slots and a run): the source still holds them.
+    let secret: Vec<u8> = b"SECRET-".iter().cycle().take(210).copied().collect();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"small secret", &secret).unwrap();
+    tx.insert(b"large secret", secret.repeat(500)).unwrap();
+    tx.commit().unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.remove(b"small secret").unwrap();
+    tx.remove(b"large secret").unwrap();
+    tx.commit().unwrap();
+    assert!(holds(&src, &secret), "the test needs freed bytes still in the source");
+
+    let dest = dir.path().join("copy.pheap");
+    let stats = heap.copy_to(&dest).unwrap();
+    assert!(stats.by_pages, "a mostly live heap is copied by pages");
+    assert!(!holds(&dest, &secret[..64]), "the copy holds bytes its snapshot freed");
+    let copy = Heap::open(&dest).unwrap();
+    assert_eq!(top(&copy), top(&heap));
+    let sub = |h: &Heap| snapshot_of_sub(h);
+    assert_eq!(sub(&copy), sub(&heap));
+    let report = copy.check().unwrap();
+    assert_eq!(report.entries, stats.entries);
+    assert_eq!(stats.file_size, std::fs::metadata(&dest).unwrap().len());
+    assert!(!copy.sealed());
+    // Writable: the copy takes commits, reuses its free space and reopens whole.
+    let mut tx = copy.begin_write().unwrap();
+    for i in 0..2_000u64 {
+        tx.insert(format!("new{i}").as_bytes(), vec![1u8; (i % 900) as usize]).unwrap();
+    }
+    tx.remove(b"fill7").unwrap();
+    tx.commit().unwrap();
+    let expected = top(&copy);
+    drop(copy);
+    let copy = Heap::open(&dest).unwrap();
+    assert_eq!(top(&copy), expected);
+    copy.check().unwrap();
+    // A copy by pages of a sealed heap is a writable heap again.
+    let sealed = dir.path().join("sealed.pheap");
+    heap.seal_to(&sealed).unwrap();
+    let again = dir.path().join("again.pheap");
+    let stats = Heap::open(&sealed).unwrap().copy_to(&again).unwrap();
+    assert!(stats.by_pages && stats.digest.is_none());
+    let again = Heap::open(&again).unwrap();
+    assert!(!again.sealed());
+    assert_eq!(top(&again), top(&heap));
+    let mut tx = again.begin_write().unwrap();
+    tx.insert(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    again.check().unwrap();
+}
+
+/// The top-level entries but sub-maps.
+fn top(heap: &Heap) -> Model {
+    let rx = heap.begin_read().unwrap();
+    let mut m = Model::new();
+    for r in rx.iter() {
+        let (k, v) = r.unwrap();
+        if v.kind() != pheap::Kind::Map {
+            m.insert(k.to_vec(), v.bytes().unwrap().to_vec());
+        }
+    }
+    m
+}
+
+fn snapshot_of_sub(heap: &Heap) -> Model {
+    let rx = heap.begin_read().unwrap();
+    let sub = rx.as_map().unwrap().map(b"sub").unwrap().unwrap();
+    sub.iter()
+        .map(|r| r.and_then(|(k, v)| Ok((k.to_vec(), v.bytes()?.to_vec()))))
+        .collect::<pheap::Result<_>>()
+        .unwrap()
 }
 
 #[test]
@@ -90,7 +216,7 @@ fn a_copy_of_a_copy_is_identical_compact_and_refuses_to_overwrite() {
     }
     tx.commit().unwrap();
     let (b, c) = (dir.path().join("b.pheap"), dir.path().join("c.pheap"));
-    heap.copy_to(&b).unwrap();
+    assert!(!heap.copy_to(&b).unwrap().by_pages, "a mostly free heap is rebuilt");
     let hb = Heap::open(&b).unwrap();
     hb.copy_to(&c).unwrap();
     let hc = Heap::open(&c).unwrap();

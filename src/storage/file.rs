@@ -289,6 +289,43 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn copy_range(&self, off: u64, len: u64, dest: &FileStorage) -> Result<()> {
+        if dest.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let end = off.checked_add(len).expect("copy range overflows");
+        assert!(end <= self.len() && end <= dest.len(), "copy past the end: {off:#x}+{len}");
+        let (mut from, mut to) = (off as libc::loff_t, off as libc::loff_t);
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: copy_file_range reads and writes only the two descriptors (open, the second
+            // for writing) at the offsets given; it writes back the two offsets, which point to
+            // locals that outlive the call.
+            let n = unsafe {
+                libc::copy_file_range(
+                    self.file.as_raw_fd(),
+                    &mut from,
+                    dest.file.as_raw_fd(),
+                    &mut to,
+                    left.min(1 << 30) as usize,
+                    0,
+                )
+            };
+            match n {
+                n if n > 0 => left -= n as u64,
+                0 => return Err(crate::error::corrupt(from as u64, "file shorter than its heap")),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn file_id(&self) -> Option<FileId> {
         Some(self.id)
     }

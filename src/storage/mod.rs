@@ -59,6 +59,16 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()>;
     /// Make every completed write durable.
     fn sync(&self) -> Result<()>;
+    /// Copy the `len` bytes at `off` into `dest` at the same offset (within both files' lengths):
+    /// bytes a pinned snapshot keeps unwritten (I6). The file backend copies them in the kernel,
+    /// file to file (`copy_file_range`), never through either mapping.
+    fn copy_range(&self, off: u64, len: u64, dest: &file::FileStorage) -> Result<()> {
+        let view = self.view();
+        let bytes = view
+            .slice(off, len, self.len())
+            .ok_or_else(|| crate::error::corrupt(off, "a range to copy past the end"))?;
+        dest.write(off, bytes)
+    }
     /// The file's identity, for a backend that is a file.
     fn file_id(&self) -> Option<file::FileId> {
         None

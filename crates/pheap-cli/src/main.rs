@@ -330,11 +330,12 @@ fn copy(file: &Path, dest: &Path, force: bool, quiet: bool) -> Res {
         eprintln!("removed {} temporary files left by killed copies", s.stale_removed);
     }
     println!(
-        "copied {} entries (transaction {}) to {}: {}",
+        "copied {} entries (transaction {}) to {}: {}, {}",
         s.entries,
         s.source_txn_id,
         dest.display(),
-        size(s.file_size)
+        size(s.file_size),
+        if s.by_pages { "by pages" } else { "rebuilt compactly" }
     );
     Ok(())
 }

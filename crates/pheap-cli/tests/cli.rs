@@ -150,7 +150,8 @@ fn stat_readers_copy_compact_and_check() {
         .arg(&d)
         .assert()
         .success()
-        .stdout(predicate::str::contains("copied 6667 entries"));
+        .stdout(predicate::str::contains("copied 6667 entries"))
+        .stdout(predicate::str::contains("rebuilt compactly"));
     pheap().arg("copy").arg(&f).arg(&d).assert().code(2).stderr(predicate::str::contains("exists"));
     pheap().arg("copy").arg("--force").arg(&f).arg(&d).assert().success();
     assert_eq!(contents(&f), contents(&d));
@@ -158,6 +159,16 @@ fn stat_readers_copy_compact_and_check() {
     pheap().arg("compact").arg(&f).assert().success().stdout(predicate::str::contains("->"));
     assert!(std::fs::metadata(&f).unwrap().len() < before * 2 / 3);
     pheap().arg("check").arg(&f).assert().success().stdout(predicate::str::contains("sound"));
+    // A compacted heap is mostly live: copied by pages.
+    let e = dir.path().join("e.pheap");
+    pheap()
+        .arg("copy")
+        .arg(&f)
+        .arg(&e)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("by pages"));
+    assert_eq!(contents(&f), contents(&e));
     pheap().arg("check").arg(&d).assert().success();
     assert_eq!(contents(&f), contents(&d));
 }

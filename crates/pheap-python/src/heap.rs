@@ -264,8 +264,10 @@ impl Heap {
         ))
     }
 
-    /// Write a compact copy of the latest commit to `path` (GIL released). The destination must
-    /// not exist unless `overwrite=True`.
+    /// Write a copy of the latest commit to `path` (GIL released): by pages (its records copied
+    /// where they lie, free space zero) when at most a quarter of the heap is free, else rebuilt
+    /// compactly; `by_pages` in the returned dict says which. The destination must not exist
+    /// unless `overwrite=True`.
     #[pyo3(signature = (path, *, overwrite=false))]
     fn copy_to<'py>(
         &self,
@@ -283,6 +285,7 @@ impl Heap {
             "source_txn_id" => s.source_txn_id,
             "entries" => s.entries,
             "file_size" => s.file_size,
+            "by_pages" => s.by_pages,
         ))
     }
 
