@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::copy::build_copy;
+use crate::copy::{Made, build_copy};
 use crate::error::Result;
 use crate::format::{FORMAT_VERSION, digest_hex};
 use crate::heap::Heap;
@@ -84,7 +84,7 @@ pub fn publish_with(
     std::fs::create_dir_all(dir)?;
     let mut out = None;
     // The copy's temporaries are named after a file that is never created.
-    build_copy(heap, &dir.join("publishing.pheap"), true, |tmp, stats| {
+    build_copy(heap, &dir.join("publishing.pheap"), Made::Sealed, |tmp, stats| {
         let digest = stats.digest.expect("a sealed copy");
         let pickles = survey(tmp)?;
         let file = data_file_name(&digest);

@@ -53,6 +53,7 @@ fn _pheap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tools::_pickle_fragments, m)?)?;
     m.add_function(wrap_pyfunction!(tools::_manifest_json, m)?)?;
     m.add_function(wrap_pyfunction!(tools::shard_of, m)?)?;
+    m.add_function(wrap_pyfunction!(tools::_route, m)?)?;
     m.add("FORMAT_VERSION", pheap::FORMAT_VERSION)?;
     m.add("MAX_KEY_LEN", pheap::MAX_KEY_LEN)?;
     m.add("MAX_VALUE_LEN", pheap::MAX_VALUE_LEN)?;

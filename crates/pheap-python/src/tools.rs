@@ -1,7 +1,7 @@
 //! Module functions for tests and tools that look at what is stored.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use pheap::{Kind, Readable};
 
@@ -120,11 +120,35 @@ pub(crate) fn _manifest_json(
 /// `2i` and `2i + 1`.
 #[pyfunction]
 pub(crate) fn shard_of(key: &Bound<'_, PyAny>, n: i64) -> PyResult<u32> {
-    let n = u32::try_from(n).ok().and_then(std::num::NonZeroU32::new).ok_or_else(|| {
+    Ok(pheap::shard_of(&codec::encode_key(key)?, shard_count(n)?))
+}
+
+fn shard_count(n: i64) -> PyResult<std::num::NonZeroU32> {
+    u32::try_from(n).ok().and_then(std::num::NonZeroU32::new).ok_or_else(|| {
         pyo3::exceptions::PyValueError::new_err(format!(
             "n (the number of shards) must be 1 to {}, not {n}",
             u32::MAX
         ))
-    })?;
-    Ok(pheap::shard_of(&codec::encode_key(key)?, n))
+    })
+}
+
+/// The positions of `keys` grouped by their shard of `n` (as `shard_of`): a dict from shard to
+/// the list of positions routed there, in order. What a job's writer routes rows with, one call
+/// per batch instead of one per row.
+#[pyfunction]
+pub(crate) fn _route<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyList>,
+    n: i64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let n = shard_count(n)?;
+    let mut groups: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    for (i, key) in keys.iter().enumerate() {
+        groups.entry(pheap::shard_of(&codec::encode_key(&key)?, n)).or_default().push(i);
+    }
+    let out = PyDict::new(py);
+    for (shard, pos) in groups {
+        out.set_item(shard, pos)?;
+    }
+    Ok(out)
 }

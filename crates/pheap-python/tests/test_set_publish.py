@@ -300,3 +300,28 @@ def test_a_scan_never_drops_a_field_the_first_batch_lacks(tmp_path):
     db[order[0]] = {"a": 0, "extra": "kept"}
     rows = [r for b in db.batches(size=2) for r in b.to_pylist()]
     assert {r["key"]: r.get("extra") for r in rows} == {k: ("kept" if k == order[0] else None) for k in order}
+
+
+def test_route_groups_keys_as_shard_of_does(tmp_path):
+    keys = [f"user/{i}" for i in range(500)] + [i * 7919 for i in range(200)] + [b"raw", ("t", 1)]
+    for n in (1, 3, 64):
+        groups = pheap._pheap._route(keys, n)
+        expected = {}
+        for j, k in enumerate(keys):
+            expected.setdefault(pheap.shard_of(k, n), []).append(j)
+        assert groups == expected
+    with pytest.raises(ValueError, match="number of shards"):
+        pheap._pheap._route(keys, 0)
+
+
+def test_a_seal_by_pages_reads_and_checks_as_a_rebuilt_one(tmp_path):
+    db = pheap.open(str(tmp_path / "s.pheap"))
+    db.update({f"k{i}": {"i": i, "s": "x" * (i % 90)} for i in range(3000)})
+    fast = db.seal_to(str(tmp_path / "fast.pheap"), by_pages=True)
+    slow = db.seal_to(str(tmp_path / "slow.pheap"))
+    assert fast["by_pages"] and not slow["by_pages"] and fast["entries"] == slow["entries"] == 3000
+    with pheap.open(str(tmp_path / "fast.pheap")) as f:
+        assert f.verify_digest() == fast["digest"] and f.check()["entries"] == 3000
+        assert dict(f.items()) == dict(db.items())
+        with pytest.raises(pheap.ReadOnlyError):
+            f["new"] = 1

@@ -102,9 +102,11 @@ class Heap(Map):
     def copy_to(self, path: str | PathLike[str], *, overwrite: bool = ...) -> dict[str, Any]:
         """A copy of the latest commit: by pages (``by_pages``: records copied where they lie,
         free space zero) when at most a quarter of the heap is free, else rebuilt compactly."""
-    def seal_to(self, path: str | PathLike[str]) -> dict[str, Any]:
+    def seal_to(self, path: str | PathLike[str], *, by_pages: bool = ...) -> dict[str, Any]:
         """A sealed copy: read-only for good, opened without a lock file, described by its
-        ``digest`` (in the returned dict), which ``check()`` verifies."""
+        ``digest`` (in the returned dict), which ``check()`` verifies. ``by_pages=True``: copied
+        by pages where ``copy_to`` would be (faster; the digest then depends on the commit and
+        the layout, not on the content alone)."""
     def check(self) -> dict[str, int]: ...
     def verify_digest(self) -> str:
         """Verify a sealed heap's digest against its bytes; returns it (CorruptError if not)."""

@@ -224,21 +224,26 @@ def entries(batch, key="key", trusted="safe"):
     (a dict of the columns; the ``value`` column alone: that value, unpickled if it was pickled
     by :func:`batches`, as ``trusted`` allows: ``"safe"``, the default, loads only allowlisted
     globals)."""
+    return zip(*keys_and_values(batch, key, trusted))
+
+
+def keys_and_values(batch, key="key", trusted="safe"):
+    """The keys and the values of :func:`entries`, as two lists."""
     names = batch.schema.names
     if key not in names:
         raise KeyError(f"the batch has no column {key!r} for keys (its columns: {names})")
     keys = batch.column(key).to_pylist()
     rest = [n for n in names if n != key]
     if not rest:
-        return zip(keys, ({} for _ in keys))
+        return keys, [{} for _ in keys]
     if rest == ["value"]:
         vals = batch.column("value").to_pylist()
         if batch.schema.field("value").metadata == PICKLED:
             load = _unpickler(trusted)
             vals = [load(v) for v in vals]
-        return zip(keys, vals)
+        return keys, vals
     cols = [batch.column(n).to_pylist() for n in rest]
-    return zip(keys, map(_record_maker(tuple(rest)), *cols))
+    return keys, list(map(_record_maker(tuple(rest)), *cols))
 
 
 def insert_batches(m, data, key="key", trusted="safe"):

@@ -272,16 +272,17 @@ def schema_of(text):
 # ---- writing ----------------------------------------------------------------------------------
 
 
-def _seal_upload(store, heap, shard, tmp):
-    """Seal ``heap`` and put it in the store under its digest's name. On a file system it is
-    sealed straight into the set's directory under a temporary name (one write of the bytes,
-    not a copy after), synced, then renamed."""
+def _seal_upload(store, heap, shard, tmp, by_pages=False):
+    """Seal ``heap`` (``by_pages``: copied by pages, for the heaps a job writes and merges, whose
+    digests nobody compares across commits) and put it in the store under its digest's name. On
+    a file system it is sealed straight into the set's directory under a temporary name (one
+    write of the bytes, not a copy after), synced, then renamed."""
     where = store.dir if store.dir is not None else Path(tmp)
     if store.dir is not None:
         store.dir.mkdir(parents=True, exist_ok=True)
     sealed = where / f".sealed-{shard}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
-        s = heap.seal_to(sealed)
+        s = heap.seal_to(sealed, by_pages=by_pages)
         safe = _survey(sealed)["safe"]
         name = f"{s['digest']}.pheap"
         if store.size(name) != s["file_size"]:
@@ -318,7 +319,6 @@ def write_pieces(url, n, data, *, key="key", shard=None, storage_options=None, t
     them) as sealed shard pieces at ``url``: one per shard the rows route to, or, with
     ``shard=i``, one for shard ``i`` (every row must route there; an empty one if no rows).
     Returns the pieces' descriptions for :func:`commit`. Nothing is committed."""
-    from . import shard_of
 
     store = Store(url, storage_options)
     schema = None
@@ -337,18 +337,18 @@ def write_pieces(url, n, data, *, key="key", shard=None, storage_options=None, t
             if schema is None:
                 schema = _read_schema(b.schema, key)
             with _arrow._gc_paused():
-                groups = {}
-                for k, v in _arrow.entries(b, key, trusted):
-                    i = shard_of(k, n)
+                keys, vals = _arrow.keys_and_values(b, key, trusted)
+                groups = _pheap._route(keys, n)
+                for i, pos in groups.items():
                     if shard is not None and i != shard:
+                        k = keys[pos[0]]
                         raise ValueError(f"the key {k!r} belongs to shard {i} of {n}, not to shard {shard}")
-                    groups.setdefault(i, []).append((k, v))
-                for i, pairs in groups.items():
-                    heap(i).update(pairs)
-                del groups
+                for i, pos in groups.items():
+                    heap(i).update([(keys[j], vals[j]) for j in pos])
+                del keys, vals, groups
         out = []
         for i, h in sorted(heaps.items()):
-            piece = _seal_upload(store, h, i, tmp)
+            piece = _seal_upload(store, h, i, tmp, by_pages=True)
             h.close()
             piece["schema"] = schema_text(schema)
             piece["key"] = key
@@ -379,7 +379,7 @@ def _merge(store, shard, pieces, tmp):
                 dest._merge_from(h)
             finally:
                 h.close()
-        return _seal_upload(store, dest, shard, tmp)
+        return _seal_upload(store, dest, shard, tmp, by_pages=True)
     finally:
         dest.close()
 
