@@ -139,6 +139,11 @@ def test_dask_writes_and_reads_a_set(tmp_path, dask_client, n):
     # without Dask's shuffle: pieces from every partition, merged at commit
     assert pheap.dask.write_set(dd.from_pandas(df, npartitions=3), url, shards=n, key="id", shuffle=False).generation == 2
     check_set(url, n, df)
+    if n == 7:  # Dask's other shuffle method, named (the fixture makes "tasks" the default)
+        assert pheap.dask.write_set(dd.from_pandas(df, npartitions=4), url, shards=n, key="id", shuffle="p2p").generation == 3
+        check_set(url, n, df)
+    with pytest.raises(ValueError, match="shuffle must be True, False, 'tasks' or 'p2p'"):
+        pheap.dask.write_set(dd.from_pandas(df, npartitions=2), url, shards=n, key="id", shuffle="hash")
     for parts in (1, 3):
         back = pheap.dask.read_set(url, parts=parts)
         assert back.npartitions == n * parts

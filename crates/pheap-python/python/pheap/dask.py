@@ -117,8 +117,9 @@ def write_set(ddf, url, *, shards, key, storage_options=None, shuffle=True):
     value's fields. Dask's own shuffle routes every row to its shard's partition, so one task
     writes one shard; with ``shuffle=False`` each partition writes a piece of every shard its
     rows reach, merged per shard at commit, here (no shuffle; the merge runs in this process).
-    The manifest is committed last, here, and refused if another job committed first. Returns
-    the new :class:`pheap.PublishedSet`."""
+    ``shuffle="tasks"`` or ``"p2p"`` picks Dask's shuffle method (``True``: Dask's configured
+    one, ``dataframe.shuffle.method``). The manifest is committed last, here, and refused if
+    another job committed first. Returns the new :class:`pheap.PublishedSet`."""
     import pandas as pd
 
     n = shards
@@ -126,6 +127,8 @@ def write_set(ddf, url, *, shards, key, storage_options=None, shuffle=True):
         raise ValueError(f"shards must be an int from 1 to {2**32 - 1}, not {n!r}")
     if key not in ddf.columns:
         raise KeyError(f"no key column {key!r} among the columns {list(ddf.columns)}")
+    if not (isinstance(shuffle, bool) or shuffle in ("tasks", "p2p")):
+        raise ValueError(f"shuffle must be True, False, 'tasks' or 'p2p', not {shuffle!r}")
     base = _setpub.current_generation(url, storage_options)
     out_meta = pd.DataFrame({"piece": pd.Series([], dtype=object)})
     if not shuffle:
@@ -134,7 +137,8 @@ def write_set(ddf, url, *, shards, key, storage_options=None, shuffle=True):
         return _setpub.PublishedSet(url, storage_options=storage_options, generation=m["generation"])
     meta = ddf._meta.assign(**{_SHARD: pd.Series([], dtype="int64")})
     routed = ddf.map_partitions(_route, key, n, meta=meta)
-    routed = routed.set_index(_SHARD, divisions=list(range(n + 1)))
+    method = {} if shuffle is True else {"shuffle_method": shuffle}
+    routed = routed.set_index(_SHARD, divisions=list(range(n + 1)), **method)
     pieces = routed.map_partitions(_write_shard, url, n, key, storage_options, meta=out_meta).compute()["piece"].tolist()
     m = _setpub.commit(url, n, pieces, base, storage_options=storage_options)
     return _setpub.PublishedSet(url, storage_options=storage_options, generation=m["generation"])
