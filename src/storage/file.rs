@@ -316,10 +316,20 @@ impl Storage for FileStorage {
                 0 => return Err(crate::error::corrupt(from as u64, "file shorter than its heap")),
                 _ => {
                     let e = std::io::Error::last_os_error();
-                    if e.kind() == std::io::ErrorKind::Interrupted {
-                        continue;
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        // Across file systems (EXDEV), or where the kernel or the file system
+                        // cannot (ENOSYS, EOPNOTSUPP, EINVAL): through the mapping instead.
+                        Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
+                            let at = from as u64;
+                            let view = self.view();
+                            let bytes = view
+                                .slice(at, left, self.len())
+                                .ok_or_else(|| crate::error::corrupt(at, "copy past the end"))?;
+                            return dest.write(at, bytes);
+                        }
+                        _ => return Err(e.into()),
                     }
-                    return Err(e.into());
                 }
             }
         }
