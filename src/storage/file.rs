@@ -321,12 +321,7 @@ impl Storage for FileStorage {
                         // Across file systems (EXDEV), or where the kernel or the file system
                         // cannot (ENOSYS, EOPNOTSUPP, EINVAL): through the mapping instead.
                         Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL) => {
-                            let at = from as u64;
-                            let view = self.view();
-                            let bytes = view
-                                .slice(at, left, self.len())
-                                .ok_or_else(|| crate::error::corrupt(at, "copy past the end"))?;
-                            return dest.write(at, bytes);
+                            return super::copy_through_view(self, from as u64, left, dest);
                         }
                         _ => return Err(e.into()),
                     }

@@ -63,11 +63,7 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// bytes a pinned snapshot keeps unwritten (I6). The file backend copies them in the kernel,
     /// file to file (`copy_file_range`), never through either mapping.
     fn copy_range(&self, off: u64, len: u64, dest: &file::FileStorage) -> Result<()> {
-        let view = self.view();
-        let bytes = view
-            .slice(off, len, self.len())
-            .ok_or_else(|| crate::error::corrupt(off, "a range to copy past the end"))?;
-        dest.write(off, bytes)
+        copy_through_view(self, off, len, dest)
     }
     /// The file's identity, for a backend that is a file.
     fn file_id(&self) -> Option<file::FileId> {
@@ -77,6 +73,21 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     /// returning: a hint whose failure changes nothing but speed (a backend in memory has
     /// nothing to do).
     fn prefetch(&self, _start: u64, _len: u64) {}
+}
+
+/// [`Storage::copy_range`] through `src`'s view: the bytes read where they are mapped and
+/// written to `dest` (what a backend without a file-to-file copy does).
+pub(crate) fn copy_through_view(
+    src: &(impl Storage + ?Sized),
+    off: u64,
+    len: u64,
+    dest: &file::FileStorage,
+) -> Result<()> {
+    let view = src.view();
+    let bytes = view
+        .slice(off, len, src.len())
+        .ok_or_else(|| crate::error::corrupt(off, "a range to copy past the end"))?;
+    dest.write(off, bytes)
 }
 
 /// Keeps a mapping (or a test buffer) alive.
