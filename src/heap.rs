@@ -214,7 +214,8 @@ impl HeapOptions {
                 let storage = if self.read_only { storage } else { FileStorage::open(path, true)? };
                 (storage, Registry::sealed(path))
             } else {
-                match Registry::open(path, &storage.id, self.read_only) {
+                let real = storage.canonical_path(path)?;
+                match Registry::open(&real, &storage.id, self.read_only) {
                     Ok(registry) => (storage, registry),
                     Err(JoinError::Replaced) => continue,
                     Err(JoinError::Other(e)) => return Err(e),

@@ -110,6 +110,20 @@ impl FileStorage {
         })
     }
 
+    /// The canonical path of the open file (`opened_as` is the path it was opened through):
+    /// one `readlink` of `/proc/self/fd/N`, where `canonicalize` takes one per component of the
+    /// path. `canonicalize` where `/proc` is not mounted, or where the file has lost its name
+    /// (replaced or removed since it was opened: the caller then finds the name leading
+    /// elsewhere, as it would have).
+    pub(crate) fn canonical_path(&self, opened_as: &Path) -> std::io::Result<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let link = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        match std::fs::read_link(link) {
+            Ok(p) if p.is_absolute() && !p.as_os_str().as_bytes().ends_with(b" (deleted)") => Ok(p),
+            _ => std::fs::canonicalize(opened_as),
+        }
+    }
+
     fn map(file: &File, read_only: bool, reserve: u64) -> Result<Arc<MmapRaw>> {
         let mut opts = MmapOptions::new();
         opts.len(reserve as usize);
@@ -333,5 +347,30 @@ impl Storage for FileStorage {
 
     fn file_id(&self) -> Option<FileId> {
         Some(self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical path comes from the open file (one `readlink`), whatever path it was
+    /// opened through: a symbolic link to its directory, `..`, a relative path. A file that has
+    /// lost its name falls back to resolving the path, which then fails as the open would.
+    #[test]
+    fn canonical_path_is_the_open_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let real_dir = dir.path().join("real");
+        std::fs::create_dir(&real_dir).unwrap();
+        let heap = real_dir.join("c.pheap");
+        crate::Heap::open(&heap).unwrap();
+        std::os::unix::fs::symlink(&real_dir, dir.path().join("link")).unwrap();
+        let canonical = std::fs::canonicalize(&heap).unwrap();
+        let through = dir.path().join("link/../real/./c.pheap");
+        let storage = FileStorage::open(&dir.path().join("link/c.pheap"), true).unwrap();
+        assert_eq!(storage.canonical_path(&through).unwrap(), canonical);
+        std::fs::remove_file(&heap).unwrap();
+        let err = storage.canonical_path(&heap).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

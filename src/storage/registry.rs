@@ -105,9 +105,9 @@ pub(crate) struct Registry {
     fork_gen: u64,
     /// This process (a forked child cannot use the handle, so it stays right).
     pid: u32,
-    /// Names this handle in the lock header's `writer_token` (unique among live handles: the
-    /// pid and a per-process count).
-    token: u64,
+    /// Names this handle in the lock header's `writer_token` (random: [`new_token`]); drawn when the handle first takes the writer lock (a
+    /// reader never needs one).
+    token: std::sync::OnceLock<u64>,
 }
 
 /// The slots this handle owns (holds the lock byte of), and which of them are idle.
@@ -191,44 +191,52 @@ fn file_id(path: &Path) -> io::Result<FileId> {
     Ok(FileId::of(&std::fs::metadata(path)?))
 }
 
-/// Open (creating with `mode` and `owner`) the lock file at `path`.
+/// Open (creating with `mode` and `owner`) the lock file at `path`. Most opens find it: it is
+/// opened first and created only when missing (one syscall, not two, on the common path).
 fn open_lock_file(path: &Path, heap: &FileId) -> io::Result<File> {
     let mode = heap.mode & 0o666;
-    match OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(path) {
-        Ok(f) => {
-            // The heap's owner and mode, whoever opened it first (root running `pheap stat` must
-            // not lock the owner out), and whatever the umask. Best effort: without the right
-            // to, the file stays the opener's.
-            let _ = std::os::unix::fs::fchown(&f, Some(heap.uid), Some(heap.gid));
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
-            Ok(f)
+    let mut tries = 0;
+    loop {
+        match OpenOptions::new().read(true).write(true).open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            opened => return opened,
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().read(true).write(true).open(path)
+        match OpenOptions::new().read(true).write(true).create_new(true).mode(mode).open(path) {
+            Ok(f) => {
+                // The heap's owner and mode, whoever opened it first (root running `pheap stat`
+                // must not lock the owner out), and whatever the umask. Best effort: without the
+                // right to, the file stays the opener's.
+                let _ = std::os::unix::fs::fchown(&f, Some(heap.uid), Some(heap.gid));
+                let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
+                return Ok(f);
+            }
+            // Another opener created it between the two calls: open theirs (a few times at
+            // most: a file that keeps vanishing is somebody removing it).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
 }
 
 impl Registry {
-    /// Join the heap at `heap` (the file `id`, opened by the caller): open its lock file
-    /// (creating it, or re-initialising it if no other handle has it open), and check that every
-    /// handle of the heap shares it (DESIGN §5.8).
+    /// Join the heap at `real` (canonical: every path to one heap names one lock file; the
+    /// file `id`, opened by the caller): open its lock file (creating it, or re-initialising it
+    /// if no other handle has it open), and check that every handle of the heap shares it
+    /// (DESIGN §5.8).
     pub(crate) fn open(
-        heap: &Path,
+        real: &Path,
         id: &FileId,
         read_only: bool,
     ) -> std::result::Result<Registry, JoinError> {
-        let real = std::fs::canonicalize(heap)?;
         // A description of the heap file of our own for its locks (the storage's must carry
         // none: a forked child keeps that one).
-        let heap_lock = OpenOptions::new().read(true).write(!read_only).open(&real)?;
+        let heap_lock = OpenOptions::new().read(true).write(!read_only).open(real)?;
         if !FileId::of(&heap_lock.metadata()?).same(id) {
             return Err(JoinError::Replaced);
         }
         let join = if read_only { libc::F_RDLCK } else { libc::F_WRLCK };
         lock(&heap_lock, join, HEAP_LOCK_BYTE_JOIN, true)?;
-        let res = Registry::open_joining(&real, id, heap_lock, read_only);
+        let res = Registry::open_joining(real, id, heap_lock, read_only);
         // The lock went with the description if joining failed.
         if let Ok(r) = &res {
             unlock(r.heap_lock.as_ref().expect("a heap lock"), HEAP_LOCK_BYTE_JOIN);
@@ -315,17 +323,18 @@ impl Registry {
         mode: Mode,
         heap_lock: Option<&File>,
     ) -> Result<Registry> {
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(lock_file_error(&path, "not a regular file".into()));
-        }
         install_fork_handler();
         // A read-only descriptor can only take read locks: enough to wait out an initialiser.
         let init = if mode == Mode::Registered { libc::F_WRLCK } else { libc::F_RDLCK };
         lock(&file, init, LOCK_BYTE_INIT, true)?;
         let res = (|| {
-            let alone = Registry::init(&path, &file, mode)?;
-            let Some(heap_lock) = heap_lock else { return Ok(()) };
+            // Under the init lock: an initialiser may have been changing its length until now.
+            let meta = file.metadata()?;
+            if !meta.is_file() {
+                return Err(lock_file_error(&path, "not a regular file".into()));
+            }
+            let (alone, map) = Registry::init(&path, &file, mode, meta.len())?;
+            let Some(heap_lock) = heap_lock else { return Ok(map) };
             // Alone on this lock file while another handle has the heap open: that handle uses
             // another lock file (this one replaced or deleted since, or the heap reached through
             // another name). Sharing neither pins nor the writer lock, the two would corrupt it.
@@ -344,22 +353,10 @@ impl Registry {
                 });
             }
             lock(heap_lock, libc::F_RDLCK, HEAP_LOCK_BYTE_OPEN, true)?;
-            Ok(())
+            Ok(map)
         })();
         unlock(&file, LOCK_BYTE_INIT);
-        res?;
-        let map = if mode == Mode::Registered {
-            let map = MmapOptions::new().len(LOCK_FILE_LEN as usize).map_raw(&file)?;
-            // A mapping holds a reference to the open file description, and with it the
-            // description's locks: a child must not inherit it (see `fork()` below).
-            map.advise(Advice::DontFork)?;
-            // A process touches the header and its own slots' pages: read-around would pull the
-            // whole file in on the first fault (about 170 us when it is not cached yet).
-            map.advise(Advice::Random)?;
-            Some(map)
-        } else {
-            None
-        };
+        let map = res?;
         let fork_entry = register_fd(file.as_raw_fd());
         Ok(Registry {
             path,
@@ -374,7 +371,7 @@ impl Registry {
             fork_entry,
             fork_gen: fork_generation(),
             pid: std::process::id(),
-            token: new_token(),
+            token: std::sync::OnceLock::new(),
         })
     }
 
@@ -398,60 +395,89 @@ impl Registry {
             fork_entry: None,
             fork_gen: fork_generation(),
             pid: std::process::id(),
-            token: new_token(),
+            token: std::sync::OnceLock::new(),
         }
     }
 
-    /// Under the init lock: a handle alone re-initialises the file (nothing in it can matter:
-    /// every pin belongs to a dead process); otherwise the file must have this build's layout.
-    /// Then join the openers (shared lock on the open byte, held until close). Returns whether
-    /// it was alone.
-    fn init(path: &Path, file: &File, mode: Mode) -> Result<bool> {
+    /// Under the init lock, the lock file `len` long: a handle alone re-initialises the file
+    /// (nothing in it can matter: every pin belongs to a dead process); otherwise the file must
+    /// have this build's layout. Then join the openers (shared lock on the open byte, held until
+    /// close). Returns whether it was alone, and for a registered handle the file's mapping,
+    /// through which the header is read and written (no read or write calls).
+    fn init(path: &Path, file: &File, mode: Mode, len: u64) -> Result<(bool, Option<MmapRaw>)> {
         let alone = mode == Mode::Registered && lock(file, libc::F_WRLCK, LOCK_BYTE_OPEN, false)?;
-        let mut buf = [0u8; size_of::<LockHeader>()];
-        let len = file.metadata()?.len();
         // The header's page and the first slots' are read next: one read for both when the
         // page cache is cold (a hint; its failure changes nothing but speed).
         let ahead = (READER_SLOTS_OFFSET + PAGE_SIZE) as libc::off_t;
         // SAFETY: a plain syscall on a descriptor we own; no memory is passed.
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, ahead, libc::POSIX_FADV_WILLNEED) };
-        let found = (len == LOCK_FILE_LEN && file.read_exact_at(&mut buf, 0).is_ok())
-            .then(|| LockHeader::read_from_bytes(&buf).expect("64 bytes"))
-            .filter(|h| {
-                h.magic == LOCK_MAGIC
-                    && h.signature.get() == lock_signature()
-                    && h.slot_count.get() == READER_SLOTS
-                    && h.slot_size.get() as usize == size_of::<ReaderSlot>()
-            });
+        let ours = |h: &LockHeader| {
+            h.magic == LOCK_MAGIC
+                && h.signature.get() == lock_signature()
+                && h.slot_count.get() == READER_SLOTS
+                && h.slot_size.get() as usize == size_of::<ReaderSlot>()
+        };
+        let foreign = || {
+            lock_file_error(
+                path,
+                "it is in use with a layout this build does not share (a different pheap version, or not a pheap lock file); close every process using the heap, or use the same pheap build".into(),
+            )
+        };
+        if mode != Mode::Registered {
+            // Read-only: the header is read, not mapped.
+            let mut buf = [0u8; size_of::<LockHeader>()];
+            let found = (len == LOCK_FILE_LEN && file.read_exact_at(&mut buf, 0).is_ok())
+                .then(|| LockHeader::read_from_bytes(&buf).expect("64 bytes"))
+                .filter(ours);
+            if found.is_none() {
+                return Err(foreign());
+            }
+            lock(file, libc::F_RDLCK, LOCK_BYTE_OPEN, true)?;
+            return Ok((false, None));
+        }
+        if len != LOCK_FILE_LEN {
+            if !alone {
+                return Err(foreign());
+            }
+            // Just created (empty), or left by another build: a file of zeros, the right length.
+            file.set_len(0)?;
+            file.set_len(LOCK_FILE_LEN)?;
+        }
+        let map = map_lock_file(file)?;
+        let found = (len == LOCK_FILE_LEN).then(|| read_header(&map)).filter(ours);
         if alone {
+            match found {
+                // Our own layout: clear the slots ever claimed (cheaper than a new file).
+                Some(old) => {
+                    let used =
+                        old.hwm.get().min(READER_SLOTS) as u64 * size_of::<ReaderSlot>() as u64;
+                    for off in (READER_SLOTS_OFFSET..READER_SLOTS_OFFSET + used).step_by(8) {
+                        map_word(&map, off).store(0, Ordering::Relaxed);
+                    }
+                }
+                // Another layout of the right length: all zeros, as a new file (the mapping
+                // stays valid: the file is its length again before anything is read).
+                None if len == LOCK_FILE_LEN => {
+                    file.set_len(0)?;
+                    file.set_len(LOCK_FILE_LEN)?;
+                }
+                None => {}
+            }
             let mut h = LockHeader::new_zeroed();
             h.magic = LOCK_MAGIC;
             h.signature = lock_signature().into();
             h.slot_count = READER_SLOTS.into();
             h.slot_size = (size_of::<ReaderSlot>() as u32).into();
-            match found {
-                // Our own layout: clear the slots ever claimed (cheaper than a new file).
-                Some(old) => {
-                    let used = old.hwm.get().min(READER_SLOTS) as usize * size_of::<ReaderSlot>();
-                    file.write_all_at(&vec![0u8; used], READER_SLOTS_OFFSET)?;
-                }
-                None => {
-                    file.set_len(0)?;
-                    file.set_len(LOCK_FILE_LEN)?;
-                }
+            for (i, chunk) in h.as_bytes().chunks_exact(8).enumerate() {
+                let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+                map_word(&map, i as u64 * 8).store(word, Ordering::Release);
             }
-            file.write_all_at(h.as_bytes(), 0)?;
-        } else {
-            if found.is_none() {
-                return Err(lock_file_error(
-                    path,
-                    "it is in use with a layout this build does not share (a different pheap version, or not a pheap lock file); close every process using the heap, or use the same pheap build".into(),
-                ));
-            }
+        } else if found.is_none() {
+            return Err(foreign());
         }
         // Shared from here on (converts the exclusive lock of a lone opener atomically).
         lock(file, libc::F_RDLCK, LOCK_BYTE_OPEN, true)?;
-        Ok(alone)
+        Ok((alone, Some(map)))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -464,13 +490,7 @@ impl Registry {
 
     /// The atomic word at `off` in the mapped lock file.
     fn word(&self, off: u64) -> &AtomicU64 {
-        let map = self.map.as_ref().expect("registered handles map the lock file");
-        assert!(off.is_multiple_of(8) && off + 8 <= LOCK_FILE_LEN);
-        // SAFETY: the range is inside the mapping (asserted; the mapping is LOCK_FILE_LEN long
-        // and the file is only ever shortened by an opener that is alone, so never while we
-        // map it); the address is 8-aligned (page-aligned mapping, aligned offset); every access
-        // to the lock file's words, by any process, is atomic.
-        unsafe { &*(map.as_ptr().add(off as usize) as *const AtomicU64) }
+        map_word(self.map.as_ref().expect("registered handles map the lock file"), off)
     }
 
     fn word32(&self, off: u64) -> &AtomicU32 {
@@ -680,8 +700,9 @@ impl Registry {
             return Ok(None);
         }
         self.word32(LOCK_WRITER_PID_AT).store(self.pid, Ordering::Relaxed);
-        let last = self.word(LOCK_WRITER_TOKEN_AT).swap(self.token, Ordering::SeqCst);
-        Ok(Some(last == self.token))
+        let token = *self.token.get_or_init(new_token);
+        let last = self.word(LOCK_WRITER_TOKEN_AT).swap(token, Ordering::SeqCst);
+        Ok(Some(last == token))
     }
 
     /// The commit the last writer left settled (everything it wrote synced when it released the
@@ -766,6 +787,37 @@ impl Drop for Registry {
     }
 }
 
+/// Map the lock file (`LOCK_FILE_LEN` long) for a registered handle.
+fn map_lock_file(file: &File) -> io::Result<MmapRaw> {
+    let map = MmapOptions::new().len(LOCK_FILE_LEN as usize).map_raw(file)?;
+    // A mapping holds a reference to the open file description, and with it the description's
+    // locks: a child must not inherit it (see `fork()` below).
+    map.advise(Advice::DontFork)?;
+    // A process touches the header and its own slots' pages: read-around would pull the whole
+    // file in on the first fault (about 170 us when it is not cached yet).
+    map.advise(Advice::Random)?;
+    Ok(map)
+}
+
+/// The atomic word at `off` in the lock file's mapping `map`.
+fn map_word(map: &MmapRaw, off: u64) -> &AtomicU64 {
+    assert!(off.is_multiple_of(8) && off + 8 <= LOCK_FILE_LEN && map.len() as u64 >= LOCK_FILE_LEN);
+    // SAFETY: the range is inside the mapping (asserted; the file is only ever shortened by an
+    // opener that is alone, under the init lock, and made its length again before any word is
+    // read); the address is 8-aligned (page-aligned mapping, aligned offset); every access to
+    // the lock file's words, by any process, is atomic.
+    unsafe { &*(map.as_ptr().add(off as usize) as *const AtomicU64) }
+}
+
+/// The lock file's header, read word by word (other handles change some of its words).
+fn read_header(map: &MmapRaw) -> LockHeader {
+    let mut buf = [0u8; size_of::<LockHeader>()];
+    for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&map_word(map, i as u64 * 8).load(Ordering::Acquire).to_ne_bytes());
+    }
+    LockHeader::read_from_bytes(&buf).expect("64 bytes")
+}
+
 /// A writer token: 64 random bits (nonzero: zero is a fresh lock file's), so distinct for every
 /// handle of every process, whatever their pids (two containers' processes may both be pid 1).
 /// Two live handles share one with probability 2^-64 per pair.
@@ -807,6 +859,7 @@ mod tests {
     fn two_handles(dir: &Path) -> (Registry, Registry) {
         let path = dir.join("r.pheap");
         crate::Heap::open(&path).expect("a new heap");
+        let path = std::fs::canonicalize(&path).expect("canonical");
         let id = FileId::of(&std::fs::metadata(&path).expect("metadata"));
         let open = || Registry::open(&path, &id, false).map_err(|_| "join").expect("joins");
         (open(), open())
@@ -853,6 +906,37 @@ mod tests {
         b.unlock_writer();
         assert_eq!(a.lock_writer(false).unwrap(), Some(false), "b held it since");
         a.unlock_writer();
+    }
+
+    /// An opener alone re-initialises the lock file through its mapping: the slots ever claimed
+    /// (pins of dead processes: here written into the file while no handle had it open) are
+    /// zeroed, the header is this build's with no slot claimed; and a handle that never takes
+    /// the writer lock never draws a writer token.
+    #[test]
+    fn a_lone_opener_clears_stale_pins_through_its_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_handles(dir.path());
+        let p = a.enter().unwrap();
+        a.pin(p, TxnId(7), 65536);
+        let lock = a.path().to_owned();
+        drop((a, b));
+        let f = OpenOptions::new().read(true).write(true).open(&lock).unwrap();
+        let stale = [0xa5u8; 3 * 64];
+        f.write_all_at(&stale, READER_SLOTS_OFFSET).unwrap();
+        f.write_all_at(&3u32.to_le_bytes(), LOCK_HWM_AT).unwrap();
+        let (c, _d) = two_handles(dir.path());
+        let mut slots = [0u8; 4 * 64];
+        f.read_exact_at(&mut slots, READER_SLOTS_OFFSET).unwrap();
+        assert!(slots.iter().all(|&x| x == 0), "stale slots zeroed");
+        let mut header = [0u8; 64];
+        f.read_exact_at(&mut header, 0).unwrap();
+        let h = LockHeader::read_from_bytes(&header).unwrap();
+        assert_eq!((h.magic, h.hwm.get(), h.slot_count.get()), (LOCK_MAGIC, 0, READER_SLOTS));
+        assert!(c.live_pins(true).unwrap().is_empty());
+        assert!(c.token.get().is_none(), "no token drawn without the writer lock");
+        assert!(c.lock_writer(false).unwrap().is_some());
+        assert!(c.token.get().is_some());
+        c.unlock_writer();
     }
 
     /// Writer tokens must differ between processes whose pids are equal (two containers' pid 1):
