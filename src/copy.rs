@@ -75,7 +75,7 @@ pub(crate) fn copy_entry(
     let mut n = 1;
     for item in sub.iter() {
         let (k, v) = item?;
-        n += copy_entry(sub, k, v, &mut out, depth + 1)?;
+        n += crate::trie::one_map_deeper(|| copy_entry(sub, k, v, &mut out, depth + 1))?;
     }
     Ok(n)
 }

@@ -640,3 +640,52 @@ fn a_staged_commit_keeps_the_writer_lock_until_it_is_synced() {
     let tx = b.try_begin_write().expect("the lock is free once the staged commit is synced");
     assert_eq!(tx.get(b"k").unwrap(), Some(&b"v"[..]));
 }
+
+/// Walks into nested maps recurse: at the deepest nesting a heap may hold, compaction needed
+/// between 512 KiB and 1 MiB of stack in a release build and a rebuilt copy (`seal_to`) more
+/// than 256 KiB, so on a thread of a small stack they overflowed and aborted the process (and
+/// the forged-cycle test above overflowed the 2 MiB test thread in a debug build). Every
+/// operation that walks the whole heap, on a thread of 128 KiB.
+#[test]
+fn the_deepest_nesting_is_walked_on_a_small_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.pheap");
+    let heap = Heap::open(&path).unwrap();
+    fn fill(m: &mut crate::txn::MapMut<'_>, level: usize) {
+        for i in 0..300 {
+            m.insert(format!("k{i}"), [level as u8; 40]).unwrap();
+        }
+        if level < crate::MAX_NESTING {
+            fill(&mut m.map_mut(format!("m{level}")).unwrap(), level + 1);
+        }
+    }
+    let mut tx = heap.begin_write().unwrap();
+    fill(&mut tx.map_mut("m1").unwrap(), 2);
+    tx.commit().unwrap();
+    let walks = std::thread::Builder::new().stack_size(128 << 10);
+    walks
+        .spawn(move || {
+            heap.check().unwrap();
+            let copy = heap.copy_to(path.with_file_name("copy.pheap")).unwrap();
+            let sealed = heap.seal_to(path.with_file_name("sealed.pheap")).unwrap();
+            assert_eq!(copy.entries, sealed.entries);
+            // Empty the outermost map's own entries, so compaction moves the deeper ones down.
+            let mut tx = heap.begin_write().unwrap();
+            for i in 0..300 {
+                tx.map_mut("m1").unwrap().remove(format!("k{i}")).unwrap();
+            }
+            tx.commit().unwrap();
+            let stats = heap.compact_with(true).unwrap();
+            assert!(stats.moved_bytes > 0, "{stats:?}");
+            heap.check().unwrap();
+            let tx = heap.begin_read().unwrap();
+            let mut m = tx.map("m1").unwrap().unwrap();
+            for level in 2..crate::MAX_NESTING {
+                m = m.map(format!("m{level}")).unwrap().unwrap();
+            }
+            assert_eq!(m.get("k7").unwrap(), Some(&[crate::MAX_NESTING as u8; 40][..]));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -69,6 +69,22 @@ fn fragment(hash: u64, depth: u32) -> u32 {
 /// Encoded size of the largest branch node.
 const MAX_BRANCH_BYTES: usize = NODE_HEADER_SIZE as usize + 32 * 8;
 
+/// Run `f`, one level of map nesting deeper, on a stack with room for it. A walk into nested
+/// maps recurses once per map level and once per trie level inside each: at the deepest nesting
+/// a heap may hold ([`MAX_NESTING`]) a compaction took between 512 KiB and 1 MiB of stack in a
+/// release build (5x more unoptimised), more than a thread of a small stack has (a test thread
+/// of 256 KiB overflowed and aborted the process). Where less than [`STACK_RED_ZONE`] is left,
+/// `f` runs on a fresh segment of [`STACK_SEGMENT`] bytes instead (the `stacker` crate).
+pub(crate) fn one_map_deeper<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, f)
+}
+
+/// Stack that must be left before a walk goes one map level deeper.
+const STACK_RED_ZONE: usize = 128 << 10;
+
+/// Stack a walk is given when it has less than [`STACK_RED_ZONE`] left.
+const STACK_SEGMENT: usize = 1 << 20;
+
 /// Values up to this length are checked against their leaf's checksum by every read that
 /// returns them (`get`, iteration): a damaged record is an error, never wrong bytes. Costs one
 /// xxh3 pass over key and value, which the reader is about to touch anyway (measured in

@@ -57,7 +57,7 @@ impl TrieWriter<'_> {
             let root = if sub.is_empty() {
                 0
             } else {
-                self.lower_subtree(sub.root.0, plan, moved, nesting + 1)?
+                super::one_map_deeper(|| self.lower_subtree(sub.root.0, plan, moved, nesting + 1))?
             };
             (root != sub.root.0).then(|| {
                 MapValue { root: root.into(), entries: sub.entries.into() }.as_bytes().to_vec()
