@@ -702,9 +702,10 @@ pub const READER_SLOTS: u32 = 8192;
 pub const READER_SLOTS_OFFSET: u64 = PAGE_SIZE;
 /// Length of the lock file.
 pub const LOCK_FILE_LEN: u64 = READER_SLOTS_OFFSET + READER_SLOTS as u64 * 64;
-/// Byte-range locks (open-file-description locks; the bytes need not exist in the file).
-/// Held exclusively by the one writer of all processes.
-pub const LOCK_BYTE_WRITER: u64 = 0;
+/// Byte-range locks (open-file-description locks; the bytes need not exist in the file). Byte 0
+/// is not used: the one writer of all processes holds [`LockHeader::writer`] instead (a word,
+/// taken without a system call when no one else holds it; DESIGN §5.2).
+///
 /// Held exclusively while a handle opens (checks or re-initialises) the lock file.
 pub const LOCK_BYTE_INIT: u64 = 1;
 /// Held shared by every open handle; the opener that gets it exclusively is alone.
@@ -714,6 +715,12 @@ pub const LOCK_BYTE_OPEN: u64 = 2;
 pub const LOCK_BYTE_ANON: u64 = 3;
 /// Reader slot `i` is owned by whoever holds byte `LOCK_BYTE_SLOTS + i` exclusively.
 pub const LOCK_BYTE_SLOTS: u64 = 1024;
+/// A handle that has taken the writer lock holds byte `LOCK_BYTE_LIVENESS + k` exclusively until
+/// it closes, `k` below [`LIVENESS_BYTES`] (drawn at random, the next free one on a collision):
+/// the writer word names `k + 1` while the handle holds the writer lock.
+pub const LOCK_BYTE_LIVENESS: u64 = 1 << 40;
+/// How many liveness bytes there are.
+pub const LIVENESS_BYTES: u32 = 1 << 30;
 /// Locks on bytes of the heap file itself (through a description of its own; the bytes are
 /// never written for it). Held while a handle joins the heap (exclusive for writable handles,
 /// shared for read-only ones), and by whoever replaces the file (a copy onto it).
@@ -748,10 +755,18 @@ pub struct LockHeader {
     /// holder wrote synced (atomic; written under the writer lock); 0 when not known so. A writer
     /// taking the lock while it still names the latest commit need not settle (DESIGN §5.5).
     pub settled_txn: U64,
-    /// 56..64: reserved, zero.
-    pub reserved: [u8; 8],
+    /// 56..60: the writer lock (atomic; a futex word): 0 when free, else 1 + the liveness byte
+    /// of the handle holding it ([`LOCK_BYTE_LIVENESS`]), with [`WRITER_WAITERS`] set while
+    /// another handle waits for it.
+    pub writer: U32,
+    /// 60..64: reserved, zero.
+    pub reserved: [u8; 4],
 }
 const _: () = assert!(size_of::<LockHeader>() == 64);
+
+/// The bit of [`LockHeader::writer`] that says a handle waits for the writer lock (its holder
+/// wakes the waiters when it releases it).
+pub const WRITER_WAITERS: u32 = 1 << 31;
 
 /// A reader slot: 64 bytes (one cache line, so readers in different processes never share one),
 /// at `READER_SLOTS_OFFSET + 64 * i`. Written only by the process holding the slot's lock byte,
@@ -786,6 +801,8 @@ pub const LOCK_ANON_CLEAR_AT: u64 = offset_of!(LockHeader, anon_clear_txn) as u6
 pub const LOCK_WRITER_TOKEN_AT: u64 = offset_of!(LockHeader, writer_token) as u64;
 /// Offset of [`LockHeader::settled_txn`].
 pub const LOCK_SETTLED_AT: u64 = offset_of!(LockHeader, settled_txn) as u64;
+/// [`LockHeader::writer`].
+pub const LOCK_WRITER_AT: u64 = offset_of!(LockHeader, writer) as u64;
 /// [`ReaderSlot::pin`], from the slot's start.
 pub const SLOT_PIN_AT: u64 = offset_of!(ReaderSlot, pin) as u64;
 /// [`ReaderSlot::end`].
@@ -804,17 +821,19 @@ pub const fn reader_slot_at(i: u32) -> u64 {
 /// if they agree on all of it.
 pub fn lock_signature() -> u64 {
     let desc = format!(
-        "pheap-lock/3 le{} header{} slot{} slots{} at{} locks{},{},{},{},{} heap{},{} page{}",
+        "pheap-lock/4 le{} header{} slot{} slots{} at{} writer{} locks{},{},{},{},{}+{} heap{},{} page{}",
         cfg!(target_endian = "little"),
         size_of::<LockHeader>(),
         size_of::<ReaderSlot>(),
         READER_SLOTS,
         READER_SLOTS_OFFSET,
-        LOCK_BYTE_WRITER,
+        LOCK_WRITER_AT,
         LOCK_BYTE_INIT,
         LOCK_BYTE_OPEN,
         LOCK_BYTE_ANON,
         LOCK_BYTE_SLOTS,
+        LOCK_BYTE_LIVENESS,
+        LIVENESS_BYTES,
         HEAP_LOCK_BYTE_JOIN,
         HEAP_LOCK_BYTE_OPEN,
         PAGE_SIZE,

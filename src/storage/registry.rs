@@ -105,6 +105,9 @@ pub(crate) struct Registry {
     fork_gen: u64,
     /// This process (a forked child cannot use the handle, so it stays right).
     pid: u32,
+    /// The liveness byte (`LOCK_BYTE_LIVENESS + k`) that tells other handles this one is alive
+    /// while it holds the writer lock: claimed when it first takes it, held until it closes.
+    liveness: Mutex<Option<u32>>,
     /// Names this handle in the lock header's `writer_token` (random: [`new_token`]); drawn when the handle first takes the writer lock (a
     /// reader never needs one).
     token: std::sync::OnceLock<u64>,
@@ -371,6 +374,7 @@ impl Registry {
             fork_entry,
             fork_gen: fork_generation(),
             pid: std::process::id(),
+            liveness: Mutex::new(None),
             token: std::sync::OnceLock::new(),
         })
     }
@@ -395,6 +399,7 @@ impl Registry {
             fork_entry: None,
             fork_gen: fork_generation(),
             pid: std::process::id(),
+            liveness: Mutex::new(None),
             token: std::sync::OnceLock::new(),
         }
     }
@@ -541,22 +546,27 @@ impl Registry {
                 if let Some(i) = pool.idle.pop() {
                     return Ok(Pin::Slot(i));
                 }
-                for i in 0..READER_SLOTS {
-                    if pool.owns(i) {
-                        continue;
-                    }
-                    if lock(self.file(), libc::F_WRLCK, LOCK_BYTE_SLOTS + i as u64, false)? {
-                        pool.owned[i as usize / 64] |= 1 << (i % 64);
-                        // A dead owner's pin may linger: clear it before the slot counts.
-                        self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::SeqCst);
-                        self.slot_pid(i).store(self.pid, Ordering::Relaxed);
-                        self.hwm().fetch_max(i + 1, Ordering::SeqCst);
-                        return Ok(Pin::Slot(i));
-                    }
-                }
-                Err(Error::ReadersFull { max: READER_SLOTS })
+                Ok(Pin::Slot(self.claim(&mut pool)?))
             }
         }
+    }
+
+    /// Claim a free slot (the lowest whose lock byte no one holds) for this handle.
+    fn claim(&self, pool: &mut Pool) -> Result<u32> {
+        for i in 0..READER_SLOTS {
+            if pool.owns(i) {
+                continue;
+            }
+            if lock(self.file(), libc::F_WRLCK, LOCK_BYTE_SLOTS + i as u64, false)? {
+                pool.owned[i as usize / 64] |= 1 << (i % 64);
+                // A dead owner's pin may linger: clear it before the slot counts.
+                self.slot_word(i, SLOT_PIN_AT).store(0, Ordering::SeqCst);
+                self.slot_pid(i).store(self.pid, Ordering::Relaxed);
+                self.hwm().fetch_max(i + 1, Ordering::SeqCst);
+                return Ok(i);
+            }
+        }
+        Err(Error::ReadersFull { max: READER_SLOTS })
     }
 
     /// Publish `txn` (with its `end`) as pinned by `pin`, then fence: the caller must re-read
@@ -692,17 +702,89 @@ impl Registry {
     /// false. The caller holds the handle's in-process writer mutex. `Some(true)`: this handle
     /// held the lock last, so no one has changed the heap file's length since it released it
     /// (every length change is made under the lock, I12): its own idea of the length is exact.
+    ///
+    /// The lock is the header's writer word (DESIGN §5.2): taken by one compare-and-swap from
+    /// free to 1 + this handle's liveness byte, with no system call; a holder whose liveness
+    /// byte is free has died (the kernel dropped it), and its lock is taken over. A waiter
+    /// sleeps on the word (a futex), woken one at a time by releases, or after 10 ms to ask
+    /// again whether the holder lives.
     pub(crate) fn lock_writer(&self, wait: bool) -> Result<Option<bool>> {
         if self.mode != Mode::Registered {
             return Err(Error::ReadOnly);
         }
-        if !lock(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER, wait)? {
-            return Ok(None);
+        let me = self.liveness_byte()? + 1;
+        let w = self.word32(LOCK_WRITER_AT);
+        // Whether to ask the kernel if the holder lives: at first, and after a wait that timed
+        // out (a wake means a release; whoever holds the word since took it just now).
+        let mut check = true;
+        // A handle that waited takes the lock marked as waited for, so that its release wakes
+        // the next waiter (one at a time: all of them would race for it).
+        let mut waited = false;
+        loop {
+            let cur = w.load(Ordering::SeqCst);
+            let holder = cur & !WRITER_WAITERS;
+            if holder == 0 || (check && !self.alive(holder - 1)?) {
+                // Free, or its holder died: ours (a waiter's mark stays, so it is woken).
+                let mark = if waited { WRITER_WAITERS } else { cur & WRITER_WAITERS };
+                if w.compare_exchange(cur, me | mark, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                    break;
+                }
+                continue;
+            }
+            debug_assert_ne!(holder, me, "the in-process mutex keeps this handle's threads out");
+            if !wait {
+                return Ok(None);
+            }
+            let marked = cur | WRITER_WAITERS;
+            if cur != marked
+                && w.compare_exchange(cur, marked, Ordering::SeqCst, Ordering::SeqCst).is_err()
+            {
+                continue;
+            }
+            waited = true;
+            check = futex_wait(w, marked, std::time::Duration::from_millis(10));
         }
         self.word32(LOCK_WRITER_PID_AT).store(self.pid, Ordering::Relaxed);
         let token = *self.token.get_or_init(new_token);
         let last = self.word(LOCK_WRITER_TOKEN_AT).swap(token, Ordering::SeqCst);
         Ok(Some(last == token))
+    }
+
+    /// This handle's liveness byte, claimed the first time it is needed: the first free one
+    /// from a random place (one `fcntl`, but on a collision with a live handle's).
+    fn liveness_byte(&self) -> Result<u32> {
+        let mut slot = self.liveness.lock();
+        if let Some(k) = *slot {
+            return Ok(k);
+        }
+        let start = (*self.token.get_or_init(new_token) >> 34) as u32 % LIVENESS_BYTES;
+        let k = self.claim_liveness(start)?;
+        *slot = Some(k);
+        Ok(k)
+    }
+
+    /// Claim the first free liveness byte from `start` on.
+    fn claim_liveness(&self, start: u32) -> Result<u32> {
+        let mut k = start;
+        while !lock(self.file(), libc::F_WRLCK, LOCK_BYTE_LIVENESS + k as u64, false)? {
+            k = (k + 1) % LIVENESS_BYTES;
+        }
+        // A dead handle may have held the writer lock: its byte was free, so it is gone (a live
+        // holder keeps its byte); waiters would take ours for its life. Free the lock.
+        let w = self.word32(LOCK_WRITER_AT);
+        let cur = w.load(Ordering::SeqCst);
+        if cur & !WRITER_WAITERS == k + 1
+            && w.compare_exchange(cur, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            && cur & WRITER_WAITERS != 0
+        {
+            futex_wake(w);
+        }
+        Ok(k)
+    }
+
+    /// Does another description hold liveness byte `k` (its handle is alive)?
+    fn alive(&self, k: u32) -> Result<bool> {
+        Ok(held(self.file(), libc::F_WRLCK, LOCK_BYTE_LIVENESS + k as u64)?)
     }
 
     /// The commit the last writer left settled (everything it wrote synced when it released the
@@ -724,11 +806,15 @@ impl Registry {
         }
     }
 
-    /// Release the writer lock (before the in-process mutex: a thread of this handle taking
-    /// the byte lock while we still hold it would succeed at once, as it shares our lock).
+    /// Release the writer lock (before the in-process mutex), waking the handles that wait.
     pub(crate) fn unlock_writer(&self) {
         if self.mode == Mode::Registered {
-            unlock(self.file(), LOCK_BYTE_WRITER);
+            let w = self.word32(LOCK_WRITER_AT);
+            let old = w.swap(0, Ordering::SeqCst);
+            debug_assert_eq!(Some(old & !WRITER_WAITERS), self.liveness.lock().map(|i| i + 1));
+            if old & WRITER_WAITERS != 0 {
+                futex_wake(w);
+            }
         }
     }
 
@@ -748,7 +834,18 @@ impl Registry {
     pub(crate) fn writer_active(&self) -> Result<Option<bool>> {
         match self.mode {
             Mode::Unlocked => Ok(None),
-            _ => Ok(Some(held(self.file(), libc::F_WRLCK, LOCK_BYTE_WRITER)?)),
+            Mode::Registered => {
+                let holder = self.word32(LOCK_WRITER_AT).load(Ordering::SeqCst) & !WRITER_WAITERS;
+                let mine = self.liveness.lock().map(|i| i + 1);
+                Ok(Some(holder != 0 && Some(holder) != mine && self.alive(holder - 1)?))
+            }
+            Mode::Anonymous => {
+                // Not mapped (the file is read-only to this user): read the word.
+                let mut b = [0u8; 4];
+                self.file().read_exact_at(&mut b, LOCK_WRITER_AT)?;
+                let holder = u32::from_ne_bytes(b) & !WRITER_WAITERS;
+                Ok(Some(holder != 0 && self.alive(holder - 1)?))
+            }
         }
     }
 
@@ -779,12 +876,65 @@ impl Drop for Registry {
         if fork_generation() != self.fork_gen {
             // Not inherited (MADV_DONTFORK): the range may hold another mapping of the child's.
             std::mem::forget(self.map.take());
+        } else if let Some(i) = *self.liveness.lock() {
+            // The writer lock is released before its handle closes; should it not be, it goes
+            // now rather than when waiters find its liveness byte free.
+            let w = self.word32(LOCK_WRITER_AT);
+            let cur = w.load(Ordering::SeqCst);
+            if cur & !WRITER_WAITERS == i + 1
+                && w.compare_exchange(cur, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                && cur & WRITER_WAITERS != 0
+            {
+                futex_wake(w);
+            }
         }
         // Before the descriptors close, so the fork handler never touches a reused number.
         for e in [self.fork_entry, self.heap_fork_entry].into_iter().flatten() {
             unregister_fd(e);
         }
     }
+}
+
+/// Sleep while the futex word `w` (in a shared mapping: other processes wake it) holds
+/// `expected`, at most `timeout`; a wake, a signal or a changed value ends it early. Returns
+/// whether the time ran out.
+fn futex_wait(w: &AtomicU32, expected: u32, timeout: std::time::Duration) -> bool {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the aligned 4-byte word `w` (alive for the call) and the
+    // timespec, which outlives it; it writes nothing. Not FUTEX_PRIVATE: the word is in a
+    // shared file mapping, waited on and woken by other processes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
+}
+
+/// Wake one waiter on the futex word `w` (it marks the word again when it takes the lock, so
+/// its release wakes the next).
+fn futex_wake(w: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the word's address as a key; it reads and writes no memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAKE,
+            1i32,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
 }
 
 /// Map the lock file (`LOCK_FILE_LEN` long) for a registered handle.
@@ -905,6 +1055,70 @@ mod tests {
         assert_eq!(b.lock_writer(false).unwrap(), Some(false), "a held it last, not b");
         b.unlock_writer();
         assert_eq!(a.lock_writer(false).unwrap(), Some(false), "b held it since");
+        a.unlock_writer();
+    }
+
+    /// A handle dies as a killed process does: its lock file's description goes (and with it
+    /// every lock byte it held), whatever the words of the lock file still say.
+    fn die(mut r: Registry) {
+        *r.liveness.lock() = None;
+        drop((r.map.take(), r.file.take()));
+    }
+
+    fn writer_word(r: &Registry) -> u32 {
+        r.word32(LOCK_WRITER_AT).load(Ordering::SeqCst)
+    }
+
+    /// The writer lock is a word: a waiter marks it and sleeps, and the release wakes it; a
+    /// holder that dies without releasing it is taken over by the next writer, waiting or not,
+    /// and by whoever claims its liveness byte next.
+    #[test]
+    fn the_writer_word_wakes_waiters_and_outlives_a_dead_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_handles(dir.path());
+        assert!(a.lock_writer(false).unwrap().is_some());
+        assert_eq!(writer_word(&b), a.liveness.lock().unwrap() + 1);
+        assert_eq!(b.writer_active().unwrap(), Some(true));
+        assert_eq!(a.writer_active().unwrap(), Some(false), "its own lock is not another's");
+        let b = std::sync::Arc::new(b);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                assert!(b.lock_writer(true).unwrap().is_some());
+                t.elapsed()
+            })
+        };
+        while writer_word(&a) & WRITER_WAITERS == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        a.unlock_writer();
+        let waited = waiter.join().unwrap();
+        assert!(waited >= std::time::Duration::from_millis(50), "{waited:?}: waited for a");
+        // b holds it, marked as waited for: its release will wake the next waiter, if any.
+        assert_eq!(writer_word(&a), (b.liveness.lock().unwrap() + 1) | WRITER_WAITERS);
+        // b dies holding it: a takes it over at once, without waiting.
+        let b = std::sync::Arc::into_inner(b).unwrap();
+        let b_slot = b.liveness.lock().unwrap();
+        die(b);
+        assert_eq!(a.writer_active().unwrap(), Some(false), "a dead holder is no writer");
+        assert_eq!(a.lock_writer(false).unwrap(), Some(false), "b held it last");
+        a.unlock_writer();
+        // A dead holder's liveness byte claimed by another handle: the claim frees the lock
+        // (else waiters would take the new owner's byte for the dead holder's).
+        let (c, d) = two_handles(dir.path());
+        assert!(c.lock_writer(false).unwrap().is_some());
+        let c_byte = c.liveness.lock().unwrap();
+        die(c);
+        assert_eq!(writer_word(&d), c_byte + 1, "the word still names the dead holder");
+        assert_eq!(d.claim_liveness(c_byte).unwrap(), c_byte);
+        assert_eq!(writer_word(&d), 0, "freed by the claim of {c_byte} (b's was {b_slot})");
+        // A live handle's byte is skipped.
+        assert!(a.lock_writer(false).unwrap().is_some());
+        let a_byte = a.liveness.lock().unwrap();
+        assert_eq!(d.claim_liveness(a_byte).unwrap(), (a_byte + 1) % LIVENESS_BYTES);
+        assert_eq!(writer_word(&d), a_byte + 1, "a live holder keeps the lock");
         a.unlock_writer();
     }
 
