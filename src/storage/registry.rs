@@ -108,8 +108,8 @@ pub(crate) struct Registry {
     /// The liveness byte (`LOCK_BYTE_LIVENESS + k`) that tells other handles this one is alive
     /// while it holds the writer lock: claimed when it first takes it, held until it closes.
     liveness: Mutex<Option<u32>>,
-    /// Names this handle in the lock header's `writer_token` (random: [`new_token`]); drawn when the handle first takes the writer lock (a
-    /// reader never needs one).
+    /// Names this handle in the lock header's `writer_token` (random: [`new_token`]); drawn
+    /// when the handle first takes the writer lock (a reader never needs one).
     token: std::sync::OnceLock<u64>,
 }
 
@@ -771,6 +771,12 @@ impl Registry {
         }
         // A dead handle may have held the writer lock: its byte was free, so it is gone (a live
         // holder keeps its byte); waiters would take ours for its life. Free the lock.
+        self.free_writer_lock_of(k);
+        Ok(k)
+    }
+
+    /// Free the writer lock if the word names liveness byte `k`, waking a waiter.
+    fn free_writer_lock_of(&self, k: u32) {
         let w = self.word32(LOCK_WRITER_AT);
         let cur = w.load(Ordering::SeqCst);
         if cur & !WRITER_WAITERS == k + 1
@@ -779,7 +785,6 @@ impl Registry {
         {
             futex_wake(w);
         }
-        Ok(k)
     }
 
     /// Does another description hold liveness byte `k` (its handle is alive)?
@@ -876,17 +881,10 @@ impl Drop for Registry {
         if fork_generation() != self.fork_gen {
             // Not inherited (MADV_DONTFORK): the range may hold another mapping of the child's.
             std::mem::forget(self.map.take());
-        } else if let Some(i) = *self.liveness.lock() {
+        } else if let Some(k) = *self.liveness.lock() {
             // The writer lock is released before its handle closes; should it not be, it goes
             // now rather than when waiters find its liveness byte free.
-            let w = self.word32(LOCK_WRITER_AT);
-            let cur = w.load(Ordering::SeqCst);
-            if cur & !WRITER_WAITERS == i + 1
-                && w.compare_exchange(cur, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-                && cur & WRITER_WAITERS != 0
-            {
-                futex_wake(w);
-            }
+            self.free_writer_lock_of(k);
         }
         // Before the descriptors close, so the fork handler never touches a reused number.
         for e in [self.fork_entry, self.heap_fork_entry].into_iter().flatten() {
