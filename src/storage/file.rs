@@ -355,8 +355,9 @@ mod tests {
     use super::*;
 
     /// The canonical path comes from the open file (one `readlink`), whatever path it was
-    /// opened through: a symbolic link to its directory, `..`, a relative path. A file that has
-    /// lost its name falls back to resolving the path, which then fails as the open would.
+    /// opened through (here a symbolic link to its directory) and whatever path the caller
+    /// names (here one through `..` and `.`). A file that has lost its name falls back to
+    /// resolving the path, which then fails as the open would.
     #[test]
     fn canonical_path_is_the_open_files() {
         let dir = tempfile::tempdir().unwrap();
