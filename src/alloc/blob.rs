@@ -180,8 +180,8 @@ impl Allocator {
     /// `durable`: the last durable commit before this one. `no_reader_since(t)`: no snapshot in
     /// `t..txn` is pinned, so a batch of `t` may merge into this commit's without delaying its
     /// reuse.
-    /// `one_phase`: list the commit's extents in the blob if they are few enough, so that it
-    /// may be synced once.
+    /// `one_phase`: the commit is durable; list its extents in the blob if they are few
+    /// enough, so that it may be synced once.
     pub(crate) fn persist(
         &mut self,
         txn: TxnId,
@@ -189,8 +189,9 @@ impl Allocator {
         one_phase: bool,
         no_reader_since: &dyn Fn(TxnId) -> bool,
     ) -> Result<AllocSummary> {
+        let merge_durable = std::mem::replace(&mut self.merge_durable, !one_phase);
         if self.dirty {
-            self.write_blob(txn, durable, one_phase, no_reader_since)?;
+            self.write_blob(txn, durable, one_phase, merge_durable, no_reader_since)?;
         }
         Ok(self.summary())
     }
@@ -213,6 +214,7 @@ impl Allocator {
         txn: TxnId,
         durable: TxnId,
         one_phase: bool,
+        merge_durable: bool,
         no_reader_since: &dyn Fn(TxnId) -> bool,
     ) -> Result<()> {
         // A forged file whose maps share a subtree can make a transaction free one record twice;
@@ -249,10 +251,14 @@ impl Allocator {
                 self.classes[c] = st;
             }
         }
-        // Batches behind the same durable commit with no reader between them are released
-        // together anyway: merging them keeps the blob small under non-durable commits.
+        // Batches that no sync can tell apart, with no reader between them, are released
+        // together anyway: merging them keeps the blob small under non-durable commits. A
+        // durable commit's batch is released by its own sync; merged into later ones, it would
+        // wait for theirs, and under a stream of group commits (every sync behind the latest
+        // commit) nothing freed would ever be reused.
         let freed = std::mem::take(&mut self.freed_now);
-        self.push_pending(false, freed, txn, &|p| p.txn > durable && no_reader_since(p.txn))?;
+        let merge = |p: &Pending| merge_durable && p.txn > durable && no_reader_since(p.txn);
+        self.push_pending(false, freed, txn, &merge)?;
         let freed = std::mem::take(&mut self.freed_now_ro);
         self.push_pending(true, freed, txn, &|p| no_reader_since(p.txn))?;
         if let Some((start, pages)) = replaced

@@ -135,6 +135,12 @@ pub(crate) struct Allocator {
     /// Bytes made reusable (released) since the last sweep (in memory only; a reload starts
     /// at zero).
     freed_since_sweep: u64,
+    /// The last commit was made without a sync of its own (in memory only; a reload starts
+    /// at `false`): its durability-bound batch, if it is the newest, may take in the next
+    /// commit's, since no sync makes the one durable without the other. A durable commit's
+    /// batch takes in nothing: it becomes reusable when that commit's sync ends, while later
+    /// commits are still in flight (group commit, DESIGN §4.3).
+    merge_durable: bool,
 }
 
 impl Allocator {
@@ -163,6 +169,7 @@ impl Allocator {
             dirty: false,
             one_phase: None,
             freed_since_sweep: 0,
+            merge_durable: false,
         }
     }
 
