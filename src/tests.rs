@@ -689,3 +689,56 @@ fn the_deepest_nesting_is_walked_on_a_small_stack() {
         .join()
         .unwrap();
 }
+
+/// A durable commit's writes go through the file, not the mapping (DESIGN §4.3a): its first
+/// [`SYSCALL_WRITES`](crate::alloc) small ones, so a transaction that writes more stores the
+/// rest into the mapping; a commit that does not sync writes nothing through the file, nor
+/// does a transaction switched to no sync before it writes.
+#[test]
+fn durable_commits_write_through_the_file_and_others_through_the_mapping() {
+    let (s, heap) = new_mem(boot(0));
+    let writes = || s.syscall_writes().0;
+    let commit = |durability: Durability, keys: u32| {
+        let mut tx = heap.begin_write().unwrap();
+        tx.set_durability(durability);
+        for k in 0..keys {
+            tx.insert(k.to_le_bytes(), value(100, k as u8)).unwrap();
+        }
+        tx.commit().unwrap();
+    };
+    commit(Durability::Immediate, 1);
+    let one = writes();
+    assert!(one >= 3, "a single-key durable commit made {one} writes through the file");
+    commit(Durability::None, 1);
+    commit(Durability::None, 500);
+    assert_eq!(writes(), one, "a commit that does not sync wrote through the file");
+    commit(Durability::Immediate, 2_000);
+    assert_eq!(writes() - one, 64, "a large durable transaction's first writes only");
+    // A long value is stored into the mapping even in a small durable commit.
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"long", value(40_000, 1)).unwrap();
+    tx.commit().unwrap();
+    assert!(s.syscall_writes().1 <= 16 << 10, "a write of {} bytes", s.syscall_writes().1);
+    let rx = heap.begin_read().unwrap();
+    assert_eq!(rx.get(b"long").unwrap(), Some(&value(40_000, 1)[..]));
+    assert_eq!(rx.get(1999u32.to_le_bytes()).unwrap(), Some(&value(100, 1999u32 as u8)[..]));
+    drop(rx);
+    heap.check().unwrap();
+    // A heap whose commits do not sync by default: nothing through the file, until a
+    // transaction asks for a sync.
+    let s = Arc::new(MemStorage::from_image(&new_heap_image(&boot(0)).unwrap(), CAP));
+    let mut opts = Heap::options();
+    opts.durability(Durability::None);
+    let registry = crate::storage::registry::Registry::private().unwrap();
+    let path = std::path::Path::new("sim");
+    let heap = Heap::from_storage_with_boot(s.clone(), registry, &opts, path, boot(0)).unwrap();
+    let mut tx = heap.begin_write().unwrap();
+    tx.insert(b"k", b"v").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(s.syscall_writes().0, 0, "a no-sync heap's commit wrote through the file");
+    let mut tx = heap.begin_write().unwrap();
+    tx.set_durability(Durability::Immediate);
+    tx.insert(b"k", b"w").unwrap();
+    tx.commit().unwrap();
+    assert!(s.syscall_writes().0 > 0, "a commit asked to sync wrote nothing through the file");
+}

@@ -266,6 +266,11 @@ impl Allocator {
         Ok(())
     }
 
+    /// Route the running transaction's writes ([`Pager::route_writes`]).
+    pub(crate) fn route_writes(&mut self, durable: bool) {
+        self.pager.route_writes(durable);
+    }
+
     /// Track the writes of transaction `txn` for a one-phase commit ([`Pager::track`]).
     pub(crate) fn track(&mut self, txn: TxnId, base: TxnId, synced: TxnId, all_synced: bool) {
         self.pager.track(txn, base, synced, all_synced);

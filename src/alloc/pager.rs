@@ -11,6 +11,14 @@ use crate::storage::{Storage, View};
 /// Smallest growth step of the file.
 const MIN_GROW: u64 = 256 << 10;
 
+/// Writes of a durable transaction that go through the file rather than the mapping
+/// (DESIGN §4.3a): the first this many, each at most [`SYSCALL_WRITE_MAX`] bytes. A small
+/// commit makes about ten; a larger transaction stores the rest through the mapping, where a
+/// page takes many of its writes for one fault.
+const SYSCALL_WRITES: u32 = 64;
+/// Longer writes are stores into the mapping (or, from 1 MiB, the storage's own write(2)).
+const SYSCALL_WRITE_MAX: u64 = 16 << 10;
+
 /// Reads and writes of the writer: the storage and its current view.
 #[derive(Debug)]
 pub(crate) struct Pager {
@@ -31,6 +39,8 @@ pub(crate) struct Pager {
     untracked_upto: Option<TxnId>,
     /// The `synced` the tracked ranges were last pruned at.
     pruned: TxnId,
+    /// How many more writes of the running transaction go through the file (write(2)).
+    syscall_writes: u32,
 }
 
 impl Pager {
@@ -45,6 +55,7 @@ impl Pager {
             writing: TxnId(0),
             untracked_upto: None,
             pruned: TxnId(0),
+            syscall_writes: 0,
         }
     }
     pub(crate) fn view(&self) -> &Arc<View> {
@@ -55,7 +66,11 @@ impl Pager {
         self.storage.len()
     }
     pub(crate) fn write(&mut self, off: Offset, data: &[u8]) -> Result<()> {
-        let res = self.storage.write(off.0, data);
+        let res = if self.by_syscall(data.len() as u64) {
+            self.storage.write_by_syscall(off.0, data)
+        } else {
+            self.storage.write(off.0, data)
+        };
         self.note_write(off, data.len() as u64, res)
     }
 
@@ -66,8 +81,28 @@ impl Pager {
         len: u64,
         fill: &mut dyn FnMut(&mut [u8]),
     ) -> Result<()> {
-        let res = self.storage.write_with(off.0, len, fill);
+        let res = if self.by_syscall(len) {
+            let mut buf = vec![0u8; len as usize];
+            fill(&mut buf);
+            self.storage.write_by_syscall(off.0, &buf)
+        } else {
+            self.storage.write_with(off.0, len, fill)
+        };
         self.note_write(off, len, res)
+    }
+
+    /// Does the next write, of `len` bytes, go through the file? (It counts if so.)
+    fn by_syscall(&mut self, len: u64) -> bool {
+        let yes = self.syscall_writes > 0 && len <= SYSCALL_WRITE_MAX;
+        self.syscall_writes -= u32::from(yes);
+        yes
+    }
+
+    /// The running transaction's first writes go through the file (`durable`) or all of them
+    /// into the mapping: a commit that syncs gains from writes its sync need not write-protect
+    /// again, one that does not would pay a system call per write for nothing (DESIGN §4.3a).
+    pub(crate) fn route_writes(&mut self, durable: bool) {
+        self.syscall_writes = if durable { SYSCALL_WRITES } else { 0 };
     }
 
     fn note_write(&mut self, off: Offset, len: u64, res: Result<()>) -> Result<()> {

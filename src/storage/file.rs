@@ -259,6 +259,16 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn write_by_syscall(&self, off: u64, data: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let end = off.checked_add(data.len() as u64).expect("write range overflows");
+        assert!(end <= self.len(), "write past the end of the file: {off:#x}+{}", data.len());
+        self.file.write_all_at(data, off)?;
+        Ok(())
+    }
+
     fn write_with(&self, off: u64, len: u64, fill: &mut dyn FnMut(&mut [u8])) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
@@ -373,5 +383,27 @@ mod tests {
         std::fs::remove_file(&heap).unwrap();
         let err = storage.canonical_path(&heap).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// A write through the file shows in a view made before it, over bytes stored through the
+    /// mapping (one page cache), and is in the file; a read-only storage refuses it.
+    #[test]
+    fn writes_through_the_file_show_in_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.pheap");
+        std::fs::write(&path, []).unwrap();
+        let storage = FileStorage::open(&path, false).unwrap();
+        storage.grow(3 * PAGE_SIZE).unwrap();
+        let view = storage.view();
+        storage.write(PAGE_SIZE, &[1; 64]).unwrap();
+        storage.write_by_syscall(PAGE_SIZE + 8, &[2; 16]).unwrap();
+        let mut expect = [1u8; 64];
+        expect[8..24].fill(2);
+        assert_eq!(view.slice(PAGE_SIZE, 64, 3 * PAGE_SIZE).unwrap(), &expect);
+        storage.sync().unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[PAGE_SIZE as usize..][..64], &expect);
+        let ro = FileStorage::open(&path, true).unwrap();
+        assert!(matches!(ro.write_by_syscall(0, &[0]), Err(Error::ReadOnly)));
     }
 }

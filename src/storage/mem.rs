@@ -89,6 +89,9 @@ struct MemState {
     /// Growths of the file to come before one fails with ENOSPC (a full disk met by
     /// `ftruncate`, which poisons nothing); independent of `fail`.
     grow_fail: Option<u64>,
+    /// Writes asked for through the file rather than the mapping (`write_by_syscall`), and
+    /// how many bytes the longest of them wrote.
+    syscall_writes: (u64, u64),
 }
 
 pub(crate) struct MemStorage {
@@ -151,6 +154,7 @@ impl MemStorage {
             fail: None,
             sync_delay: std::time::Duration::ZERO,
             grow_fail: None,
+            syscall_writes: (0, 0),
         };
         s
     }
@@ -179,6 +183,13 @@ impl MemStorage {
     #[cfg(test)]
     pub(crate) fn set_sync_delay(&self, d: std::time::Duration) {
         self.state.lock().sync_delay = d;
+    }
+
+    /// Writes routed through the file so far ([`Storage::write_by_syscall`]), and the length
+    /// of the longest.
+    #[cfg(test)]
+    pub(crate) fn syscall_writes(&self) -> (u64, u64) {
+        self.state.lock().syscall_writes
     }
 
     /// Number of syncs so far.
@@ -358,6 +369,16 @@ impl Storage for MemStorage {
         self.copy_in(off, data);
         st.unsynced.push(Op::Write { off, data: data.to_vec() });
         Ok(())
+    }
+
+    /// A write as any other (the simulated disk has no mapping to spare), counted.
+    fn write_by_syscall(&self, off: u64, data: &[u8]) -> Result<()> {
+        {
+            let mut st = self.state.lock();
+            st.syscall_writes.0 += 1;
+            st.syscall_writes.1 = st.syscall_writes.1.max(data.len() as u64);
+        }
+        self.write(off, data)
     }
 
     fn write_meta(&self, off: u64, data: &[u8; META_SIZE]) -> Result<()> {

@@ -45,6 +45,13 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn refresh(&self) -> Result<u64>;
     /// Write `data` at `off`; `off + data.len() <= len()`.
     fn write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// Write `data` at `off` through the file (write(2)) rather than stores into its mapping,
+    /// where the backend has the choice: a page written so is not mapped writable, so its
+    /// sync need not write-protect it again (in every thread's page tables) and the next write
+    /// takes no fault (DESIGN §4.3a). Otherwise as [`Storage::write`].
+    fn write_by_syscall(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.write(off, data)
+    }
     /// Write `len` bytes at `off` that `fill` produces, in place where the backend can (the
     /// file backend hands `fill` the mapped bytes themselves: no intermediate copy). What the
     /// buffer holds when `fill` gets it is unspecified; `fill` should write all of it.

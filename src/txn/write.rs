@@ -256,6 +256,8 @@ impl WriteTxn {
         // Before `begin_txn`: releasing batches and sweeping write too.
         let txn = TxnId(self.txn_id());
         self.alloc().track(txn, snap.txn, durable, settled);
+        let syncs = self.durability == Durability::Immediate || !shared.boot_known();
+        self.alloc().route_writes(syncs);
         let res = self.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
             self.guard.alloc = None;
@@ -346,6 +348,10 @@ impl WriteTxn {
     /// Override the heap's default durability for this commit.
     pub fn set_durability(&mut self, durability: Durability) {
         self.durability = durability;
+        let syncs = durability == Durability::Immediate || !self.shared.boot_known();
+        if let Some(a) = self.guard.alloc.as_mut() {
+            a.route_writes(syncs);
+        }
     }
 
     /// Discard every change (as dropping the transaction does).
