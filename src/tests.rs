@@ -690,10 +690,10 @@ fn the_deepest_nesting_is_walked_on_a_small_stack() {
         .unwrap();
 }
 
-/// A durable commit's writes go through the file, not the mapping (DESIGN §4.3a): its first
-/// [`SYSCALL_WRITES`](crate::alloc) small ones, so a transaction that writes more stores the
-/// rest into the mapping; a commit that does not sync writes nothing through the file, nor
-/// does a transaction switched to no sync before it writes.
+/// A durable commit's writes go through the file, not the mapping (DESIGN §4.3a): its first 64
+/// writes of at most 16 KiB, so a transaction that writes more stores the rest into the
+/// mapping; a commit that does not sync writes nothing through the file, nor does a transaction
+/// switched to no sync before it writes.
 #[test]
 fn durable_commits_write_through_the_file_and_others_through_the_mapping() {
     let (s, heap) = new_mem(boot(0));
