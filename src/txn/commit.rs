@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+#[cfg(doc)]
 use super::Durability;
 use super::group::{After, forget_unsynced, sync_as_syncer, wait_durable, write_slot};
 use super::write::WriteTxn;
@@ -104,9 +105,7 @@ impl WriteTxn {
         if staged.is_some() {
             self.alloc().claim_staged_blob();
         }
-        let durable = self.durability == Durability::Immediate
-            || !self.shared.boot_known()
-            || staged.is_some();
+        let durable = self.syncs() || staged.is_some();
         // A reader that pinned after the scan holds the base or newer: merging a batch into
         // this commit's only delays its reuse, so the scan's pins suffice.
         let pins: Vec<TxnId> = self.pins.iter().map(|p| p.txn).collect();

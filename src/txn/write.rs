@@ -256,7 +256,7 @@ impl WriteTxn {
         // Before `begin_txn`: releasing batches and sweeping write too.
         let txn = TxnId(self.txn_id());
         self.alloc().track(txn, snap.txn, durable, settled);
-        let syncs = self.durability == Durability::Immediate || !shared.boot_known();
+        let syncs = self.syncs();
         self.alloc().route_writes(syncs);
         let res = self.alloc().begin_txn(readers, readers.min(durable));
         if let Err(e) = res {
@@ -348,10 +348,17 @@ impl WriteTxn {
     /// Override the heap's default durability for this commit.
     pub fn set_durability(&mut self, durability: Durability) {
         self.durability = durability;
-        let syncs = durability == Durability::Immediate || !self.shared.boot_known();
+        let syncs = self.syncs();
         if let Some(a) = self.guard.alloc.as_mut() {
             a.route_writes(syncs);
         }
+    }
+
+    /// Will this transaction's commit sync? Where the boot id is unknown a non-durable commit
+    /// could not be told from one of an earlier boot: every commit is durable. (A commit on
+    /// top of a staged one is made durable too, which is known only when it commits.)
+    pub(super) fn syncs(&self) -> bool {
+        self.durability == Durability::Immediate || !self.shared.boot_known()
     }
 
     /// Discard every change (as dropping the transaction does).
