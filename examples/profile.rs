@@ -1,10 +1,12 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|readcost|itercost|txncost|objload|objcost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|fresh|prefetch|readcost|itercost|txncost|objload|objcost|opencost PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
 //! prints the fastest pass per lookup, taking only the value's length and then summing its bytes;
 //! `itercost` walks every entry (`iter()`), five passes, and prints the fastest per entry;
-//! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds.
+//! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds;
+//! `fresh` opens it read-only and makes 100,000 gets (`prefetch`: after `Heap::prefetch`), once,
+//! printing the time and how much of the file the process maps in 2 MiB pages.
 use pheap::prelude::*;
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
@@ -100,6 +102,36 @@ fn main() -> pheap::Result<()> {
                 sum += rx.get(key(i.wrapping_mul(7919) % n))?.map_or(0, |v| v.len());
             }
             assert!(sum > 0);
+        }
+        "fresh" | "prefetch" => {
+            // A fresh process's open (read-only), `prefetch` first for "prefetch", then 100,000
+            // gets in shuffled order; and how much of the file this process maps with 2 MiB
+            // page-table entries (`FilePmdMapped`: pages the page cache holds in 2 MiB folios).
+            let keys: Vec<[u8; 24]> =
+                (0..100_000u64).map(|i| key(i.wrapping_mul(7919) % n)).collect();
+            let t = std::time::Instant::now();
+            let heap = Heap::options().create(false).read_only(true).open(path)?;
+            if what == "prefetch" {
+                heap.prefetch()?;
+                print!("open + prefetch {:.1} ms, ", t.elapsed().as_secs_f64() * 1e3);
+            }
+            let rx = heap.begin_read()?;
+            let t2 = std::time::Instant::now();
+            let mut sum = 0u64;
+            for k in &keys {
+                sum += rx.get(k)?.expect("present").len() as u64;
+            }
+            std::hint::black_box(sum);
+            let elapsed = t.elapsed();
+            print!("gets {:.1} ms, ", t2.elapsed().as_secs_f64() * 1e3);
+            let smaps = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+            let pmd = smaps.lines().find(|l| l.starts_with("FilePmdMapped")).unwrap_or("");
+            println!(
+                "open + 100k gets {:.1} ms; {}",
+                elapsed.as_secs_f64() * 1e3,
+                pmd.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            return Ok(());
         }
         "readcost" => {
             let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();

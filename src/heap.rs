@@ -212,6 +212,7 @@ impl HeapOptions {
                 // Read-only for good: no lock file, no registration, no lock (read-only media,
                 // shared file systems whose locks cannot be trusted); nothing can change it.
                 let storage = if self.read_only { storage } else { FileStorage::open(path, true)? };
+                storage.read_in_large_folios();
                 (storage, Registry::sealed(path))
             } else {
                 let real = storage.canonical_path(path)?;
@@ -370,8 +371,10 @@ impl Heap {
     /// Bring the whole heap (its latest commit's every byte) into the page cache, in 8 MiB
     /// requests, at the disk's sequential speed: what a server calls after a reboot, before
     /// its first lookups (cold lookups otherwise wait on the disk, DESIGN §4.6a). Returns the
-    /// bytes brought in. Safe beside writers of any process (the range read is pinned). One
-    /// sub-map alone: [`crate::Readable::prefetch`]. In the background, on a clone of the handle:
+    /// bytes brought in. Safe beside writers of any process (the range read is pinned). A
+    /// sealed heap is read into 2 MiB folios where the kernel has them, which every process
+    /// then maps with one page-table entry per 2 MiB. One sub-map alone:
+    /// [`crate::Readable::prefetch`]. In the background, on a clone of the handle:
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

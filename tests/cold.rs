@@ -412,3 +412,105 @@ fn prefetch_of_a_sub_map_brings_in_its_records_and_not_the_rest() {
         &[5u8; 32 << 10][..]
     );
 }
+
+/// `FilePmdMapped` (KiB mapped with 2 MiB page-table entries) of this process's mapping
+/// starting at `addr`, from `/proc/self/smaps`.
+fn pmd_mapped_kib(addr: *const libc::c_void) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((a, _)) = range.split_once('-')
+            && let Ok(a) = usize::from_str_radix(a, 16)
+        {
+            inside = a == addr as usize;
+        } else if inside && let Some(kib) = line.strip_prefix("FilePmdMapped:") {
+            return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping starts at {addr:p}");
+}
+
+/// KiB of the first `len` bytes of the file that a fresh mapping of it (advised as given, then
+/// touched once per 2 MiB) maps with 2 MiB entries: how much of it the page cache holds in
+/// 2 MiB folios.
+fn pmd_mapped_afresh(path: &Path, len: u64, advice: Option<libc::c_int>) -> u64 {
+    let f = File::open(path).unwrap();
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked for
+    // failure, read only inside its length below, and unmapped at the end.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    if let Some(advice) = advice {
+        // SAFETY: advice on the mapping made above, inside its length.
+        unsafe { libc::madvise(addr, len as usize, advice) };
+    }
+    for at in (0..len).step_by(2 << 20) {
+        // SAFETY: `at` lies inside the mapping, which is readable.
+        unsafe { std::ptr::read_volatile((addr as *const u8).add(at as usize)) };
+    }
+    let kib = pmd_mapped_kib(addr);
+    // SAFETY: unmaps exactly the mapping made above.
+    unsafe { libc::munmap(addr, len as usize) };
+    kib
+}
+
+#[test]
+fn prefetch_reads_a_sealed_heap_in_large_folios_and_a_writable_one_in_small() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Can this kernel and file system read a file into 2 MiB folios at all? A cold file
+    // faulted in under MADV_HUGEPAGE is, where they can.
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, vec![7u8; 8 << 20]).unwrap();
+    File::open(&probe).unwrap().sync_all().unwrap();
+    evict(&probe);
+    let kernel_can = pmd_mapped_afresh(&probe, 8 << 20, Some(libc::MADV_HUGEPAGE)) > 0;
+
+    let entries: Vec<_> =
+        (0..24u32).map(|i| (i.to_le_bytes().to_vec(), vec![i as u8; 1 << 20])).collect();
+    let Some(heap) = cold_heap(&dir, entries.clone()) else { return };
+    let writable = dir.path().join("cold.pheap");
+    let sealed = dir.path().join("sealed.pheap");
+    heap.seal_to(&sealed).unwrap();
+    let used = heap.stats().unwrap().used_size;
+
+    // The writable heap, cold again (sealing read it; mapped pages stay): prefetched, its
+    // pages stay in small folios (a store into a large one would dirty all of it, and the next
+    // sync write 2 MiB).
+    drop(heap);
+    evict(&writable);
+    assert!(resident(&writable, used) < 0.2);
+    let heap = Heap::open(&writable).unwrap();
+    heap.prefetch().unwrap();
+    assert!(resident(&writable, used) > 0.95);
+    assert_eq!(pmd_mapped_afresh(&writable, used, None), 0, "a writable heap in large folios");
+    drop(heap);
+
+    // The sealed copy, cold: prefetched, it is in 2 MiB folios, which any mapping of it then
+    // maps with 2 MiB entries; its content reads the same.
+    let len = std::fs::metadata(&sealed).unwrap().len();
+    evict(&sealed);
+    assert!(resident(&sealed, len) < 0.2);
+    let heap = Heap::open(&sealed).unwrap();
+    assert_eq!(heap.prefetch().unwrap(), len);
+    assert!(resident(&sealed, len) > 0.95);
+    let large = pmd_mapped_afresh(&sealed, len, None);
+    if kernel_can {
+        // All but the ends (a partial 2 MiB at the file's end is read in small folios).
+        assert!(large >= (len >> 10) / 2, "{large} KiB of {} in 2 MiB folios", len >> 10);
+    } else {
+        eprintln!("this kernel or file system reads no file into 2 MiB folios: nothing to show");
+    }
+    let rx = heap.begin_read().unwrap();
+    for (k, v) in &entries {
+        assert_eq!(rx.get(k).unwrap().unwrap(), &v[..]);
+    }
+}

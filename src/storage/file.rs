@@ -22,7 +22,7 @@ const MIN_RESERVE: u64 = 1 << 30;
 
 #[derive(Debug)]
 pub(crate) struct FileStorage {
-    file: File,
+    file: Arc<File>,
     read_only: bool,
     state: RwLock<MapState>,
     /// The access advice (DESIGN §4.6a), shared by every mapping of the file.
@@ -102,7 +102,7 @@ impl FileStorage {
         let _ = map.advise_range(Advice::WillNeed, 0, len.min(DATA_START) as usize);
         let view = view_of(&map, &policy);
         Ok(FileStorage {
-            file,
+            file: Arc::new(file),
             read_only,
             state: RwLock::new(MapState { len, map, view }),
             policy,
@@ -121,6 +121,15 @@ impl FileStorage {
         match std::fs::read_link(link) {
             Ok(p) if p.is_absolute() && !p.as_os_str().as_bytes().ends_with(b" (deleted)") => Ok(p),
             _ => std::fs::canonicalize(opened_as),
+        }
+    }
+
+    /// The file will never be written (a sealed heap, opened read-only): whole-file read-ins
+    /// take it into the page cache in 2 MiB folios (DESIGN §4.6a). Advice: where the kernel
+    /// refuses it, nothing changes.
+    pub(crate) fn read_in_large_folios(&self) {
+        if self.read_only {
+            self.policy.read_in_large_folios(self.file.clone());
         }
     }
 
@@ -157,11 +166,11 @@ impl Storage for FileStorage {
         self.state.read().len
     }
 
-    /// [`AccessPolicy::read_in`]: the range asked for with as much again after it, then waited
-    /// for and mapped.
+    /// [`AccessPolicy::read_in_whole`]: the range asked for with as much again after it, then
+    /// waited for and mapped; for a sealed heap, read in 2 MiB folios.
     fn prefetch(&self, start: u64, len: u64) {
         let st = self.state.read();
-        self.policy.read_in(&st.map, start, len, st.len);
+        self.policy.read_in_whole(&st.map, start, len, st.len);
     }
 
     fn grow(&self, len: u64) -> Result<()> {

@@ -327,10 +327,11 @@ impl Map {
     }
 
     /// Bring this map into the page cache, waiting for it, with the GIL released: a heap's
-    /// whole file at the disk's sequential speed, or a sub-map's (or a snapshot's) records level
-    /// by level. Returns the bytes read. ``background=True`` returns at once a
-    /// ``concurrent.futures.Future`` of that number (on a heap or a snapshot, not in a
-    /// transaction): what a server starts after a reboot before it takes requests.
+    /// whole file at the disk's sequential speed (a sealed heap's, such as a publication's, in
+    /// 2 MiB folios that every process maps with one page-table entry each), or a sub-map's (or
+    /// a snapshot's) records level by level. Returns the bytes read. ``background=True``
+    /// returns at once a ``concurrent.futures.Future`` of that number (on a heap or a snapshot,
+    /// not in a transaction): what a server starts after a reboot before it takes requests.
     #[pyo3(signature = (*, background=false))]
     fn prefetch<'py>(&self, py: Python<'py>, background: bool) -> PyResult<Bound<'py, PyAny>> {
         let path = self.path.clone();

@@ -46,9 +46,10 @@ class Map(MutableMapping[Any, Any]):
     @overload
     def prefetch(self, *, background: Literal[True]) -> Future[int]:
         """Bring this map into the page cache (GIL released): a heap's whole file at the disk's
-        sequential speed, a sub-map's or a snapshot's records level by level. Returns the bytes
-        read; ``background=True`` returns at once a ``Future`` of that number (not in a
-        transaction)."""
+        sequential speed (a sealed heap's, such as a publication's, in 2 MiB folios that every
+        process maps with one page-table entry each), a sub-map's or a snapshot's records level
+        by level. Returns the bytes read; ``background=True`` returns at once a ``Future`` of
+        that number (not in a transaction)."""
     def __iter__(self) -> Iterator[Any]: ...
     @overload
     def get(self, key: Key, *, copy: bool = ...) -> Any | None: ...
