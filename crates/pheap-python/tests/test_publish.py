@@ -300,6 +300,49 @@ def test_damaged_publications_are_errors_and_nothing_is_cached(src, tmp_path, ca
         pheap.Published(str(tmp_path / "nowhere"))
 
 
+def test_downloads_are_written_in_whole_2_mib_pieces_whatever_the_source_delivers():
+    from pheap._publish import _write_in_pieces
+
+    piece = 2 << 20
+    data = os.urandom(5 * piece + 12345)
+
+    class Network:
+        """A source that delivers odd, short lengths, as a socket does."""
+
+        def __init__(self):
+            self.at = 0
+
+        def readinto(self, b):
+            n = min(len(b), 100_003, len(data) - self.at)
+            b[:n] = data[self.at : self.at + n]
+            self.at += n
+            return n
+
+    class Out:
+        def __init__(self, most):
+            self.most, self.got, self.calls = most, bytearray(), []
+
+        def write(self, b):
+            n = min(len(b), self.most)
+            self.calls.append((len(self.got), len(b)))
+            self.got += b[:n]
+            return n
+
+    out = Out(most=len(data))
+    _write_in_pieces(Network(), out)
+    assert bytes(out.got) == data
+    # Every write but the last is a whole piece at a multiple of the piece's length.
+    assert out.calls == [(i * piece, piece) for i in range(5)] + [(5 * piece, 12345)]
+    # A short write (the kernel may write less than asked) is finished, not dropped.
+    out = Out(most=1_000_000)
+    _write_in_pieces(Network(), out)
+    assert bytes(out.got) == data
+    # An empty source writes nothing.
+    out = Out(most=piece)
+    _write_in_pieces(type("Empty", (), {"readinto": lambda self, b: 0})(), out)
+    assert out.got == b"" and out.calls == []
+
+
 def test_a_full_cache_dir_is_a_clear_error(src, tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare(1) to mount a small tmpfs")

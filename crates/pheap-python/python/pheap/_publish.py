@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import tempfile
 import threading
 import time
@@ -301,10 +300,12 @@ class Published:
             src = self._source_file()
             try:
                 if src is not None:
-                    shutil.copyfile(src, tmp)
+                    with open(src, "rb", buffering=0) as f, open(tmp, "xb", buffering=0) as out:
+                        _write_in_pieces(f, out)
                 else:
                     fs, root = _fs(self.url, self.storage_options)
-                    fs.get_file(f"{root}/{self.digest}.pheap", os.fspath(tmp))
+                    with fs.open(f"{root}/{self.digest}.pheap", "rb") as f, open(tmp, "xb", buffering=0) as out:
+                        _write_in_pieces(f, out)
             except FileNotFoundError as e:
                 if tmp.exists():
                     raise
@@ -410,6 +411,33 @@ class Published:
 
 def _restore(url, manifest, storage_options, cache_dir):
     return Published._from(url, manifest, storage_options, cache_dir)
+
+
+# What the cache's files are written in: whole 2 MiB pieces, at multiples of 2 MiB.
+_PIECE = 2 << 20
+
+
+def _write_in_pieces(src, out):
+    """Copy the file object ``src`` (read to its end with ``readinto``) into the new, unbuffered
+    file ``out``, written in pieces of 2 MiB at offsets that are multiples of it (the last piece
+    shorter), whatever lengths ``src`` returns: the page cache then holds the file in 2 MiB
+    folios, which every process of the node maps with one page-table entry each, taking a
+    fraction of the faults and TLB misses of 4 KiB pages (DESIGN §9.3; a copy in the kernel, or
+    writes as the network delivers them, leaves it in small folios)."""
+    buf = bytearray(_PIECE)
+    view = memoryview(buf)
+    while True:
+        n = 0
+        while n < _PIECE:
+            got = src.readinto(view[n:])
+            if not got:
+                break
+            n += got
+        done = 0
+        while done < n:
+            done += out.write(view[done:n])
+        if n < _PIECE:
+            return
 
 
 def _complete(path, size):
