@@ -1,10 +1,11 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|nosync|durable|single|inproc|get|fresh|prefetch|readcost|itercost|txncost|objload|objcost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|bulkcost|nosync|durable|single|inproc|get|fresh|prefetch|readcost|itercost|txncost|objload|objcost|opencost PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
 //! prints the fastest pass per lookup, taking only the value's length and then summing its bytes;
 //! `itercost` walks every entry (`iter()`), five passes, and prints the fastest per entry;
 //! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds;
+//! `bulkcost` times the peer benchmark's bulk load (durable) beside its HashMap, 3 rounds;
 //! `fresh` opens it read-only and makes 100,000 gets (`prefetch`: after `Heap::prefetch`), once,
 //! printing the time and how much of the file the process maps in 2 MiB pages.
 use pheap::prelude::*;
@@ -45,6 +46,36 @@ fn main() -> pheap::Result<()> {
             tx.insert_many(batch)?;
             tx.commit()?;
             println!("insert_many + commit: {:.3} s", t.elapsed().as_secs_f64());
+        }
+        "bulkcost" => {
+            // The peer benchmark's bulk load, beside its reference in the same process: a fresh
+            // durable heap takes 1M entries in one `insert_many` (a batch of (&[u8], Vec<u8>),
+            // values made as the batch is), against a HashMap<Box<[u8]>, Box<[u8]>> of the same.
+            let keys: Vec<[u8; 24]> = (0..n).map(key).collect();
+            let value = |i: usize| [i as u8; 150];
+            for round in 0..3 {
+                let t = std::time::Instant::now();
+                let mut m: std::collections::HashMap<Box<[u8]>, Box<[u8]>> = Default::default();
+                for (i, k) in keys.iter().enumerate() {
+                    m.insert(k[..].into(), value(i)[..].into());
+                }
+                let map = t.elapsed().as_secs_f64();
+                drop(m);
+                let _ = std::fs::remove_file(path);
+                let heap = Heap::open(path)?;
+                let t = std::time::Instant::now();
+                let mut tx = heap.begin_write()?;
+                let batch: Vec<(&[u8], Vec<u8>)> =
+                    keys.iter().enumerate().map(|(i, k)| (&k[..], value(i).to_vec())).collect();
+                tx.insert_many(batch)?;
+                tx.commit()?;
+                let load = t.elapsed().as_secs_f64();
+                println!(
+                    "round {round}: pheap {load:.3} s, HashMap {map:.3} s, {:.2}x",
+                    load / map
+                );
+            }
+            return Ok(());
         }
         "nosync" => {
             let heap = Heap::open(path)?;
