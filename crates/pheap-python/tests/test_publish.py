@@ -337,6 +337,18 @@ def test_downloads_are_written_in_whole_2_mib_pieces_whatever_the_source_deliver
     out = Out(most=1_000_000)
     _write_in_pieces(Network(), out)
     assert bytes(out.got) == data
+    # A source with read() alone.
+    class Reader:
+        def __init__(self):
+            self.net = Network()
+
+        def read(self, n):
+            b = bytearray(n)
+            return bytes(b[: self.net.readinto(memoryview(b))])
+
+    out = Out(most=len(data))
+    _write_in_pieces(Reader(), out)
+    assert bytes(out.got) == data and out.calls[0] == (0, piece)
     # An empty source writes nothing.
     out = Out(most=piece)
     _write_in_pieces(type("Empty", (), {"readinto": lambda self, b: 0})(), out)

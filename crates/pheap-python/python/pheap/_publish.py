@@ -418,18 +418,26 @@ _PIECE = 2 << 20
 
 
 def _write_in_pieces(src, out):
-    """Copy the file object ``src`` (read to its end with ``readinto``) into the new, unbuffered
-    file ``out``, written in pieces of 2 MiB at offsets that are multiples of it (the last piece
-    shorter), whatever lengths ``src`` returns: the page cache then holds the file in 2 MiB
-    folios, which every process of the node maps with one page-table entry each, taking a
+    """Copy the file object ``src`` (read to its end with ``readinto``, or ``read``) into the
+    new, unbuffered file ``out``, written in pieces of 2 MiB at offsets that are multiples of it
+    (the last piece shorter), whatever lengths ``src`` returns: the page cache then holds it in
+    2 MiB folios, which every process of the node maps with one page-table entry each, taking a
     fraction of the faults and TLB misses of 4 KiB pages (DESIGN §9.3; a copy in the kernel, or
     writes as the network delivers them, leaves it in small folios)."""
     buf = bytearray(_PIECE)
     view = memoryview(buf)
+    readinto = getattr(src, "readinto", None)
+    if readinto is None:  # a file object with read() alone
+
+        def readinto(b):
+            data = src.read(len(b))
+            b[: len(data)] = data
+            return len(data)
+
     while True:
         n = 0
         while n < _PIECE:
-            got = src.readinto(view[n:])
+            got = readinto(view[n:])
             if not got:
                 break
             n += got
