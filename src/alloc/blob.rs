@@ -343,9 +343,7 @@ impl Allocator {
             out.extend_from_slice(e.as_bytes());
         }
         for &c in &used {
-            for o in &self.classes[c].top {
-                out.extend_from_slice(&o.to_le_bytes());
-            }
+            extend_le(&mut out, &self.classes[c].top);
         }
         for (&start, &pages) in &self.runs {
             out.extend_from_slice(FreeRun { start: start.into(), pages: pages.into() }.as_bytes());
@@ -360,10 +358,18 @@ impl Allocator {
                 chained: p.chained.into(),
             };
             out.extend_from_slice(e.as_bytes());
-            for v in &p.inline {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            extend_le(&mut out, &p.inline);
         }
         out
+    }
+}
+
+/// Append `words` as little-endian u64s: one copy where that is the machine's order (the
+/// blob's lists are most of its bytes, and a copy per word was a tenth of a no-sync commit).
+fn extend_le(out: &mut Vec<u8>, words: &[u64]) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(words.as_bytes());
+    } else {
+        out.extend(words.iter().flat_map(|w| w.to_le_bytes()));
     }
 }
