@@ -24,16 +24,11 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 from collections import defaultdict
 
-
-def evict(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
+from bench import evict  # noqa: E402  (a sync, then POSIX_FADV_DONTNEED)
 
 
 def run(build, mode, heap):

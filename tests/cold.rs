@@ -108,24 +108,29 @@ fn eventually_within(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 
 /// The fraction of the first `len` bytes of the file that are in the page cache.
 fn resident(path: &Path, len: u64) -> f64 {
-    let f = File::open(path).unwrap();
+    with_mapping(path, len, |addr| mincore_fraction(addr, len as usize))
+}
+
+/// `f` of a fresh read-only shared mapping of the first `len` bytes of the file, unmapped after.
+fn with_mapping<T>(path: &Path, len: u64, f: impl FnOnce(*mut libc::c_void) -> T) -> T {
+    let file = File::open(path).unwrap();
     // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked for
-    // failure, only passed to mincore (never read), and unmapped below.
+    // failure, used by `f` only inside its length, and unmapped below.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len as usize,
             libc::PROT_READ,
             libc::MAP_SHARED,
-            f.as_raw_fd(),
+            file.as_raw_fd(),
             0,
         )
     };
     assert_ne!(addr, libc::MAP_FAILED);
-    let fraction = mincore_fraction(addr, len as usize);
+    let out = f(addr);
     // SAFETY: unmaps exactly the mapping made above.
     unsafe { libc::munmap(addr, len as usize) };
-    fraction
+    out
 }
 
 #[test]
@@ -435,32 +440,17 @@ fn pmd_mapped_kib(addr: *const libc::c_void) -> u64 {
 /// touched once per 2 MiB) maps with 2 MiB entries: how much of it the page cache holds in
 /// 2 MiB folios.
 fn pmd_mapped_afresh(path: &Path, len: u64, advice: Option<libc::c_int>) -> u64 {
-    let f = File::open(path).unwrap();
-    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, checked for
-    // failure, read only inside its length below, and unmapped at the end.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len as usize,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(addr, libc::MAP_FAILED);
-    if let Some(advice) = advice {
-        // SAFETY: advice on the mapping made above, inside its length.
-        unsafe { libc::madvise(addr, len as usize, advice) };
-    }
-    for at in (0..len).step_by(2 << 20) {
-        // SAFETY: `at` lies inside the mapping, which is readable.
-        unsafe { std::ptr::read_volatile((addr as *const u8).add(at as usize)) };
-    }
-    let kib = pmd_mapped_kib(addr);
-    // SAFETY: unmaps exactly the mapping made above.
-    unsafe { libc::munmap(addr, len as usize) };
-    kib
+    with_mapping(path, len, |addr| {
+        if let Some(advice) = advice {
+            // SAFETY: advice on the live mapping, inside its length.
+            unsafe { libc::madvise(addr, len as usize, advice) };
+        }
+        for at in (0..len).step_by(2 << 20) {
+            // SAFETY: `at` lies inside the mapping, which is readable.
+            unsafe { std::ptr::read_volatile((addr as *const u8).add(at as usize)) };
+        }
+        pmd_mapped_kib(addr)
+    })
 }
 
 #[test]
