@@ -167,7 +167,8 @@ impl Storage for FileStorage {
     }
 
     /// [`AccessPolicy::read_in_whole`]: the range asked for with as much again after it, then
-    /// waited for and mapped; for a sealed heap, read in 2 MiB folios.
+    /// waited for and mapped; for a sealed heap, faulted in as 2 MiB folios through a mapping
+    /// of its own.
     fn prefetch(&self, start: u64, len: u64) {
         let st = self.state.read();
         self.policy.read_in_whole(&st.map, start, len, st.len);

@@ -203,20 +203,10 @@ impl View {
     /// clamped to the mapping.
     #[inline]
     pub(crate) fn prefetch(&self, off: u64, len: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let end = off.saturating_add(len).min(self.mapped);
-            let mut line = off & !63;
-            while line < end {
-                // SAFETY: a prefetch neither reads into the program nor faults; the address is
-                // inside the mapping (clamped above).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(self.ptr.add(line as usize).cast()) };
-                line += 64;
-            }
+        let (line, end) = (off & !63, off.saturating_add(len).min(self.mapped));
+        if line < end {
+            prefetch_lines(self.ptr.wrapping_add(line as usize), (end - line) as usize);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (off, len);
     }
 
     /// Copy a meta slot out with atomic loads: another thread or process may be rewriting it, in
@@ -309,18 +299,24 @@ pub(crate) fn boot_id() -> [u8; 16] {
 /// entries about to be read in another order than they were made in.
 #[inline]
 pub(crate) fn prefetch_memory<T: ?Sized>(r: &T, len: usize) {
+    prefetch_lines(std::ptr::from_ref(r).cast::<u8>(), len.min(std::mem::size_of_val(r)));
+}
+
+/// Request the cache lines of `[ptr, ptr + len)` at once, in parallel. Never faults, whatever
+/// the addresses (a prefetch of an unmapped one is dropped).
+#[inline]
+fn prefetch_lines(ptr: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let ptr = std::ptr::from_ref(r).cast::<u8>();
         let mut at = 0;
-        while at < len.min(std::mem::size_of_val(r)) {
-            // SAFETY: a prefetch neither reads into the program nor faults; the address is
-            // inside `r`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(at).cast()) };
+        while at < len {
+            // SAFETY: a prefetch neither reads into the program nor faults, whatever the
+            // address; `wrapping_add` makes no claim about the allocation.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(at).cast()) };
             at += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (r, len);
+    let _ = (ptr, len);
 }
