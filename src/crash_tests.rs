@@ -184,12 +184,37 @@ fn verify_image(img: &[u8], boot_id: [u8; 16], log: &History, what: &str) -> Mod
     got
 }
 
+/// The enumeration in four tests of every fourth workload each, which the test harness runs side
+/// by side (one was a single test of 430 s on one core of a two-core machine, most of CI's Rust
+/// tests; the others end within two minutes).
+const CRASH_PARTS: u64 = 4;
+
 #[test]
-fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
+fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable_1_of_4() {
+    enumerated_crash_images(0);
+}
+
+#[test]
+fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable_2_of_4() {
+    enumerated_crash_images(1);
+}
+
+#[test]
+fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable_3_of_4() {
+    enumerated_crash_images(2);
+}
+
+#[test]
+fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable_4_of_4() {
+    enumerated_crash_images(3);
+}
+
+/// The workloads `w` with `w % CRASH_PARTS == part`, of `PHEAP_CRASH_WORKLOADS` (40).
+fn enumerated_crash_images(part: u64) {
     let workloads: u64 =
         std::env::var("PHEAP_CRASH_WORKLOADS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let (mut images, mut second) = (0u64, 0u64);
-    for w in 0..workloads {
+    for w in (0..workloads).filter(|w| w % CRASH_PARTS == part) {
         let seed = 0x5eed_0000 + w;
         // A clean run counts the operations.
         let (s, heap) = fresh(seed);
@@ -255,7 +280,11 @@ fn enumerated_crash_images_all_open_whole_and_lose_nothing_durable() {
             }
         }
     }
-    eprintln!("{workloads} workloads: {images} crash images ({second} after a second crash)");
+    eprintln!(
+        "part {} of {CRASH_PARTS} of {workloads} workloads: {images} crash images ({second} after a \
+         second crash)",
+        part + 1
+    );
 }
 
 /// Every failure kind at every operation of a workload: an error (never a panic), the handle
