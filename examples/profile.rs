@@ -1,4 +1,4 @@
-//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|bulkcost|nosync|durable|single|inproc|get|fresh|prefetch|readcost|itercost|txncost|objload|objcost|opencost PATH`
+//! Workloads for profiling: `cargo run --release --example profile -- load|loadmany|bulkcost|nosync|durable|single|inproc|get|fresh|prefetch|readcost|itercost|txncost|objload|objcost|opencost|floor PATH`
 //!
 //! `readcost` and `opencost` are for A/B comparisons of two builds on one heap file (made by
 //! `load`), run alternately: `readcost` reads every key once in shuffled order, five passes, and
@@ -7,7 +7,9 @@
 //! `opencost` opens the heap, gets one key and closes it, 2000 times, fastest of 5 rounds;
 //! `bulkcost` times the peer benchmark's bulk load (durable) beside its HashMap, 3 rounds;
 //! `fresh` opens it read-only and makes 100,000 gets (`prefetch`: after `Heap::prefetch`), once,
-//! printing the time and how much of the file the process maps in 2 MiB pages.
+//! printing the time and how much of the file the process maps in 2 MiB pages; `floor` prints
+//! what a dependent load over 256 MiB costs (4 KiB and 2 MiB pages) and a HashMap's get of the
+//! same entries, readcost's reference.
 use pheap::prelude::*;
 use pheap::{Durability, Heap};
 fn key(i: u64) -> [u8; 24] {
@@ -275,6 +277,31 @@ fn main() -> pheap::Result<()> {
             tx.map_mut("m")?.insert_many(batch.iter().map(|(k, v)| (k, v)))?;
             tx.commit()?;
         }
+        "floor" => {
+            // What a lookup costs at best on this machine, for readcost's figures: a chain of
+            // dependent loads over 256 MiB (one per random cache line; the memory in 4 KiB
+            // pages, then in 2 MiB ones), and a HashMap<Vec<u8>, Vec<u8>> of the same keys and
+            // values as `load` makes, read in readcost's order. PATH is not used.
+            for huge in [false, true] {
+                println!(
+                    "dependent load, {} pages: {:.0} ns",
+                    if huge { "2 MiB" } else { "4 KiB" },
+                    chase(256 << 20, huge) * 1e9
+                );
+            }
+            let mut m = std::collections::HashMap::new();
+            for i in 0..n {
+                m.insert(key(i).to_vec(), vec![i as u8; 150]);
+            }
+            let keys: Vec<[u8; 24]> = (0..n).map(|i| key(i.wrapping_mul(7919) % n)).collect();
+            let best = fastest_of_5(|| {
+                let sum: usize = keys.iter().map(|k| m.get(&k[..]).expect("present").len()).sum();
+                std::hint::black_box(sum);
+                Ok(())
+            })?;
+            println!("HashMap: {:.0} ns per get (length only)", best * 1e9 / n as f64);
+            return Ok(());
+        }
         "opencost" => {
             let best = fastest_of_5(|| {
                 for i in 0..2000u64 {
@@ -286,12 +313,44 @@ fn main() -> pheap::Result<()> {
             println!("open, get, close: {:.1} us", best * 1e6 / 2000.0);
             return Ok(());
         }
-        _ => panic!(
-            "load | nosync | durable | single | inproc | get | readcost | txncost | opencost"
-        ),
+        _ => panic!("unknown mode {what}: see the header of examples/profile.rs"),
     }
     println!("{what}: {:.3} s", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Seconds per load of a chain of dependent loads, one per cache line of `bytes` of fresh
+/// anonymous memory in random order (one cycle through every line), the memory advised to take
+/// 2 MiB pages (`huge`) or not to.
+fn chase(bytes: usize, huge: bool) -> f64 {
+    const LINE: usize = 64;
+    let lines = bytes / LINE;
+    let mut map = memmap2::MmapMut::map_anon(bytes).expect("an anonymous mapping");
+    let advice = if huge { memmap2::Advice::HugePage } else { memmap2::Advice::NoHugePage };
+    map.advise(advice).expect("madvise");
+    let words: &mut [u64] = zerocopy::FromBytes::mut_from_bytes(&mut map[..]).expect("aligned");
+    // Sattolo's shuffle: one cycle through every line.
+    let mut order: Vec<u32> = (0..lines as u32).collect();
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    for i in (1..lines).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        order.swap(i, (s % i as u64) as usize);
+    }
+    for (i, &next) in order.iter().enumerate() {
+        words[i * LINE / 8] = u64::from(next);
+    }
+    let best = fastest_of_5(|| {
+        let mut at = 0usize;
+        for _ in 0..lines {
+            at = words[at * LINE / 8] as usize;
+        }
+        std::hint::black_box(at);
+        Ok(())
+    })
+    .expect("no error");
+    best / lines as f64
 }
 
 /// Seconds of the fastest of five runs of `f`.
