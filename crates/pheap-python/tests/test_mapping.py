@@ -567,3 +567,28 @@ def test_a_sealed_copy_reads_and_refuses_writes(db, tmp_path):
     assert sealed.check()["entries"] == 101
     with pytest.raises(FileExistsError):
         db.seal_to(dest)
+
+
+def test_import_leaves_publications_and_sets_to_their_first_use(path):
+    # A server that opens one heap starts in a fresh interpreter: `import pheap` must not pay
+    # for the publication and shard-set machinery (it was 100 of 127 ms), yet every name the
+    # package exports resolves, and `from pheap import *` gives them all.
+    code = f"""
+import sys
+import pheap
+db = pheap.open({str(path)!r})
+db["k"] = 1
+assert db["k"] == 1
+lazy = ["pheap._publish", "pheap._sets", "pheap._setpub", "concurrent.futures"]
+print([m for m in lazy if m in sys.modules])
+assert pheap.publish.__module__ == "pheap._publish" and pheap.open_set.__module__ == "pheap._sets"
+assert "PublishedSet" in dir(pheap)
+ns = {{}}
+exec("from pheap import *", ns)
+missing = [n for n in pheap.__all__ if n not in ns]
+assert not missing, missing
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pheap.no_such_name
